@@ -1,0 +1,2 @@
+# Shared fixtures live in tests/harness; each module is registered here.
+pytest_plugins: list[str] = []

@@ -1,0 +1,1 @@
+"""Typed, immutable messages exchanged between actors (one module per concern)."""

@@ -1,0 +1,120 @@
+"""Cluster state as typed values, converted from Kubernetes objects at the edge.
+
+CRDWatcherActor publishes these; nothing downstream sees a kubernetes model
+object or a dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class AttachmentType(Enum):
+    L2VNI = "l2vni"
+    L3VNI = "l3vni"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    type: AttachmentType
+    vni: int
+    port: int = 4789
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VrfDomainSpec:
+    """A VRFDomain custom resource (cni.pyroute2.org/v1alpha1)."""
+
+    name: str
+    vrf: int
+    table: int
+    prefix: str
+    prefixlen: int
+    ipblocklen: int
+    attachments: tuple[Attachment, ...]
+    resource_version: str = ""
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.prefix}/{self.prefixlen}"
+
+    @property
+    def vrf_name(self) -> str:
+        return f"vrf-{self.vrf}"
+
+    def pod_attachment(self) -> Attachment:
+        """The attachment pods join: l2vni is preferred when both exist."""
+        for wanted in (AttachmentType.L2VNI, AttachmentType.L3VNI):
+            for attachment in self.attachments:
+                if attachment.type is wanted:
+                    return attachment
+        raise ValueError(f"VRFDomain {self.name} has no attachments")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VrfDomainBindingSpec:
+    """A VRFDomainBinding: pods of `namespace` join VRFDomain `domain`."""
+
+    name: str
+    namespace: str
+    domain: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInterface:
+    name: str
+    local: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VrfNodeConfigSpec:
+    """A VRFNodeConfig: per-node routing parameters."""
+
+    name: str
+    node: str
+    router_id: str = ""
+    route_reflectors: tuple[str, ...] = ()
+    interfaces: tuple[NodeInterface, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    """A Kubernetes Node as the daemon needs it."""
+
+    name: str
+    internal_ip: str
+
+
+class ChangeKind(Enum):
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+ClusterObject = VrfDomainSpec | VrfDomainBindingSpec | VrfNodeConfigSpec | NodeInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterObjectChanged:
+    """One watched object was added, modified or deleted."""
+
+    kind: ChangeKind
+    obj: ClusterObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespaceChanged:
+    kind: ChangeKind
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSnapshot:
+    """Everything the watcher knows after a (re)list; subscribers replace their view."""
+
+    domains: tuple[VrfDomainSpec, ...]
+    bindings: tuple[VrfDomainBindingSpec, ...]
+    node_configs: tuple[VrfNodeConfigSpec, ...]
+    nodes: tuple[NodeInfo, ...]
+    namespaces: tuple[str, ...]

@@ -1,0 +1,82 @@
+"""Every Prometheus metric the daemon exports, on one registry owned by main.
+
+Labels stay low-cardinality (actor, verb, result, state, vrf).  Gauges are set
+from actor state as it changes, never computed by API calls at scrape time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+# CNI requests are tens of milliseconds; a slow ADD (block claim) a few seconds.
+REQUEST_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.actor_restarts = Counter(
+            "pyroute2_cni_actor_restarts",
+            "Actor instances replaced by the supervisor after a crash or a missed heartbeat",
+            ["actor"],
+            registry=r,
+        )
+        self.actor_ready = Gauge(
+            "pyroute2_cni_actor_ready", "1 when the actor reports ready", ["actor"], registry=r
+        )
+        self.requests = Counter(
+            "pyroute2_cni_requests",
+            "CNI requests served, by verb and result (ok or the CNI error code)",
+            ["verb", "result"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "pyroute2_cni_request_duration_seconds",
+            "CNI request latency inside the daemon, by verb",
+            ["verb"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.ipam_blocks = Gauge(
+            "pyroute2_cni_ipam_blocks", "IP blocks held by this node", ["vrf"], registry=r
+        )
+        self.ipam_addresses = Gauge(
+            "pyroute2_cni_ipam_addresses",
+            "Addresses allocated to pods in this node's blocks",
+            ["vrf"],
+            registry=r,
+        )
+        self.ipam_api_writes = Counter(
+            "pyroute2_cni_ipam_api_writes", "Kubernetes API writes made by IPAM", ["op"], registry=r
+        )
+        self.ipam_api_lists = Counter(
+            "pyroute2_cni_ipam_api_lists", "Kubernetes API LIST calls made by IPAM", registry=r
+        )
+        self.frr_reloads = Counter(
+            "pyroute2_cni_frr_reloads",
+            "FRR configuration reloads, by result (ok, unchanged, invalid, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.bgp_sessions = Gauge(
+            "pyroute2_cni_bgp_sessions",
+            "BGP sessions of this node, by state",
+            ["state"],
+            registry=r,
+        )
+        self.netlink_repairs = Counter(
+            "pyroute2_cni_netlink_repairs",
+            "Kernel objects recreated or corrected by reconcile",
+            ["kind"],
+            registry=r,
+        )
