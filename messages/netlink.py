@@ -1,0 +1,118 @@
+"""NetlinkActor's commands and replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyroute2_cni.messages.crd import AttachmentType, VrfDomainSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vtep:
+    """The underlay endpoint VXLAN devices use."""
+
+    interface: str
+    local: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnsureVrfDomain:
+    """Create (down) or correct the VRF, bridges and VXLANs of one domain."""
+
+    domain: VrfDomainSpec
+    # The domain whose prefix the host reaches (kubelet probes); tenant VRFs are isolated.
+    system: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BringUpVrfDomain:
+    """FRR knows the domain's VNIs now: bring its devices up."""
+
+    vrf: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveVrfDomain:
+    vrf: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainState:
+    vrf: int
+    devices: tuple[str, ...]
+    up: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlumbPod:
+    container_id: str
+    ifname: str
+    netns: str  # path of the pod's network namespace
+    vrf: int
+    attachment: AttachmentType
+    address: str
+    prefixlen: int
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CniInterface:
+    name: str
+    mac: str
+    sandbox: str = ""  # empty for the host side
+    mtu: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodPlumbed:
+    host: CniInterface
+    container: CniInterface
+    address: str
+    prefixlen: int
+    gateway: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnplumbPod:
+    """Remove a pod's interface; succeeds when the netns or the link is already gone."""
+
+    container_id: str
+    ifname: str
+    netns: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckPod:
+    container_id: str
+    ifname: str
+    netns: str
+    address: str
+    prefixlen: int
+    gateway: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodCheckResult:
+    ok: bool
+    differences: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlumbedPod:
+    container_id: str
+    ifname: str
+    host_ifname: str
+    vrf: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListPlumbedPods:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlumbedPods:
+    pods: tuple[PlumbedPod, ...]

@@ -1,0 +1,171 @@
+"""In-memory IPAM and netlink actors for CNIServerActor unit tests.
+
+They answer the real messages with plausible values and record what they
+hold, so tests can assert that nothing leaks after failures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import Any
+
+from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
+from pyroute2_cni.messages.crd import AttachmentType
+from pyroute2_cni.messages.ipam import (
+    AddressAllocated,
+    AddressesReleased,
+    AddressLookupResult,
+    AddressReleased,
+    AllocateAddress,
+    LookupAddress,
+    ReleaseAddress,
+    ReleaseAllExcept,
+)
+from pyroute2_cni.messages.netlink import (
+    CheckPod,
+    CniInterface,
+    ListPlumbedPods,
+    PlumbedPod,
+    PlumbedPods,
+    PlumbPod,
+    PodCheckResult,
+    PodPlumbed,
+    UnplumbPod,
+)
+
+
+class Shared:
+    """State both fakes expose to the test (guarded by a lock)."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.lock = threading.Lock()
+        self.capacity = capacity
+        self.allocations: dict[str, str] = {}
+        self.plumbed: dict[str, PlumbPod] = {}
+        self.fail_plumb = False
+        self.plumb_gate: threading.Event | None = None
+
+
+class FakeIpam(BaseActor):
+    def __init__(self, hooks: ActorHooks, *, shared: Shared) -> None:
+        super().__init__(hooks)
+        self.shared = shared
+
+    def on_start(self) -> None:
+        self.set_ready(True)
+
+    def handle(self, message: Any) -> Any:
+        s = self.shared
+        match message:
+            case AllocateAddress(key=key, domain=domain):
+                with s.lock:
+                    if key not in s.allocations:
+                        used = set(s.allocations.values())
+                        net = ipaddress.IPv4Network(domain.cidr)
+                        free = [str(h) for h in list(net.hosts())[1 : s.capacity + 1]]
+                        free = [a for a in free if a not in used]
+                        if not free:
+                            return Failure(
+                                reason=f"VRFDomain {domain.name} ({domain.cidr}) has no free "
+                                "addresses",
+                                kind=ErrorKind.PERMANENT,
+                            )
+                        s.allocations[key] = free[0]
+                    gateway = str(next(ipaddress.IPv4Network(domain.cidr).hosts()))
+                    return AddressAllocated(
+                        key=key,
+                        vrf=domain.vrf,
+                        address=s.allocations[key],
+                        prefixlen=domain.ipblocklen,
+                        gateway=gateway,
+                        block=domain.cidr,
+                        attachment=domain.pod_attachment().type,
+                    )
+            case ReleaseAddress(key=key):
+                with s.lock:
+                    return AddressReleased(key=key, address=s.allocations.pop(key, None))
+            case ReleaseAllExcept(keep=keep):
+                with s.lock:
+                    gone = tuple(k for k in s.allocations if k not in keep)
+                    for k in gone:
+                        del s.allocations[k]
+                    return AddressesReleased(keys=gone)
+            case LookupAddress(key=key):
+                with s.lock:
+                    address = s.allocations.get(key)
+                if address is None:
+                    return AddressLookupResult(allocation=None)
+                return AddressLookupResult(
+                    allocation=AddressAllocated(
+                        key=key,
+                        vrf=42,
+                        address=address,
+                        prefixlen=26,
+                        gateway="",
+                        block="",
+                        attachment=AttachmentType.L3VNI,
+                    )
+                )
+            case _:
+                return self.unknown(message)
+
+
+class FakeNetlink(BaseActor):
+    def __init__(self, hooks: ActorHooks, *, shared: Shared) -> None:
+        super().__init__(hooks)
+        self.shared = shared
+
+    def on_start(self) -> None:
+        self.set_ready(True)
+
+    def handle(self, message: Any) -> Any:
+        s = self.shared
+        match message:
+            case PlumbPod() as plumb:
+                if s.plumb_gate is not None:
+                    s.plumb_gate.wait(timeout=30)
+                if s.fail_plumb:
+                    return Failure(reason=f"cannot open netns {plumb.netns}", details="ENOENT")
+                key = f"{plumb.container_id}/{plumb.ifname}"
+                with s.lock:
+                    s.plumbed[key] = plumb
+                return PodPlumbed(
+                    host=CniInterface(name="p2c" + plumb.container_id[:8], mac="02:00:00:00:00:01"),
+                    container=CniInterface(
+                        name=plumb.ifname, mac="02:00:00:00:00:02", sandbox=plumb.netns, mtu=1450
+                    ),
+                    address=plumb.address,
+                    prefixlen=plumb.prefixlen,
+                    gateway=plumb.gateway,
+                    mtu=1450,
+                )
+            case UnplumbPod(container_id=cid, ifname=ifname):
+                with s.lock:
+                    s.plumbed.pop(f"{cid}/{ifname}", None)
+                return Ok()
+            case CheckPod(container_id=cid, ifname=ifname, address=address):
+                with s.lock:
+                    held = s.plumbed.get(f"{cid}/{ifname}")
+                if held is None:
+                    return PodCheckResult(ok=False, differences=(f"{ifname} does not exist",))
+                if held.address != address:
+                    return PodCheckResult(
+                        ok=False, differences=(f"address {held.address}, expected {address}",)
+                    )
+                return PodCheckResult(ok=True, differences=())
+            case ListPlumbedPods():
+                with s.lock:
+                    pods = tuple(
+                        PlumbedPod(
+                            container_id=p.container_id,
+                            ifname=p.ifname,
+                            host_ifname="p2c" + p.container_id[:8],
+                            vrf=p.vrf,
+                        )
+                        for p in s.plumbed.values()
+                    )
+                return PlumbedPods(pods=pods)
+            case _:
+                return self.unknown(message)
