@@ -11,3 +11,25 @@ class VniKnown:
 
     vrf: int
     vni: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyFrr:
+    """Self-scheduled after the debounce: render and apply the current model."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollFrr:
+    """Self-scheduled: read BGP sessions and known VNIs from vtysh."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrrApplyReported:
+    """Outcome of the last apply, for this node's VRFNodeConfig status (condition FrrApplied)."""
+
+    node: str
+    ok: bool
+    reason: str
+    message: str

@@ -1,0 +1,247 @@
+"""FRRActor: cluster state -> routing model -> frr.conf -> validated reload; FRR state back.
+
+Changes are debounced; an identical rendering reloads nothing; a failed
+validation or reload keeps the last good configuration running and is
+retried with backoff.  zebra's view of the VNIs is polled and each VNI it
+knows is told to the NetlinkActor, which brings the devices up only then
+(the order EVPN needs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2_cni.actors.address import Address
+from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.config import Settings
+from pyroute2_cni.frr_control import FrrControl
+from pyroute2_cni.frr_model import FrrConfig, FrrModelError, build_frr_config, render
+from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.crd import (
+    ChangeKind,
+    ClusterObjectChanged,
+    ClusterSnapshot,
+    NamespaceChanged,
+    NodeInfo,
+    VrfDomainBindingSpec,
+    VrfDomainSpec,
+    VrfNodeConfigSpec,
+)
+from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, VniKnown
+from pyroute2_cni.metrics import Metrics
+
+BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
+RETRY_MAX = 30.0
+
+
+class FRRActor(BaseActor):
+    def __init__(
+        self,
+        hooks: ActorHooks,
+        *,
+        settings: Settings,
+        control_factory: Callable[[], FrrControl],
+        netlink: Address | None,
+        watcher: Address | None,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(hooks)
+        self._settings = settings
+        self._frr = settings.frr
+        self._node = settings.daemon.node_name
+        self._control_factory = control_factory
+        self._netlink = netlink
+        self._watcher = watcher
+        self._metrics = metrics
+        self._clock = clock
+        self._domains: dict[str, VrfDomainSpec] = {}
+        self._node_configs: dict[str, VrfNodeConfigSpec] = {}
+        self._nodes: dict[str, NodeInfo] = {}
+        self._synced = False
+        self._generation = 0
+        self._pending = False
+        self._applied: str | None = None
+        self._failures = 0
+        self._model: FrrConfig | None = None
+        self._told: set[tuple[int, int]] = set()
+        self._timers: list[threading.Timer] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def on_start(self) -> None:
+        if not self._frr.enabled:
+            self.set_ready(True, "FRR management disabled in server.ini [frr]")
+            return
+        self._control = self._control_factory()
+        self.set_ready(False, "waiting for the cluster state")
+        self._later(self._frr.poll_interval, PollFrr())
+
+    def release(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def _later(self, delay: float, message: Any) -> None:
+        if self.stopping.is_set():
+            return
+        self._timers = [t for t in self._timers if t.is_alive()]
+        timer = threading.Timer(delay, self._tell_self, args=(message,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _tell_self(self, message: Any) -> None:
+        if not self.stopping.is_set():
+            self.actor_ref.tell(message)
+
+    # -- messages ----------------------------------------------------------
+    def handle(self, message: Any) -> Any:
+        if not self._frr.enabled:
+            return Ok()
+        match message:
+            case ClusterSnapshot():
+                self._domains = {d.name: d for d in message.domains}
+                self._node_configs = {c.name: c for c in message.node_configs}
+                self._nodes = {n.name: n for n in message.nodes}
+                self._synced = True
+                self._changed()
+            case ClusterObjectChanged(kind=kind, obj=obj):
+                self._update(kind, obj)
+                self._changed()
+            case NamespaceChanged():
+                pass
+            case ApplyFrr(generation=generation):
+                if generation == self._generation:
+                    self._pending = False
+                    self._apply()
+            case PollFrr():
+                self._poll()
+                self._later(self._frr.poll_interval, PollFrr())
+            case _:
+                return self.unknown(message)
+        return Ok()
+
+    def _update(self, kind: ChangeKind, obj: Any) -> None:
+        table: dict[str, Any]
+        match obj:
+            case VrfDomainSpec():
+                table = self._domains
+            case VrfNodeConfigSpec():
+                table = self._node_configs
+            case NodeInfo():
+                table = self._nodes
+            case VrfDomainBindingSpec():
+                return
+            case _:
+                return
+        if kind is ChangeKind.DELETED:
+            table.pop(obj.name, None)
+        else:
+            table[obj.name] = obj
+
+    def _changed(self) -> None:
+        """Debounce: a burst of changes leads to one apply."""
+        if not self._synced:
+            return
+        self._generation += 1
+        self._pending = True
+        self._later(self._frr.debounce, ApplyFrr(generation=self._generation))
+
+    # -- apply -------------------------------------------------------------
+    def _apply(self) -> None:
+        missing = self._control.available()
+        if missing is not None:
+            self._fail("FrrUnavailable", missing, result=None)
+            return
+        try:
+            model = build_frr_config(
+                node=self._node,
+                asn=self._settings.daemon.asn,
+                domains=list(self._domains.values()),
+                node_configs=list(self._node_configs.values()),
+                nodes=list(self._nodes.values()),
+            )
+        except FrrModelError as exc:
+            self._fail("InvalidInput", str(exc), result="invalid")
+            return
+        for rejection in model.rejected:
+            self.log.warning(
+                "%s %s left out of FRR: %s", rejection.kind, rejection.name, rejection.reason
+            )
+        text = render(model)
+        if text == self._applied:
+            self._metrics.frr_reloads.labels("unchanged").inc()
+            return
+        check = self._control.validate(text)
+        if not check.ok:
+            self._fail("ValidationFailed", _tail(check.output), result="invalid")
+            return
+        result = self._control.apply(text)
+        if not result.ok:
+            self._fail("ReloadFailed", _tail(result.output), result="failed")
+            return
+        self._applied = text
+        self._model = model
+        current = {(v.vrf, v.l3vni) for v in model.vrfs} | {(v.vrf, v.vni) for v in model.l2vnis}
+        self._told &= current
+        self._failures = 0
+        self._metrics.frr_reloads.labels("ok").inc()
+        self.log.info(
+            "FRR reloaded: %d peers (%s), %d VRFs, %d l2vnis",
+            len(model.neighbors),
+            model.mode.value,
+            len(model.vrfs),
+            len(model.l2vnis),
+        )
+        self.set_ready(True)
+        self._report(True, "Applied", f"FRR runs the configuration for {len(model.vrfs)} VRFs")
+        self._poll()
+
+    def _fail(self, reason: str, message: str, result: str | None) -> None:
+        """Keep the last good config; retry with backoff; make it visible."""
+        self._failures += 1
+        if result is not None:
+            self._metrics.frr_reloads.labels(result).inc()
+        delay = min(RETRY_MAX, 2.0 ** min(self._failures, 5))
+        self.log.error("FRR apply failed (%s): %s; retrying in %.0f s", reason, message, delay)
+        if self._applied is None:
+            self.set_ready(False, f"{reason}: {message}")
+        self._report(False, reason, message)
+        self._pending = True
+        self._later(delay, ApplyFrr(generation=self._generation))
+
+    def _report(self, ok: bool, reason: str, message: str) -> None:
+        if self._watcher is not None:
+            self._watcher.tell(
+                FrrApplyReported(node=self._node, ok=ok, reason=reason, message=message[:1000])
+            )
+
+    # -- state -------------------------------------------------------------
+    def _poll(self) -> None:
+        if self._model is None:
+            return
+        state = self._control.state()
+        counts = dict.fromkeys(BGP_STATES, 0)
+        for session in state.sessions.values():
+            counts[session if session in counts else "Idle"] += 1
+        for name, count in counts.items():
+            self._metrics.bgp_sessions.labels(name).set(count)
+        if self._netlink is None:
+            return
+        known: list[tuple[int, int]] = []
+        for vrf in self._model.vrfs:
+            if state.l3vnis.get(vrf.name) == vrf.l3vni:
+                known.append((vrf.vrf, vrf.l3vni))
+        for l2 in self._model.l2vnis:
+            if l2.vni in state.l2vnis:
+                known.append((l2.vrf, l2.vni))
+        for vrf_id, vni in known:
+            if (vrf_id, vni) not in self._told:
+                self._told.add((vrf_id, vni))
+                self._netlink.tell(VniKnown(vrf=vrf_id, vni=vni))
+
+
+def _tail(output: str, lines: int = 5) -> str:
+    return " | ".join(line.strip() for line in output.strip().splitlines()[-lines:] if line.strip())

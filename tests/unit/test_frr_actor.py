@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pykka
+import pytest
+
+from pyroute2_cni.actors.address import Address
+from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.actors.frr_actor import FRRActor
+from pyroute2_cni.config import DaemonSection, FrrSection, Settings
+from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.crd import (
+    Attachment,
+    AttachmentType,
+    ChangeKind,
+    ClusterObjectChanged,
+    ClusterSnapshot,
+    NodeInfo,
+    VrfDomainSpec,
+)
+from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
+from pyroute2_cni.metrics import Metrics
+from tests.harness.fake_frr import FakeFrrControl
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.unit
+
+DOMAIN = VrfDomainSpec(
+    name="vrf-42",
+    vrf=42,
+    table=42,
+    prefix="10.244.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
+)
+NODES = (NodeInfo(name="n1", internal_ip="192.0.2.1"), NodeInfo(name="n2", internal_ip="192.0.2.2"))
+
+
+class Recorder(BaseActor):
+    def __init__(self, hooks: ActorHooks, *, seen: list[Any]) -> None:
+        super().__init__(hooks)
+        self.seen = seen
+
+    def handle(self, message: Any) -> Any:
+        self.seen.append(message)
+        return Ok()
+
+
+def hooks(name: str) -> ActorHooks:
+    return ActorHooks(name=name, generation=1, on_crash=lambda *a: None)
+
+
+@dataclass
+class Rig:
+    frr: FakeFrrControl
+    actor: pykka.ActorRef[Any]
+    metrics: Metrics
+    netlink_seen: list[Any]
+    watcher_seen: list[Any]
+
+    def reloads(self, result: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "pyroute2_cni_frr_reloads_total", {"result": result}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    frr = FakeFrrControl()
+    metrics = Metrics()
+    netlink_seen: list[Any] = []
+    watcher_seen: list[Any] = []
+    netlink, watcher = Address("netlink"), Address("watcher")
+    refs = [
+        Recorder.start(hooks("netlink"), seen=netlink_seen),
+        Recorder.start(hooks("watcher"), seen=watcher_seen),
+    ]
+    netlink.bind(refs[0])
+    watcher.bind(refs[1])
+    settings = Settings(
+        daemon=DaemonSection(node_name="n1"),
+        frr=FrrSection(debounce=0.1, poll_interval=0.05),
+    )
+    actor = FRRActor.start(
+        hooks("frr"),
+        settings=settings,
+        control_factory=lambda: frr,
+        netlink=netlink,
+        watcher=watcher,
+        metrics=metrics,
+    )
+    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen)
+    for ref in [actor, *refs]:
+        ref.stop()
+
+
+def snapshot(*domains: VrfDomainSpec) -> ClusterSnapshot:
+    return ClusterSnapshot(
+        domains=domains, bindings=(), node_configs=(), nodes=NODES, namespaces=()
+    )
+
+
+def test_not_ready_until_first_apply_then_ready(rig: Rig) -> None:
+    from pyroute2_cni.messages.base import Ping
+
+    assert rig.actor.ask(Ping(seq=1)).ready is False
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    assert rig.frr.running is not None and "vni 42" in rig.frr.running
+    assert "neighbor 192.0.2.2 peer-group fabric" in rig.frr.running
+    wait_for(lambda: rig.actor.ask(Ping(seq=2)).ready, 5, "ready")
+    assert any(isinstance(m, FrrApplyReported) and m.ok for m in rig.watcher_seen)
+
+
+def test_burst_is_debounced_and_identical_config_reloads_nothing(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    for i in range(5):
+        node = NodeInfo(name=f"extra{i}", internal_ip=f"192.0.2.{10 + i}")
+        rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=node))
+    wait_for(lambda: rig.reloads("ok") == 1, 5, "one reload after the burst")
+    assert rig.frr.running is not None and "192.0.2.14" in rig.frr.running
+    # A change that does not alter the rendering: no reload.
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.MODIFIED, obj=DOMAIN))
+    wait_for(lambda: rig.reloads("unchanged") == 1, 5, "unchanged counted")
+    assert rig.frr.reloads == 1
+
+
+def test_invalid_config_keeps_last_good_and_recovers(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    good = rig.frr.running
+    rig.frr.reject_containing = "vni 4242"
+    bad = replace(
+        DOMAIN,
+        name="vrf-43",
+        vrf=43,
+        table=43,
+        prefix="10.43.0.0",
+        attachments=(Attachment(type=AttachmentType.L3VNI, vni=4242),),
+    )
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=bad))
+    wait_for(lambda: rig.reloads("invalid") >= 1, 5, "failed validation counted")
+    assert rig.frr.running == good
+    assert any(
+        isinstance(m, FrrApplyReported) and not m.ok and m.reason == "ValidationFailed"
+        for m in rig.watcher_seen
+    )
+    rig.frr.reject_containing = None  # the input is fixed; the retry (2 s backoff) applies it
+    wait_for(lambda: rig.frr.reloads == 2, 10, "recovered reload")
+    assert rig.frr.running is not None and "vni 4242" in rig.frr.running
+
+
+def test_known_vnis_are_told_to_netlink_once(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    assert not any(isinstance(m, VniKnown) for m in rig.netlink_seen)
+    rig.frr.l3vnis = {"vrf-42": 42}
+    wait_for(lambda: VniKnown(vrf=42, vni=42) in rig.netlink_seen, 5, "VniKnown told")
+    polls = rig.frr.polls
+    wait_for(lambda: rig.frr.polls >= polls + 3, 5, "three more polls")
+    assert rig.netlink_seen.count(VniKnown(vrf=42, vni=42)) == 1
+
+
+def test_bgp_sessions_exported(rig: Rig) -> None:
+    rig.frr.sessions = {"192.0.2.2": "Established", "192.0.2.3": "Active"}
+    rig.actor.tell(snapshot(DOMAIN))
+
+    def gauge(state: str) -> float | None:
+        return rig.metrics.registry.get_sample_value("pyroute2_cni_bgp_sessions", {"state": state})
+
+    wait_for(lambda: gauge("Established") == 1 and gauge("Active") == 1, 5, "session gauges")
+
+
+def test_missing_frr_is_reported_not_crashed(rig: Rig) -> None:
+    from pyroute2_cni.messages.base import Ping
+
+    rig.frr.missing = "/usr/bin/vtysh is missing: install frr"
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(
+        lambda: any(isinstance(m, FrrApplyReported) and not m.ok for m in rig.watcher_seen),
+        5,
+        "failure reported",
+    )
+    pong = rig.actor.ask(Ping(seq=3))
+    assert pong.ready is False and "vtysh is missing" in pong.detail
+    assert rig.actor.is_alive()
