@@ -146,9 +146,13 @@ def test_invalid_config_keeps_last_good_and_recovers(rig: Rig) -> None:
     rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=bad))
     wait_for(lambda: rig.reloads("invalid") >= 1, 5, "failed validation counted")
     assert rig.frr.running == good
-    assert any(
-        isinstance(m, FrrApplyReported) and not m.ok and m.reason == "ValidationFailed"
-        for m in rig.watcher_seen
+    wait_for(
+        lambda: any(
+            isinstance(m, FrrApplyReported) and not m.ok and m.reason == "ValidationFailed"
+            for m in rig.watcher_seen
+        ),
+        5,
+        "failure reported to the watcher",
     )
     rig.frr.reject_containing = None  # the input is fixed; the retry (2 s backoff) applies it
     wait_for(lambda: rig.frr.reloads == 2, 10, "recovered reload")
