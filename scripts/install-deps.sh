@@ -14,7 +14,7 @@ PACKAGES=(
   # CNI clients: reference plugins and containerd's CRI
   containernetworking-plugins containerd runc
   # misc
-  jq procps psmisc
+  jq procps psmisc kmod curl
 )
 
 missing=()
