@@ -18,7 +18,13 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
 from pyroute2_cni.frr_control import FrrControl
-from pyroute2_cni.frr_model import FrrConfig, FrrModelError, build_frr_config, render
+from pyroute2_cni.frr_model import (
+    FrrConfig,
+    FrrModelError,
+    build_frr_config,
+    render,
+    render_vrf_bindings,
+)
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import (
     ChangeKind,
@@ -178,7 +184,7 @@ class FRRActor(BaseActor):
         if not check.ok:
             self._fail("ValidationFailed", _tail(check.output), result="invalid")
             return
-        result = self._control.apply(text)
+        result = self._control.apply(text, render_vrf_bindings(model))
         if not result.ok:
             self._fail("ReloadFailed", _tail(result.output), result="failed")
             return

@@ -41,7 +41,7 @@ class FrrControl(Protocol):
 
     def validate(self, text: str) -> CommandResult: ...
 
-    def apply(self, text: str) -> CommandResult: ...
+    def apply(self, text: str, vrf_bindings: str) -> CommandResult: ...
 
     def state(self) -> FrrState: ...
 
@@ -96,8 +96,19 @@ class FrrProcessControl:
         finally:
             candidate.unlink(missing_ok=True)
 
-    def apply(self, text: str) -> CommandResult:
-        """Reload FRR to `text`; frr.conf is replaced only after the reload succeeded."""
+    def apply(self, text: str, vrf_bindings: str) -> CommandResult:
+        """Reload FRR to `text`; frr.conf is replaced only after the reload succeeded.
+
+        frr-reload.py 8.4 misplaces a new `vrf X / vni N` block when the same
+        reload also changes the default `router bgp` (it lands inside the
+        router context and fails).  Loading the VRF-to-VNI bindings first with
+        `vtysh -f` (additive, harmless when repeated) avoids that.
+        """
+        bindings = self._candidate(vrf_bindings)
+        try:
+            self._run([self._s.vtysh, *self._pathspace(), "-f", str(bindings)], VTYSH_TIMEOUT)
+        finally:
+            bindings.unlink(missing_ok=True)
         candidate = self._candidate(text)
         try:
             result = self._reload("--reload", candidate)

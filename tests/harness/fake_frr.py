@@ -30,7 +30,7 @@ class FakeFrrControl:
                 return CommandResult(ok=False, output="line 12: % Unknown command")
             return CommandResult(ok=True, output="")
 
-    def apply(self, text: str) -> CommandResult:
+    def apply(self, text: str, vrf_bindings: str) -> CommandResult:
         with self.lock:
             self.reloads += 1
             self.running = text
