@@ -39,13 +39,13 @@ tools: deps venv shim kube-apiserver
 test-unit: venv
 	scripts/pytest-tier unit
 
-test-api: venv
+test-api: venv kube-apiserver
 	scripts/pytest-tier api
 
-test-kernel: venv shim
+test-kernel: venv shim kube-apiserver
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
-test-e2e: venv shim
+test-e2e: venv shim kube-apiserver
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
 # Every tier, even when an earlier one fails; the exit status is the worst.

@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pyroute2_cni.config import Settings
-from pyroute2_cni.health import HealthServer
+from pyroute2_cni.health import HealthReport, HealthServer
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
-SpecBuilder = Callable[[Settings, Metrics], Sequence[ActorSpec]]
+SpecBuilder = Callable[[Settings, Metrics, Callable[[], HealthReport]], Sequence[ActorSpec]]
 
 
 def run_daemon(
@@ -29,7 +29,15 @@ def run_daemon(
     """Run until SIGTERM/SIGINT (exit 0) or an escalation (exit 1)."""
     stop = stop if stop is not None else threading.Event()
     metrics = Metrics()
-    supervisor = Supervisor(build_specs(settings, metrics), settings.supervisor, metrics)
+    # Actors see readiness through this late-bound callable (the supervisor
+    # is built from the specs, so it cannot exist before them).
+    holder: list[Supervisor] = []
+
+    def readiness() -> HealthReport:
+        return holder[0].report()
+
+    supervisor = Supervisor(build_specs(settings, metrics, readiness), settings.supervisor, metrics)
+    holder.append(supervisor)
     if install_signals:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -83,8 +83,8 @@ def toy_spec(
 
 def toy_specs_builder(
     ready_on_start: bool = True,
-) -> Callable[[Settings, Metrics], Sequence[ActorSpec]]:
-    def build(settings: Settings, metrics: Metrics) -> Sequence[ActorSpec]:
+) -> Callable[[Settings, Metrics, object], Sequence[ActorSpec]]:
+    def build(settings: Settings, metrics: Metrics, readiness: object) -> Sequence[ActorSpec]:
         return [
             toy_spec("alpha", ready_on_start=ready_on_start),
             toy_spec("beta", depends_on=["alpha"], ready_on_start=ready_on_start),

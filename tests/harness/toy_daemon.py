@@ -22,7 +22,7 @@ from pyroute2_cni.supervisor import ActorSpec
 from tests.harness.toy_actors import Crash, toy_spec
 
 
-def crash_loop(settings: Settings, metrics: Metrics) -> Sequence[ActorSpec]:
+def crash_loop(settings: Settings, metrics: Metrics, readiness: object) -> Sequence[ActorSpec]:
     base = toy_spec("alpha")
     address: Address = base.address
 
@@ -34,7 +34,7 @@ def crash_loop(settings: Settings, metrics: Metrics) -> Sequence[ActorSpec]:
     return [ActorSpec(name="alpha", start=start, address=address), toy_spec("beta")]
 
 
-def idle(settings: Settings, metrics: Metrics) -> Sequence[ActorSpec]:
+def idle(settings: Settings, metrics: Metrics, readiness: object) -> Sequence[ActorSpec]:
     return [toy_spec("alpha"), toy_spec("beta", depends_on=["alpha"])]
 
 
