@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyroute2_cni.actors.address import Address
 
 
 class AttachmentType(Enum):
@@ -118,3 +122,14 @@ class ClusterSnapshot:
     node_configs: tuple[VrfNodeConfigSpec, ...]
     nodes: tuple[NodeInfo, ...]
     namespaces: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendSnapshot:
+    """Ask CRDWatcherActor to send its current ClusterSnapshot to `to`.
+
+    A restarted subscriber asks for this to rebuild its view.  Sent before the
+    watcher's initial list completed, the snapshot follows as soon as it did.
+    """
+
+    to: Address

@@ -1,0 +1,225 @@
+"""Cross-field validation of VRFDomains that the 1.20 OpenAPI schema cannot express.
+
+Pure: no I/O, no kubernetes, no clock.  Every node runs the same function on the
+same objects and so reaches the same verdicts; that is what lets all nodes write
+the same status conditions without fighting, and deploy the same VRFs.
+
+Rules, per domain (reason ``InvalidSpec``):
+
+- vrf 1..65535; table 1..4294967294 and not 253, 254 or 255 (the kernel's
+  default, main and local tables);
+- prefixlen 8..30; ipblocklen greater than prefixlen and at most 30;
+- prefix an IPv4 network address aligned to prefixlen (host bits zero);
+- one or two attachments, at most one of each type, VNIs 1..16777215 and not
+  repeated inside the domain, ports 1..65535.
+
+Rules across domains (each domain that breaks one is rejected, the other kept):
+
+- a vrf id, a table id or a VNI is used by one domain only;
+- prefixes may overlap only when both domains are tenant VRFs; the system VRF
+  (the one whose id is ``[default] vrf``) reaches the host and so must not
+  overlap any other domain.
+
+Invariants:
+
+- Conflicts are resolved deterministically: domains are considered oldest
+  first (creationTimestamp, then name), and a domain is compared only with the
+  domains already accepted.  So an older valid domain always wins over a newer
+  one, and a domain rejected for its own fields never blocks another.
+- The verdict depends only on the inputs (no history): a node that starts
+  later computes the same verdicts as the others.
+
+Keep in sync with: the schema in kubernetes/crds/0.1/vrfdomains.cni.pyroute2.org.yaml
+(its description lists these rules) and ``DefaultSection`` in config.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyroute2_cni.messages.crd import VrfDomainSpec
+
+REASON_ACCEPTED = "Valid"
+REASON_INVALID = "InvalidSpec"
+REASON_DUPLICATE_VRF = "DuplicateVRF"
+REASON_DUPLICATE_TABLE = "DuplicateTable"
+REASON_DUPLICATE_VNI = "DuplicateVNI"
+REASON_OVERLAP = "OverlappingPrefix"
+REASON_CONFLICT = "Conflict"  # more than one kind of conflict at once
+
+RESERVED_TABLES = frozenset({253, 254, 255})
+MAX_TABLE = 2**32 - 2
+MAX_VNI = 2**24 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainCandidate:
+    """One VRFDomain as read from the API, before validation."""
+
+    name: str
+    # metadata.creationTimestamp (RFC 3339); empty or unparsable sorts last.
+    created: str = ""
+    # None when the object could not be read into a spec; `error` says why.
+    spec: VrfDomainSpec | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    name: str
+    accepted: bool
+    reason: str
+    message: str
+
+
+def _parse_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _order_key(candidate: DomainCandidate) -> tuple[int, float, str]:
+    created = _parse_time(candidate.created)
+    if created is None:
+        return (1, 0.0, candidate.name)
+    return (0, created.timestamp(), candidate.name)
+
+
+def field_problems(spec: VrfDomainSpec) -> list[str]:
+    """Everything wrong with one domain on its own; empty when it is valid."""
+    problems: list[str] = []
+    if not 1 <= spec.vrf <= 65535:
+        problems.append(f"spec.vrf ({spec.vrf}) must be from 1 to 65535")
+    if not 1 <= spec.table <= MAX_TABLE:
+        problems.append(f"spec.table ({spec.table}) must be from 1 to {MAX_TABLE}")
+    elif spec.table in RESERVED_TABLES:
+        problems.append(
+            f"spec.table ({spec.table}) must not be a reserved kernel table (253, 254, 255)"
+        )
+    prefixlen_ok = 8 <= spec.prefixlen <= 30
+    if not prefixlen_ok:
+        problems.append(f"spec.prefixlen ({spec.prefixlen}) must be from 8 to 30")
+    if not spec.prefixlen < spec.ipblocklen <= 30:
+        problems.append(
+            f"spec.ipblocklen ({spec.ipblocklen}) must be greater than "
+            f"spec.prefixlen ({spec.prefixlen}) and at most 30"
+        )
+    try:
+        address = ipaddress.IPv4Address(spec.prefix)
+    except ValueError:
+        problems.append(f"spec.prefix ({spec.prefix!r}) must be an IPv4 address")
+    else:
+        if prefixlen_ok:
+            network = ipaddress.IPv4Network(f"{address}/{spec.prefixlen}", strict=False)
+            if network.network_address != address:
+                problems.append(
+                    f"spec.prefix ({spec.prefix}) must be aligned to spec.prefixlen "
+                    f"({spec.prefixlen}): the network address is {network.network_address}"
+                )
+    if not 1 <= len(spec.attachments) <= 2:
+        problems.append(
+            f"spec.attachments must hold one or two entries, not {len(spec.attachments)}"
+        )
+    seen_types: set[str] = set()
+    seen_vnis: set[int] = set()
+    for index, attachment in enumerate(spec.attachments):
+        where = f"spec.attachments[{index}]"
+        kind = attachment.type.value
+        if kind in seen_types:
+            problems.append(f"{where}.type ({kind}): only one attachment of each type is allowed")
+        seen_types.add(kind)
+        if not 1 <= attachment.vni <= MAX_VNI:
+            problems.append(f"{where}.vni ({attachment.vni}) must be from 1 to {MAX_VNI}")
+        elif attachment.vni in seen_vnis:
+            problems.append(f"{where}.vni ({attachment.vni}) is used twice in this VRFDomain")
+        seen_vnis.add(attachment.vni)
+        if not 1 <= attachment.port <= 65535:
+            problems.append(f"{where}.port ({attachment.port}) must be from 1 to 65535")
+    return problems
+
+
+def _network(spec: VrfDomainSpec) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"{spec.prefix}/{spec.prefixlen}", strict=False)
+
+
+def _conflicts(
+    spec: VrfDomainSpec, winner: VrfDomainSpec, system_vrf: int
+) -> list[tuple[str, str]]:
+    """(reason, message) for every way `spec` collides with the accepted `winner`."""
+    found: list[tuple[str, str]] = []
+    other = f"VRFDomain {winner.name}"
+    if spec.vrf == winner.vrf:
+        found.append((REASON_DUPLICATE_VRF, f"spec.vrf ({spec.vrf}) is already used by {other}"))
+    if spec.table == winner.table:
+        found.append(
+            (REASON_DUPLICATE_TABLE, f"spec.table ({spec.table}) is already used by {other}")
+        )
+    theirs = {a.vni for a in winner.attachments}
+    for index, attachment in enumerate(spec.attachments):
+        if attachment.vni in theirs:
+            found.append(
+                (
+                    REASON_DUPLICATE_VNI,
+                    f"spec.attachments[{index}].vni ({attachment.vni}) is already used by {other}",
+                )
+            )
+    if (spec.vrf == system_vrf or winner.vrf == system_vrf) and _network(spec).overlaps(
+        _network(winner)
+    ):
+        system = spec.name if spec.vrf == system_vrf else winner.name
+        found.append(
+            (
+                REASON_OVERLAP,
+                f"spec.prefix/prefixlen ({spec.cidr}) overlaps {winner.cidr} of {other}; "
+                f"only tenant VRFs may overlap and {system} is the system VRF "
+                f"(vrf {system_vrf})",
+            )
+        )
+    return found
+
+
+def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> dict[str, Verdict]:
+    """One verdict per candidate name; see the module docstring for the rules."""
+    verdicts: dict[str, Verdict] = {}
+    accepted: list[VrfDomainSpec] = []
+    for candidate in sorted(candidates, key=_order_key):
+        name = candidate.name
+        spec = candidate.spec
+        if spec is None:
+            verdicts[name] = Verdict(
+                name=name,
+                accepted=False,
+                reason=REASON_INVALID,
+                message=candidate.error or "the object cannot be read as a VRFDomain",
+            )
+            continue
+        problems = field_problems(spec)
+        if problems:
+            verdicts[name] = Verdict(
+                name=name, accepted=False, reason=REASON_INVALID, message="; ".join(problems)
+            )
+            continue
+        found: list[tuple[str, str]] = []
+        for winner in accepted:
+            found.extend(_conflicts(spec, winner, system_vrf))
+        if found:
+            reasons = {reason for reason, _ in found}
+            reason = reasons.pop() if len(reasons) == 1 else REASON_CONFLICT
+            message = "; ".join(text for _, text in found)
+            message += " (the older VRFDomain wins; delete or change one of them)"
+            verdicts[name] = Verdict(name=name, accepted=False, reason=reason, message=message)
+            continue
+        accepted.append(spec)
+        verdicts[name] = Verdict(
+            name=name,
+            accepted=True,
+            reason=REASON_ACCEPTED,
+            message="the spec is valid and does not conflict with another VRFDomain",
+        )
+    return verdicts

@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pyroute2_cni.crd_validate import (
+    REASON_ACCEPTED,
+    REASON_CONFLICT,
+    REASON_DUPLICATE_TABLE,
+    REASON_DUPLICATE_VNI,
+    REASON_DUPLICATE_VRF,
+    REASON_INVALID,
+    REASON_OVERLAP,
+    DomainCandidate,
+    field_problems,
+    validate_domains,
+)
+from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
+
+pytestmark = pytest.mark.unit
+
+L2, L3 = AttachmentType.L2VNI, AttachmentType.L3VNI
+SYSTEM_VRF = 42
+
+
+def domain(
+    name: str,
+    *,
+    vrf: int,
+    table: int | None = None,
+    prefix: str = "10.1.0.0",
+    prefixlen: int = 16,
+    ipblocklen: int = 26,
+    attachments: tuple[Attachment, ...] | None = None,
+) -> VrfDomainSpec:
+    return VrfDomainSpec(
+        name=name,
+        vrf=vrf,
+        table=table if table is not None else 10000 + vrf,
+        prefix=prefix,
+        prefixlen=prefixlen,
+        ipblocklen=ipblocklen,
+        attachments=attachments
+        if attachments is not None
+        else (Attachment(type=L3, vni=60000 + vrf, port=4789),),
+    )
+
+
+def cand(spec: VrfDomainSpec, created: str = "2024-01-01T00:00:00Z") -> DomainCandidate:
+    return DomainCandidate(name=spec.name, created=created, spec=spec)
+
+
+# The README's VRFDomain example and the default domain of its ConfigMap.
+README_VRF_200 = VrfDomainSpec(
+    name="vrf-200",
+    vrf=200,
+    table=10200,
+    prefix="10.1.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(Attachment(type=L3, vni=60200, port=4789),),
+)
+README_DEFAULT = VrfDomainSpec(
+    name="vrf-42",
+    vrf=42,
+    table=42,
+    prefix="10.244.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(Attachment(type=L3, vni=42, port=4789),),
+)
+# The IPBlocks of the README's maintenance section: vrf 200 at 10.150.0.0/24-ish.
+README_VRF_200_BLOCKS = VrfDomainSpec(
+    name="vrf-200",
+    vrf=200,
+    table=10200,
+    prefix="10.150.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(Attachment(type=L3, vni=60200, port=4789),),
+)
+
+
+@pytest.mark.parametrize("spec", [README_VRF_200, README_DEFAULT, README_VRF_200_BLOCKS])
+def test_readme_examples_are_valid(spec: VrfDomainSpec) -> None:
+    assert field_problems(spec) == []
+
+
+def test_readme_example_and_default_domain_are_accepted_together() -> None:
+    verdicts = validate_domains(
+        [cand(README_DEFAULT), cand(README_VRF_200, "2024-01-02T00:00:00Z")], SYSTEM_VRF
+    )
+    assert all(v.accepted for v in verdicts.values()), verdicts
+    assert verdicts["vrf-200"].reason == REASON_ACCEPTED
+
+
+def test_both_attachment_types_are_valid() -> None:
+    spec = domain(
+        "vrf-7",
+        vrf=7,
+        attachments=(Attachment(type=L2, vni=700), Attachment(type=L3, vni=701)),
+    )
+    assert field_problems(spec) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"prefixlen": 24, "ipblocklen": 20},
+            "spec.ipblocklen (20) must be greater than spec.prefixlen (24) and at most 30",
+        ),
+        (
+            {"prefixlen": 24, "ipblocklen": 24},
+            "spec.ipblocklen (24) must be greater than spec.prefixlen (24)",
+        ),
+        ({"ipblocklen": 31}, "spec.ipblocklen (31) must be greater than spec.prefixlen (16)"),
+        (
+            {"prefix": "10.1.2.0"},
+            "spec.prefix (10.1.2.0) must be aligned to spec.prefixlen (16): "
+            "the network address is 10.1.0.0",
+        ),
+        ({"prefix": "10.1.0"}, "spec.prefix ('10.1.0') must be an IPv4 address"),
+        ({"prefixlen": 7}, "spec.prefixlen (7) must be from 8 to 30"),
+        ({"vrf": 0}, "spec.vrf (0) must be from 1 to 65535"),
+        ({"table": 254}, "spec.table (254) must not be a reserved kernel table"),
+        ({"table": 0}, "spec.table (0) must be from 1 to 4294967294"),
+    ],
+)
+def test_field_rules(changes: dict[str, object], expected: str) -> None:
+    base = {
+        "name": "d",
+        "vrf": 5,
+        "table": 105,
+        "prefix": "10.1.0.0",
+        "prefixlen": 16,
+        "ipblocklen": 26,
+        "attachments": (Attachment(type=L3, vni=500),),
+    }
+    spec = VrfDomainSpec(**{**base, **changes})  # type: ignore[arg-type]
+    problems = field_problems(spec)
+    assert any(expected in p for p in problems), problems
+    verdict = validate_domains([cand(spec)], SYSTEM_VRF)["d"]
+    assert not verdict.accepted
+    assert verdict.reason == REASON_INVALID
+    assert expected in verdict.message
+
+
+def test_attachment_rules() -> None:
+    two_l3 = domain(
+        "a", vrf=5, attachments=(Attachment(type=L3, vni=1), Attachment(type=L3, vni=2))
+    )
+    assert any("only one attachment of each type" in p for p in field_problems(two_l3))
+    same_vni = domain(
+        "b", vrf=5, attachments=(Attachment(type=L2, vni=9), Attachment(type=L3, vni=9))
+    )
+    assert any("spec.attachments[1].vni (9) is used twice" in p for p in field_problems(same_vni))
+    none = domain("c", vrf=5, attachments=())
+    assert any("one or two entries" in p for p in field_problems(none))
+    bad = domain("d", vrf=5, attachments=(Attachment(type=L3, vni=0, port=0),))
+    problems = field_problems(bad)
+    assert any("spec.attachments[0].vni (0)" in p for p in problems)
+    assert any("spec.attachments[0].port (0)" in p for p in problems)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    spec = domain("x", vrf=5, prefix="10.1.2.0", prefixlen=16, ipblocklen=12)
+    message = validate_domains([cand(spec)], SYSTEM_VRF)["x"].message
+    assert "spec.ipblocklen (12)" in message
+    assert "spec.prefix (10.1.2.0)" in message
+
+
+def test_unreadable_object_is_rejected_with_its_error() -> None:
+    verdict = validate_domains(
+        [DomainCandidate(name="broken", spec=None, error="spec.vrf is missing")], SYSTEM_VRF
+    )["broken"]
+    assert (verdict.accepted, verdict.reason, verdict.message) == (
+        False,
+        REASON_INVALID,
+        "spec.vrf is missing",
+    )
+
+
+def test_duplicate_vni_across_domains_older_wins() -> None:
+    old = domain("old", vrf=10, attachments=(Attachment(type=L3, vni=777),))
+    new = domain("new", vrf=11, prefix="10.2.0.0", attachments=(Attachment(type=L3, vni=777),))
+    verdicts = validate_domains(
+        [cand(new, "2024-01-02T00:00:00Z"), cand(old, "2024-01-01T00:00:00Z")], SYSTEM_VRF
+    )
+    assert verdicts["old"].accepted
+    assert not verdicts["new"].accepted
+    assert verdicts["new"].reason == REASON_DUPLICATE_VNI
+    assert "spec.attachments[0].vni (777) is already used by VRFDomain old" in (
+        verdicts["new"].message
+    )
+
+
+def test_same_creation_time_falls_back_to_name() -> None:
+    a = domain("aaa", vrf=10)
+    b = domain(
+        "bbb", vrf=10, table=999, prefix="10.2.0.0", attachments=(Attachment(type=L3, vni=5),)
+    )
+    verdicts = validate_domains([cand(b), cand(a)], SYSTEM_VRF)
+    assert verdicts["aaa"].accepted
+    assert verdicts["bbb"].reason == REASON_DUPLICATE_VRF
+
+
+def test_missing_timestamp_sorts_last() -> None:
+    a = domain("zzz", vrf=10)
+    b = domain("aaa", vrf=11, table=a.table, prefix="10.2.0.0")
+    verdicts = validate_domains([cand(a), DomainCandidate(name="aaa", spec=b)], SYSTEM_VRF)
+    assert verdicts["zzz"].accepted
+    assert verdicts["aaa"].reason == REASON_DUPLICATE_TABLE
+
+
+def test_tenant_prefixes_may_overlap() -> None:
+    a = domain("t1", vrf=100, prefix="10.50.0.0")
+    b = domain("t2", vrf=101, prefix="10.50.0.0")
+    verdicts = validate_domains([cand(a), cand(b, "2024-01-02T00:00:00Z")], SYSTEM_VRF)
+    assert verdicts["t1"].accepted and verdicts["t2"].accepted
+
+
+@pytest.mark.parametrize("system_is_older", [True, False])
+def test_system_vrf_must_not_overlap(system_is_older: bool) -> None:
+    system = domain("sys", vrf=SYSTEM_VRF, prefix="10.244.0.0", prefixlen=16)
+    tenant = domain("ten", vrf=300, prefix="10.244.128.0", prefixlen=17)
+    times = ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z")
+    sys_time, ten_time = times if system_is_older else times[::-1]
+    verdicts = validate_domains([cand(system, sys_time), cand(tenant, ten_time)], SYSTEM_VRF)
+    loser = "ten" if system_is_older else "sys"
+    winner = "sys" if system_is_older else "ten"
+    assert verdicts[winner].accepted
+    assert verdicts[loser].reason == REASON_OVERLAP
+    assert "only tenant VRFs may overlap and sys is the system VRF" in verdicts[loser].message
+
+
+def test_several_kinds_of_conflict_are_named_together() -> None:
+    a = domain("a", vrf=10)
+    b = domain("b", vrf=10, table=a.table, attachments=a.attachments)
+    verdict = validate_domains([cand(a), cand(b, "2024-01-02T00:00:00Z")], SYSTEM_VRF)["b"]
+    assert verdict.reason == REASON_CONFLICT
+    for text in ("spec.vrf (10)", "spec.table (10010)", "spec.attachments[0].vni (60010)"):
+        assert text in verdict.message
+
+
+def test_invalid_domain_does_not_block_a_valid_one() -> None:
+    invalid = domain("bad", vrf=10, ipblocklen=8)
+    valid = domain("good", vrf=10)
+    verdicts = validate_domains(
+        [cand(invalid, "2024-01-01T00:00:00Z"), cand(valid, "2024-01-02T00:00:00Z")], SYSTEM_VRF
+    )
+    assert verdicts["bad"].reason == REASON_INVALID
+    assert verdicts["good"].accepted
+
+
+def test_verdicts_do_not_depend_on_input_order() -> None:
+    specs = [
+        cand(domain("a", vrf=10), "2024-01-01T00:00:00Z"),
+        cand(
+            domain("b", vrf=11, attachments=(Attachment(type=L3, vni=60010),)),
+            "2024-01-02T00:00:00Z",
+        ),
+        cand(domain("c", vrf=SYSTEM_VRF, prefix="10.1.0.0"), "2024-01-03T00:00:00Z"),
+        cand(domain("d", vrf=12, prefix="10.9.0.0"), "2024-01-01T00:00:00Z"),
+    ]
+    results = {
+        tuple(sorted(validate_domains(order, SYSTEM_VRF).items()))
+        for order in itertools.permutations(specs)
+    }
+    assert len(results) == 1
+    verdicts = dict(next(iter(results)))
+    assert [n for n, v in sorted(verdicts.items()) if v.accepted] == ["a", "d"]
