@@ -86,3 +86,22 @@ class NodeBlocksChanged:
     """Every block this node holds now (a full set, not a delta); sent to the NetlinkActor."""
 
     blocks: tuple[BlockInfo, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconcile:
+    """Periodic IPAM housekeeping (IPAMActor schedules it for itself; tests send it).
+
+    Reclaims leaked addresses, returns empty blocks and, on the node holding the
+    reclaimer Lease, reclaims the blocks of deleted nodes.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcileResult:
+    loaded: bool  # False when the node's blocks could not be read yet
+    reclaimed: tuple[str, ...] = ()  # attachment keys whose leaked addresses were released
+    returned_blocks: tuple[str, ...] = ()  # this node's empty blocks given back
+    lease_held: bool = False
+    foreign_blocks_reclaimed: tuple[str, ...] = ()  # blocks of deleted nodes
+    errors: tuple[str, ...] = ()  # steps that failed this round (retried next round)

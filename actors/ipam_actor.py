@@ -1,0 +1,934 @@
+"""IPAMActor: this node's IPBlocks; allocates and releases pod addresses.
+
+State is this node's blocks, read once by label in ``on_start`` and cached.  The
+API server is the lock: a block is claimed by creating it (409 means another
+node holds that name: try the next candidate) and every status write is
+conditional on the block's resourceVersion (409 means re-read and retry,
+bounded by ``settings.write_retries``).  The cache changes only from what a
+successful write or a re-read returned.
+
+Allocations and releases that queue up while a write is in flight are served
+together: the actor takes the consecutive AllocateAddress/ReleaseAddress
+messages at the head of its inbox (up to ``max_batch``), applies them in order
+to a working copy, and writes each changed block once.  No LIST happens on the
+allocation path.
+
+Housekeeping runs from a self-scheduled :class:`Reconcile` (every
+``settings.reconcile_interval`` seconds, timer cancelled in ``release``):
+
+- an address whose pod is gone is released only after ``settings.leak_grace``
+  seconds and a second observation (pods of this node, one LIST per round);
+- a block empty in two consecutive rounds is deleted (resourceVersion
+  precondition), keeping one block per VRF;
+- the node holding the Lease ``pyroute2-cni-ipam-reclaimer`` deletes the blocks of
+  Nodes that are missing in two consecutive rounds.
+
+Invariants: see ``pyroute2_cni/ipam_blocks.py``.  Keep in sync with:
+``messages/ipam.py`` (the protocol) and ``pyroute2_cni/ipam_store.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import queue
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pykka
+
+from pyroute2_cni.actors.address import Address
+from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.config import IpamSection
+from pyroute2_cni.ipam_blocks import (
+    GATEWAY_KEY,
+    Allocation,
+    Block,
+    PodIndex,
+    block_count,
+    block_in_domain,
+    block_name,
+    candidate_networks,
+    check_block_invariants,
+    domain_problem,
+    exhausted_reason,
+    needs_repair,
+    new_block,
+    normalized,
+    pick_free,
+    pod_prefixlen,
+    start_offset,
+    with_allocation,
+    without_addresses,
+)
+from pyroute2_cni.ipam_store import (
+    BlockGone,
+    BlockStore,
+    BlockTaken,
+    Conflict,
+    LeaseRecord,
+    StoreError,
+    StoreUnavailable,
+    rfc3339,
+)
+from pyroute2_cni.messages.base import ErrorKind, Failure
+from pyroute2_cni.messages.crd import (
+    ChangeKind,
+    ClusterObjectChanged,
+    ClusterSnapshot,
+    VrfDomainSpec,
+)
+from pyroute2_cni.messages.ipam import (
+    AddressAllocated,
+    AddressesReleased,
+    AddressLookupResult,
+    AddressReleased,
+    AllocateAddress,
+    BlockInfo,
+    LookupAddress,
+    NodeBlocksChanged,
+    Reconcile,
+    ReconcileResult,
+    ReleaseAddress,
+    ReleaseAllExcept,
+)
+from pyroute2_cni.metrics import Metrics
+
+LEASE_NAME = "pyroute2-cni-ipam-reclaimer"
+DEFAULT_LEASE_NAMESPACE = "pyroute2-cni"
+DEFAULT_MAX_BATCH = 64
+# Block names known to be held by other nodes that one claim may try again.
+REPROBE_LIMIT = 8
+# Retry delays for the initial read of this node's blocks when the API is down.
+LOAD_RETRY_INITIAL = 0.5
+LOAD_RETRY_MAX = 30.0
+
+Op = AllocateAddress | ReleaseAddress
+
+
+def lease_duration(settings: IpamSection) -> int:
+    """Seconds without renewal after which another node takes the reclaimer Lease over.
+
+    The holder renews once per reconcile round, so three rounds of silence.
+    """
+    return max(15, int(3 * settings.reconcile_interval + 0.999))
+
+
+@dataclass(slots=True)
+class _Missing:
+    """An allocation whose pod was not found: when first seen and how often since."""
+
+    first: float
+    count: int = 1
+
+
+class _Deferred:
+    """Planning marker: run this op in the next round (its key changed in another block)."""
+
+
+_DEFER = _Deferred()
+
+
+class IPAMActor(BaseActor):
+    actor_name = "ipam"
+
+    def __init__(
+        self,
+        hooks: ActorHooks,
+        *,
+        node: str,
+        settings: IpamSection,
+        store_factory: Callable[[], BlockStore],
+        metrics: Metrics,
+        netlink: Address | None,
+        clock: Callable[[], float],
+        lease_namespace: str = DEFAULT_LEASE_NAMESPACE,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        super().__init__(hooks)
+        self._node = node
+        self._settings = settings
+        self._store_factory = store_factory
+        self._metrics = metrics
+        self._netlink = netlink
+        self._clock = clock
+        self._lease_namespace = lease_namespace
+        self._max_batch = max(1, max_batch)
+        self._store: BlockStore | None = None
+        self._loaded = False
+        self._load_failures = 0
+        self._blocks: dict[str, Block] = {}
+        self._index: dict[str, tuple[str, str]] = {}  # attachment key -> (block, address)
+        self._domains: dict[int, VrfDomainSpec] = {}  # by VRF, from requests and the watcher
+        self._taken: dict[str, float] = {}  # block names held by other nodes -> when learned
+        self._empty_seen: dict[str, int] = {}
+        self._missing: dict[tuple[str, str, str], _Missing] = {}
+        self._foreign_missing: dict[str, int] = {}
+        self._lease_seen: tuple[str, str] | None = None
+        self._lease_seen_at = 0.0
+        self._gauge_vrfs: set[int] = set()
+        self._published: tuple[BlockInfo, ...] | None = None
+        self._timer: threading.Timer | None = None
+        self._timer_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._store = self._store_factory()
+        self._load()
+        self._schedule(self._next_delay())
+
+    def release(self) -> None:
+        with self._timer_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    @property
+    def store(self) -> BlockStore:
+        if self._store is None:
+            raise RuntimeError("IPAMActor used before on_start or after release")
+        return self._store
+
+    def _next_delay(self) -> float:
+        if self._loaded:
+            return self._settings.reconcile_interval
+        delay = LOAD_RETRY_INITIAL * 2.0 ** max(0, self._load_failures - 1)
+        return min(delay, LOAD_RETRY_MAX, self._settings.reconcile_interval)
+
+    def _schedule(self, delay: float) -> None:
+        with self._timer_lock:
+            if self.stopping.is_set():
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+            timer = threading.Timer(delay, self._tick)
+            timer.name = f"{self.hooks.name}-reconcile-timer"
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _tick(self) -> None:
+        if self.stopping.is_set():
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(Reconcile())
+
+    def _load(self) -> None:
+        """Read this node's blocks (one LIST), repair incomplete ones, publish them."""
+        try:
+            blocks = self.store.list_node_blocks(self._node)
+        except StoreError as exc:
+            self._load_failures += 1
+            self.set_ready(False, f"cannot read this node's IPBlocks: {exc}")
+            self.log.warning(
+                "node %s: cannot read IPBlocks (attempt %d): %s",
+                self._node,
+                self._load_failures,
+                exc,
+            )
+            return
+        self._blocks.clear()
+        self._index.clear()
+        for block in blocks:
+            try:
+                block.network  # noqa: B018 - validates the CIDR
+            except ValueError:
+                self.log.error(
+                    "node %s: ignoring IPBlock %s with bad CIDR %r",
+                    self._node,
+                    block.name,
+                    block.cidr,
+                )
+                continue
+            self._set_cached(block)
+        for block in list(self._blocks.values()):
+            if needs_repair(block):
+                self._repair(block)
+        for block in self._blocks.values():
+            for problem in check_block_invariants(block):
+                self.log.warning("node %s: %s", self._node, problem)
+        self._loaded = True
+        self._load_failures = 0
+        self._update_gauges()
+        self._publish()
+        self.set_ready(True, f"{len(self._blocks)} IPBlocks")
+        self.log.info(
+            "node %s: loaded %d IPBlocks holding %d addresses",
+            self._node,
+            len(self._blocks),
+            len(self._index),
+        )
+
+    def _repair(self, block: Block) -> None:
+        """Record a missing gateway and correct ALLOCATED (a crash between create and write)."""
+        try:
+            stored = self.store.replace_status(normalized(block, self._since()))
+        except Conflict:
+            with contextlib.suppress(StoreError):  # the next write re-reads anyway
+                self._refresh(block.name)
+            return
+        except StoreError as exc:
+            self.log.warning("node %s: cannot repair IPBlock %s: %s", self._node, block.name, exc)
+            return
+        self._set_cached(stored)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def handle(self, message: Any) -> Any:
+        match message:
+            case AllocateAddress() | ReleaseAddress():
+                return self._serve_batch(message)
+            case ReleaseAllExcept(keep=keep):
+                return self._release_all_except(keep)
+            case LookupAddress(key=key):
+                return self._lookup(key)
+            case Reconcile():
+                return self._reconcile()
+            case ClusterSnapshot(domains=domains):
+                for domain in domains:
+                    self._domains[domain.vrf] = domain
+                return None
+            case ClusterObjectChanged(kind=kind, obj=obj):
+                if isinstance(obj, VrfDomainSpec):
+                    if kind is ChangeKind.DELETED:
+                        self._domains.pop(obj.vrf, None)
+                    else:
+                        self._domains[obj.vrf] = obj
+                return None
+            case _:
+                return self.unknown(message)
+
+    # -- batching ----------------------------------------------------------------------
+
+    def _take_queued_ops(self, limit: int) -> list[Any]:
+        """Envelopes of the AllocateAddress/ReleaseAddress messages at the head of the inbox.
+
+        Only this thread consumes the inbox and senders only append, so the head
+        we peek at is the envelope get_nowait() returns.  Stops at the first other
+        message, so order is kept.
+        """
+        inbox = self.actor_inbox
+        if not isinstance(inbox, queue.Queue):
+            return []
+        taken: list[Any] = []
+        while len(taken) < limit:
+            with inbox.mutex:
+                head = inbox.queue[0] if inbox.queue else None
+            if not isinstance(getattr(head, "message", None), AllocateAddress | ReleaseAddress):
+                break
+            taken.append(inbox.get_nowait())
+        return taken
+
+    def _serve_batch(self, first: Op) -> Any:
+        extra = self._take_queued_ops(self._max_batch - 1)
+        ops: list[Op] = [first, *(envelope.message for envelope in extra)]
+        try:
+            replies = self._run_ops(ops)
+        except BaseException:
+            for envelope in extra:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception()
+            raise
+        for envelope, reply in zip(extra, replies[1:], strict=True):
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(reply)
+        return replies[0]
+
+    # -- allocation and release --------------------------------------------------------
+
+    def _since(self) -> str:
+        return rfc3339(datetime.now(UTC))
+
+    def _invalid(self, op: Op) -> Failure | None:
+        if isinstance(op, ReleaseAddress):
+            return None
+        if not op.key or op.key == GATEWAY_KEY:
+            return Failure(reason=f"invalid attachment key {op.key!r}", kind=ErrorKind.INVALID)
+        problem = domain_problem(op.domain)
+        if problem is not None:
+            return Failure(reason=problem, kind=ErrorKind.INVALID)
+        return None
+
+    def _run_ops(self, ops: Sequence[Op]) -> list[Any]:
+        """Apply allocations and releases in order; one conditional write per changed block."""
+        replies: list[Any] = [None] * len(ops)
+        attempts = [0] * len(ops)
+        pending: list[int] = []
+        for i, op in enumerate(ops):
+            failure = self._invalid(op)
+            if failure is not None:
+                replies[i] = failure
+            else:
+                pending.append(i)
+        if pending and not self._loaded:
+            for i in pending:
+                replies[i] = Failure(
+                    reason="IPAM has not read this node's IPBlocks yet (API unreachable?)",
+                    kind=ErrorKind.TEMPORARY,
+                )
+            pending = []
+        while pending:
+            work: dict[str, Block] = {}
+            index = dict(self._index)
+            touched: dict[str, str] = {}
+            failed_vrfs: dict[int, Failure] = {}
+            groups: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+            deferred: list[int] = []
+            for i in pending:
+                op = ops[i]
+                if isinstance(op, AllocateAddress):
+                    target, reply = self._plan_allocate(op, work, index, touched, failed_vrfs)
+                else:
+                    target, reply = self._plan_release(op, work, index, touched)
+                if reply is _DEFER:
+                    deferred.append(i)
+                elif target is None:
+                    replies[i] = reply
+                else:
+                    groups[target].append((i, reply))
+            retry: list[int] = []
+            for name, items in groups.items():
+                outcome = self._write(work[name])
+                if outcome is None:
+                    for i, reply in items:
+                        replies[i] = reply
+                    continue
+                for i, _ in items:
+                    attempts[i] += 1
+                    if isinstance(outcome, Failure):
+                        replies[i] = outcome
+                    elif attempts[i] > self._settings.write_retries:
+                        replies[i] = Failure(
+                            reason=f"IPBlock {name} kept changing: gave up after "
+                            f"{attempts[i]} conflicting writes",
+                            kind=ErrorKind.CONFLICT,
+                        )
+                    else:
+                        retry.append(i)
+            pending = sorted(retry + deferred)
+        if self._loaded:
+            self._after_change()
+        return replies
+
+    def _write(self, block: Block) -> Failure | Conflict | None:
+        """Write one block's status: None on success, Conflict to retry, or a Failure."""
+        try:
+            stored = self.store.replace_status(block)
+        except Conflict as exc:
+            self.log.info("node %s: %s; re-reading", self._node, exc)
+            try:
+                self._refresh(block.name)
+            except StoreError as err:
+                return self._store_failure(f"cannot re-read IPBlock {block.name}", err)
+            return exc
+        except BlockGone:
+            self.log.warning("node %s: IPBlock %s disappeared", self._node, block.name)
+            self._drop_cached(block.name)
+            return Conflict(block.name)
+        except StoreError as exc:
+            return self._store_failure(f"cannot update IPBlock {block.name}", exc)
+        self._set_cached(stored)
+        return None
+
+    @staticmethod
+    def _store_failure(what: str, exc: StoreError) -> Failure:
+        kind = ErrorKind.TEMPORARY if isinstance(exc, StoreUnavailable) else ErrorKind.PERMANENT
+        return Failure(reason=f"{what}: {exc}", kind=kind)
+
+    def _refresh(self, name: str) -> None:
+        fresh = self.store.get_block(name)
+        if fresh is None or fresh.node != self._node:
+            if fresh is not None:
+                self.log.error(
+                    "node %s: IPBlock %s now belongs to %s; forgetting it",
+                    self._node,
+                    name,
+                    fresh.node,
+                )
+            self._drop_cached(name)
+        else:
+            self._set_cached(fresh)
+
+    def _current(self, name: str, work: dict[str, Block]) -> Block:
+        block = work.get(name)
+        return block if block is not None else self._blocks[name]
+
+    def _reply(self, key: str, block: Block, address: str, domain: VrfDomainSpec) -> Any:
+        return AddressAllocated(
+            key=key,
+            vrf=block.vrf,
+            address=address,
+            prefixlen=pod_prefixlen(domain),
+            gateway=block.gateway,
+            block=block.cidr,
+            attachment=domain.pod_attachment().type,
+        )
+
+    def _plan_allocate(
+        self,
+        op: AllocateAddress,
+        work: dict[str, Block],
+        index: dict[str, tuple[str, str]],
+        touched: dict[str, str],
+        failed_vrfs: dict[int, Failure],
+    ) -> tuple[str | None, Any]:
+        domain = op.domain
+        self._domains[domain.vrf] = domain
+        held = index.get(op.key)
+        if held is not None:
+            held_name, held_address = held
+            held_block = self._current(held_name, work)
+            if held_block.vrf != domain.vrf:
+                return None, Failure(
+                    reason=f"attachment {op.key} already holds {held_address} "
+                    f"in VRF {held_block.vrf}",
+                    kind=ErrorKind.INVALID,
+                )
+            reply = self._reply(op.key, held_block, held_address, domain)
+            return (held_name if held_name in work else None), reply
+        block = self._block_with_room(domain, work)
+        if block is None:
+            if domain.vrf in failed_vrfs:
+                return None, failed_vrfs[domain.vrf]
+            try:
+                claimed = self._claim(domain)
+            except StoreError as exc:
+                claimed = self._store_failure(f"cannot claim an IPBlock in {domain.name}", exc)
+            if isinstance(claimed, Failure):
+                failed_vrfs[domain.vrf] = claimed
+                return None, claimed
+            block = claimed
+        if op.key in touched and touched[op.key] != block.name:
+            return None, _DEFER
+        address = pick_free(block)
+        if address is None:  # _block_with_room and _claim only return blocks with room
+            raise AssertionError(f"{block.name} has no free address")
+        record = Allocation(
+            key=op.key,
+            namespace=op.pod.namespace,
+            pod=op.pod.name,
+            uid=op.pod.uid,
+            since=self._since(),
+        )
+        updated = with_allocation(block, address, record, since=record.since)
+        work[updated.name] = updated
+        index[op.key] = (updated.name, address)
+        touched[op.key] = updated.name
+        return updated.name, self._reply(op.key, updated, address, domain)
+
+    def _plan_release(
+        self,
+        op: ReleaseAddress,
+        work: dict[str, Block],
+        index: dict[str, tuple[str, str]],
+        touched: dict[str, str],
+    ) -> tuple[str | None, Any]:
+        held = index.get(op.key)
+        if held is None:
+            return None, AddressReleased(key=op.key, address=None)
+        name, address = held
+        if op.key in touched and touched[op.key] != name:
+            return None, _DEFER
+        block = normalized(self._current(name, work), self._since())
+        work[name] = without_addresses(block, [address])
+        del index[op.key]
+        touched[op.key] = name
+        return name, AddressReleased(key=op.key, address=address)
+
+    def _block_with_room(self, domain: VrfDomainSpec, work: dict[str, Block]) -> Block | None:
+        """This node's lowest block of the domain with a free address."""
+        best: Block | None = None
+        for name in self._blocks:
+            block = self._current(name, work)
+            if block.free_count <= 0 or not block_in_domain(block, domain):
+                continue
+            if best is None or block.network < best.network:
+                best = block
+        return best
+
+    def _claim(self, domain: VrfDomainSpec) -> Block | Failure:
+        """Create the next free block of the domain; 409 means taken: try the next name.
+
+        Walks from a node-dependent offset and skips names already known to be
+        taken, so nodes rarely collide and never LIST the cluster's blocks.  When
+        every name is known to be taken, up to ``REPROBE_LIMIT`` of the names
+        learned longest ago (at least one reconcile interval ago) are tried again
+        (other nodes return empty blocks), so a request in an exhausted domain
+        costs a bounded number of API calls.
+        """
+        now = self._clock()
+        count = block_count(domain)
+        # Blocks of another length (the domain's ipblocklen changed) must not be overlapped.
+        odd = [
+            b.network
+            for b in self._blocks.values()
+            if b.vrf == domain.vrf and b.network.prefixlen != domain.ipblocklen
+        ]
+        start = start_offset(self._node, domain.vrf, count)
+        known: list[tuple[float, str, ipaddress.IPv4Network]] = []
+        for network in candidate_networks(domain, start):
+            name = block_name(domain.vrf, network)
+            if name in self._blocks or any(network.overlaps(other) for other in odd):
+                continue
+            learned = self._taken.get(name)
+            if learned is not None:
+                known.append((learned, name, network))
+                continue
+            claimed = self._try_create(domain, network, now)
+            if claimed is not None:
+                return claimed
+        stale = [k for k in known if now - k[0] >= self._settings.reconcile_interval]
+        for _, _, network in sorted(stale, key=lambda k: k[0])[:REPROBE_LIMIT]:
+            claimed = self._try_create(domain, network, now)
+            if claimed is not None:
+                return claimed
+        self.log.warning("node %s: %s", self._node, exhausted_reason(domain))
+        return Failure(reason=exhausted_reason(domain), kind=ErrorKind.PERMANENT)
+
+    def _try_create(
+        self, domain: VrfDomainSpec, network: ipaddress.IPv4Network, now: float
+    ) -> Block | None:
+        """Claim one block: the block, or None when it is taken (remembered) or full."""
+        name = block_name(domain.vrf, network)
+        try:
+            created = self.store.create_block(new_block(domain.vrf, network, self._node))
+        except BlockTaken:
+            existing = self.store.get_block(name)
+            if existing is None:
+                return None  # deleted meanwhile; a later claim may try it again
+            if existing.node == self._node:
+                # Ours already (an earlier create whose answer was lost): adopt it.
+                self._taken.pop(name, None)
+                self._set_cached(existing)
+                return existing if normalized(existing).free_count > 0 else None
+            self._taken[name] = now
+            return None
+        self._taken.pop(name, None)
+        self.log.info(
+            "node %s: claimed IPBlock %s (%s) for VRFDomain %s",
+            self._node,
+            created.name,
+            created.cidr,
+            domain.name,
+        )
+        self._set_cached(created)
+        return created
+
+    # -- cache -------------------------------------------------------------------------
+
+    def _set_cached(self, block: Block) -> None:
+        self._unindex(block.name)
+        self._blocks[block.name] = block
+        for key, address in block.key_addresses():
+            other = self._index.get(key)
+            if other is not None and other[0] != block.name:
+                self.log.error(
+                    "node %s: attachment %s holds %s in %s and %s in %s",
+                    self._node,
+                    key,
+                    other[1],
+                    other[0],
+                    address,
+                    block.name,
+                )
+            self._index[key] = (block.name, address)
+
+    def _unindex(self, name: str) -> None:
+        old = self._blocks.get(name)
+        if old is None:
+            return
+        for key, address in old.key_addresses():
+            if self._index.get(key) == (name, address):
+                del self._index[key]
+
+    def _drop_cached(self, name: str) -> None:
+        self._unindex(name)
+        self._blocks.pop(name, None)
+        self._empty_seen.pop(name, None)
+
+    def _after_change(self) -> None:
+        self._update_gauges()
+        self._publish()
+
+    def _update_gauges(self) -> None:
+        blocks: Counter[int] = Counter()
+        addresses: Counter[int] = Counter()
+        for block in self._blocks.values():
+            blocks[block.vrf] += 1
+            addresses[block.vrf] += block.pod_count
+        for vrf in self._gauge_vrfs | set(blocks):
+            self._metrics.ipam_blocks.labels(str(vrf)).set(blocks[vrf])
+            self._metrics.ipam_addresses.labels(str(vrf)).set(addresses[vrf])
+        self._gauge_vrfs |= set(blocks)
+
+    def _publish(self) -> None:
+        infos = tuple(
+            BlockInfo(vrf=b.vrf, cidr=b.cidr, gateway=b.gateway)
+            for b in sorted(self._blocks.values(), key=lambda b: (b.vrf, b.network))
+        )
+        if infos == self._published:
+            return
+        self._published = infos
+        if self._netlink is not None:
+            self._netlink.tell(NodeBlocksChanged(blocks=infos))
+
+    # -- other commands ----------------------------------------------------------------
+
+    def _lookup(self, key: str) -> AddressLookupResult | Failure:
+        held = self._index.get(key)
+        if held is None:
+            return AddressLookupResult(allocation=None)
+        name, address = held
+        block = self._blocks[name]
+        domain = self._domains.get(block.vrf)
+        if domain is None:
+            return Failure(
+                reason=f"{key} holds {address} in VRF {block.vrf}, whose VRFDomain "
+                "is not known yet",
+                kind=ErrorKind.TEMPORARY,
+            )
+        return AddressLookupResult(allocation=self._reply(key, block, address, domain))
+
+    def _release_all_except(self, keep: frozenset[str]) -> AddressesReleased | Failure:
+        keys = sorted(k for k in self._index if k not in keep)
+        released: list[str] = []
+        failures: list[tuple[str, Failure]] = []
+        for start in range(0, len(keys), self._max_batch):
+            chunk = keys[start : start + self._max_batch]
+            replies = self._run_ops([ReleaseAddress(key=k) for k in chunk])
+            for key, reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, Failure):
+                    failures.append((key, reply))
+                else:
+                    released.append(key)
+        if released:
+            self.log.info("node %s: GC released %d attachments", self._node, len(released))
+        if failures:
+            first = failures[0][1]
+            return Failure(
+                reason=f"GC could not release {len(failures)} of {len(keys)} attachments: "
+                + first.reason,
+                kind=first.kind,
+                details=", ".join(k for k, _ in failures),
+            )
+        return AddressesReleased(keys=tuple(released))
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def _reconcile(self) -> ReconcileResult:
+        try:
+            if not self._loaded:
+                self._load()
+                if not self._loaded:
+                    return ReconcileResult(loaded=False, errors=(self._ready_detail,))
+            errors: list[str] = []
+            reclaimed = self._reclaim_leaks(errors)
+            returned = self._return_empty_blocks(errors)
+            lease_held, foreign = self._reclaim_foreign_blocks(errors)
+            if returned:
+                self._after_change()
+            return ReconcileResult(
+                loaded=True,
+                reclaimed=tuple(reclaimed),
+                returned_blocks=tuple(returned),
+                lease_held=lease_held,
+                foreign_blocks_reclaimed=tuple(foreign),
+                errors=tuple(errors),
+            )
+        finally:
+            self._schedule(self._next_delay())
+
+    def _reclaim_leaks(self, errors: list[str]) -> list[str]:
+        """Release addresses whose pod is gone: after the grace period and a second look."""
+        try:
+            pods = PodIndex(self.store.list_node_pods(self._node))
+        except StoreError as exc:
+            errors.append(f"cannot list pods: {exc}")
+            return []
+        now = self._clock()
+        observed: dict[tuple[str, str, str], _Missing] = {}
+        leaked: dict[str, Allocation] = {}
+        for block in self._blocks.values():
+            for address, record in block.allocations.items():
+                if pods.holder_exists(record) is not False:
+                    continue
+                mark = (block.name, address, record.key)
+                seen = self._missing.get(mark)
+                if seen is None:
+                    seen = _Missing(first=now)
+                else:
+                    seen.count += 1
+                observed[mark] = seen
+                if seen.count >= 2 and now - seen.first >= self._settings.leak_grace:
+                    leaked[record.key] = record
+        self._missing = observed
+        if not leaked:
+            return []
+        keys = sorted(leaked)
+        replies = self._run_ops([ReleaseAddress(key=k) for k in keys])
+        reclaimed: list[str] = []
+        for key, reply in zip(keys, replies, strict=True):
+            record = leaked[key]
+            if isinstance(reply, AddressReleased) and reply.address is not None:
+                reclaimed.append(key)
+                self.log.warning(
+                    "node %s: reclaimed leaked %s of attachment %s (pod %s uid %s gone)",
+                    self._node,
+                    reply.address,
+                    key,
+                    record.pod_label,
+                    record.uid or "-",
+                )
+            elif isinstance(reply, Failure):
+                errors.append(f"cannot reclaim {key}: {reply.reason}")
+        self._missing = {m: s for m, s in self._missing.items() if m[2] not in reclaimed}
+        return reclaimed
+
+    def _return_empty_blocks(self, errors: list[str]) -> list[str]:
+        """Delete blocks empty in two consecutive rounds, keeping one block per VRF."""
+        by_vrf: dict[int, list[Block]] = defaultdict(list)
+        for block in self._blocks.values():
+            by_vrf[block.vrf].append(block)
+        self._empty_seen = {n: c for n, c in self._empty_seen.items() if n in self._blocks}
+        returned: list[str] = []
+        for blocks in by_vrf.values():
+            for block in blocks:
+                if block.pod_count == 0:
+                    self._empty_seen[block.name] = self._empty_seen.get(block.name, 0) + 1
+                else:
+                    self._empty_seen.pop(block.name, None)
+            ripe = [b for b in blocks if self._empty_seen.get(b.name, 0) >= 2]
+            if not ripe:
+                continue
+            if all(b.pod_count == 0 for b in blocks):
+                # Keep one: preferably one not ripe yet (most recently used), else the lowest.
+                unripe = [b for b in blocks if b not in ripe]
+                keep = min(unripe or ripe, key=lambda b: b.network)
+                ripe = [b for b in ripe if b.name != keep.name]
+            for block in sorted(ripe, key=lambda b: b.network):
+                try:
+                    self.store.delete_block(block.name, block.resource_version)
+                except Conflict:
+                    try:
+                        self._refresh(block.name)
+                    except StoreError as exc:
+                        errors.append(f"cannot re-read IPBlock {block.name}: {exc}")
+                    continue
+                except StoreError as exc:
+                    errors.append(f"cannot return IPBlock {block.name}: {exc}")
+                    continue
+                self.log.info(
+                    "node %s: returned empty IPBlock %s (%s)", self._node, block.name, block.cidr
+                )
+                self._drop_cached(block.name)
+                returned.append(block.name)
+        return returned
+
+    def _hold_lease(self) -> bool:
+        """Acquire or renew the reclaimer Lease; True while this node holds it.
+
+        Another holder's Lease is taken over only when we have seen it unchanged
+        for a whole lease duration on our own clock (no clock-skew assumptions).
+        """
+        now = self._clock()
+        duration = lease_duration(self._settings)
+        lease = self.store.get_lease(self._lease_namespace, LEASE_NAME)
+        if lease is None:
+            try:
+                created = self.store.create_lease(
+                    LeaseRecord(
+                        namespace=self._lease_namespace,
+                        name=LEASE_NAME,
+                        holder=self._node,
+                        duration_seconds=duration,
+                    )
+                )
+            except Conflict:
+                return False
+            self._lease_seen = (created.holder, created.resource_version)
+            self._lease_seen_at = now
+            self.log.info("node %s: acquired the IPAM reclaimer Lease", self._node)
+            return True
+        seen = (lease.holder, lease.resource_version)
+        if seen != self._lease_seen:
+            self._lease_seen = seen
+            self._lease_seen_at = now
+        mine = lease.holder == self._node
+        expired = now - self._lease_seen_at >= max(lease.duration_seconds, 1)
+        if not (mine or not lease.holder or expired):
+            return False
+        try:
+            updated = self.store.update_lease(
+                replace(
+                    lease,
+                    holder=self._node,
+                    duration_seconds=duration,
+                    transitions=lease.transitions + (0 if mine else 1),
+                )
+            )
+        except Conflict:
+            return False
+        if not mine:
+            self.log.warning(
+                "node %s: took over the IPAM reclaimer Lease from %s",
+                self._node,
+                lease.holder or "nobody",
+            )
+        self._lease_seen = (updated.holder, updated.resource_version)
+        self._lease_seen_at = now
+        return True
+
+    def _reclaim_foreign_blocks(self, errors: list[str]) -> tuple[bool, list[str]]:
+        """On the Lease holder: delete blocks of Nodes missing in two consecutive rounds."""
+        try:
+            held = self._hold_lease()
+        except StoreError as exc:
+            errors.append(f"cannot read or renew the reclaimer Lease: {exc}")
+            held = False
+        if not held:
+            self._foreign_missing.clear()
+            return False, []
+        try:
+            nodes = set(self.store.list_nodes())
+            blocks = self.store.list_blocks()
+        except StoreError as exc:
+            errors.append(f"cannot list nodes or IPBlocks: {exc}")
+            return True, []
+        seen: dict[str, int] = {}
+        reclaimed: list[str] = []
+        for block in blocks:
+            if block.node in nodes or block.node == self._node:
+                continue
+            count = self._foreign_missing.get(block.name, 0) + 1
+            if count < 2:
+                seen[block.name] = count
+                continue
+            try:
+                deleted = self.store.delete_block(block.name, block.resource_version)
+            except Conflict:
+                seen[block.name] = count  # changed under us: look again next round
+                continue
+            except StoreError as exc:
+                errors.append(f"cannot reclaim IPBlock {block.name}: {exc}")
+                seen[block.name] = count
+                continue
+            if deleted:
+                self.log.warning(
+                    "node %s: reclaimed IPBlock %s (%s) of deleted node %s (%d addresses)",
+                    self._node,
+                    block.name,
+                    block.cidr,
+                    block.node,
+                    block.pod_count,
+                )
+                reclaimed.append(block.name)
+        self._foreign_missing = seen
+        return True, reclaimed
