@@ -95,6 +95,7 @@ from pyroute2_cni.messages.ipam import (
     ReconcileResult,
     ReleaseAddress,
     ReleaseAllExcept,
+    RepublishBlocks,
 )
 from pyroute2_cni.metrics import Metrics
 
@@ -292,6 +293,10 @@ class IPAMActor(BaseActor):
                 return self._lookup(key)
             case Reconcile():
                 return self._reconcile()
+            case RepublishBlocks():
+                self._published = None
+                self._publish()
+                return None
             case ClusterSnapshot(domains=domains):
                 for domain in domains:
                     self._domains[domain.vrf] = domain

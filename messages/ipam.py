@@ -105,3 +105,8 @@ class ReconcileResult:
     lease_held: bool = False
     foreign_blocks_reclaimed: tuple[str, ...] = ()  # blocks of deleted nodes
     errors: tuple[str, ...] = ()  # steps that failed this round (retried next round)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepublishBlocks:
+    """Send NodeBlocksChanged again even if unchanged (a restarted NetlinkActor needs it)."""

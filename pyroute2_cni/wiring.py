@@ -1,0 +1,137 @@
+"""The daemon's actor graph: who starts first, who talks to whom.
+
+    CRDWatcher ──snapshot/changes──▶ Netlink, FRR, CNIServer
+    IPAM ──NodeBlocksChanged──▶ Netlink
+    FRR ──VniKnown──▶ Netlink;  FRR ──FrrApplyReported──▶ CRDWatcher
+    CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
+
+Addresses are created first and handed to constructors, so each actor can
+be restarted without the others noticing more than a dropped message; a
+restarted subscriber asks the watcher for a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pykka
+
+from pyroute2_cni.actors.address import Address
+from pyroute2_cni.actors.base import ActorHooks
+from pyroute2_cni.config import Settings
+from pyroute2_cni.health import HealthReport
+from pyroute2_cni.messages.crd import SendSnapshot
+from pyroute2_cni.messages.ipam import RepublishBlocks
+from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.supervisor import ActorSpec
+
+
+def build_actor_specs(
+    settings: Settings,
+    metrics: Metrics,
+    readiness: Callable[[], HealthReport],
+) -> Sequence[ActorSpec]:
+    # Imported here so `pyroute2-cni version` does not load pyroute2, zmq or kubernetes.
+    from pyroute2_cni.actors.cni_server_actor import CNIServerActor
+    from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor
+    from pyroute2_cni.actors.frr_actor import FRRActor
+    from pyroute2_cni.actors.ipam_actor import IPAMActor
+    from pyroute2_cni.actors.netlink_actor import NetlinkActor
+    from pyroute2_cni.frr_control import FrrProcessControl
+    from pyroute2_cni.ipam_store import KubeBlockStore
+    from pyroute2_cni.kubeclient import make_api_client
+    from pyroute2_cni.netlink_backend import KernelNetlink
+
+    node = settings.daemon.node_name
+    watcher, ipam, netlink, frr, cni = (
+        Address(name) for name in ("crd-watcher", "ipam", "netlink", "frr", "cni-server")
+    )
+
+    def api() -> Any:
+        return make_api_client(settings.daemon.kubeconfig)
+
+    def resync_netlink() -> None:
+        watcher.tell(SendSnapshot(to=netlink))
+        ipam.tell(RepublishBlocks())
+
+    def resync(address: Address) -> Callable[[], None]:
+        def ask_for_snapshot() -> None:
+            watcher.tell(SendSnapshot(to=address))
+
+        return ask_for_snapshot
+
+    def start_watcher(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return CRDWatcherActor.start(
+            hooks, settings=settings, api_factory=api, subscribers=[netlink, ipam, frr, cni]
+        )
+
+    def start_netlink(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NetlinkActor.start(
+            hooks, node=node, settings=settings, backend_factory=KernelNetlink, metrics=metrics
+        )
+
+    def start_ipam(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return IPAMActor.start(
+            hooks,
+            node=node,
+            settings=settings.ipam,
+            store_factory=lambda: KubeBlockStore(api(), metrics),
+            metrics=metrics,
+            netlink=netlink,
+            clock=time.monotonic,
+        )
+
+    def start_frr(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return FRRActor.start(
+            hooks,
+            settings=settings,
+            control_factory=lambda: FrrProcessControl(settings.frr),
+            netlink=netlink,
+            watcher=watcher,
+            metrics=metrics,
+        )
+
+    def start_cni(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return CNIServerActor.start(
+            hooks,
+            settings=settings,
+            ipam=ipam,
+            netlink=netlink,
+            readiness=readiness,
+            metrics=metrics,
+        )
+
+    return [
+        ActorSpec(
+            name="netlink", start=start_netlink, address=netlink, after_restart=resync_netlink
+        ),
+        ActorSpec(
+            name="ipam",
+            start=start_ipam,
+            address=ipam,
+            depends_on=("netlink",),
+            after_restart=resync(ipam),
+        ),
+        ActorSpec(
+            name="frr",
+            start=start_frr,
+            address=frr,
+            depends_on=("netlink",),
+            after_restart=resync(frr),
+        ),
+        ActorSpec(
+            name="cni-server",
+            start=start_cni,
+            address=cni,
+            depends_on=("ipam", "netlink"),
+            after_restart=resync(cni),
+        ),
+        ActorSpec(
+            name="crd-watcher",
+            start=start_watcher,
+            address=watcher,
+            depends_on=("netlink", "frr", "cni-server"),
+        ),
+    ]
