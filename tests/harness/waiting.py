@@ -24,7 +24,9 @@ def wait_for(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what} (last: {last!r})"
+            )
         time.sleep(interval)
 
 

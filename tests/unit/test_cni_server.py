@@ -142,7 +142,7 @@ def node(tmp_path: Path, shim: Path) -> Iterator[Node]:
     thread.join(timeout=5)
 
 
-def conf(version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
+def conf(version: str = "1.1.0", **extra: object) -> dict[str, Any]:
     return {"cniVersion": version, "name": "pyroute2-cni", "type": "pyroute2-cni", **extra}
 
 
@@ -221,9 +221,8 @@ def test_gc_releases_attachments_not_listed(shim: Path, node: Node) -> None:
     for cid in ("aaa", "bbb", "ccc"):
         assert call(shim, node, "ADD", conf(), container=cid)[0] == 0
     valid = [{"containerID": "bbb", "ifname": "eth0"}]
-    assert (
-        call(shim, node, "GC", conf(**{"cni.dev/valid-attachments": valid}), container=None)[0] == 0
-    )
+    gc = {**conf(), "cni.dev/valid-attachments": valid}
+    assert call(shim, node, "GC", gc, container=None)[0] == 0
     assert set(node.shared.allocations) == {"bbb/eth0"}
     assert set(node.shared.plumbed) == {"bbb/eth0"}
 

@@ -127,6 +127,9 @@ def test_cli_help_explains_each_command() -> None:
     for command in ("daemon", "version", "config", "ipam"):
         assert command in out
     version = subprocess.run(
-        [sys.executable, "-m", "pyroute2_cni", "version"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "pyroute2_cni", "version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert version.stdout.startswith("pyroute2-cni 0.1.0")

@@ -11,7 +11,7 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
-from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.base import Ok, Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -95,8 +95,15 @@ def rig() -> Iterator[Rig]:
         metrics=metrics,
     )
     yield Rig(frr, actor, metrics, netlink_seen, watcher_seen)
-    for ref in [actor, *refs]:
+    actor.stop()
+    for ref in refs:
         ref.stop()
+
+
+def ask_ping(rig: Rig, seq: int) -> Pong:
+    pong = rig.actor.ask(Ping(seq=seq), timeout=5)
+    assert isinstance(pong, Pong)
+    return pong
 
 
 def snapshot(*domains: VrfDomainSpec) -> ClusterSnapshot:
@@ -106,14 +113,12 @@ def snapshot(*domains: VrfDomainSpec) -> ClusterSnapshot:
 
 
 def test_not_ready_until_first_apply_then_ready(rig: Rig) -> None:
-    from pyroute2_cni.messages.base import Ping
-
-    assert rig.actor.ask(Ping(seq=1)).ready is False
+    assert ask_ping(rig, 1).ready is False
     rig.actor.tell(snapshot(DOMAIN))
     wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
     assert rig.frr.running is not None and "vni 42" in rig.frr.running
     assert "neighbor 192.0.2.2 peer-group fabric" in rig.frr.running
-    wait_for(lambda: rig.actor.ask(Ping(seq=2)).ready, 5, "ready")
+    wait_for(lambda: ask_ping(rig, 2).ready, 5, "ready")
     assert any(isinstance(m, FrrApplyReported) and m.ok for m in rig.watcher_seen)
 
 
@@ -181,8 +186,6 @@ def test_bgp_sessions_exported(rig: Rig) -> None:
 
 
 def test_missing_frr_is_reported_not_crashed(rig: Rig) -> None:
-    from pyroute2_cni.messages.base import Ping
-
     rig.frr.missing = "/usr/bin/vtysh is missing: install frr"
     rig.actor.tell(snapshot(DOMAIN))
     wait_for(
@@ -190,6 +193,6 @@ def test_missing_frr_is_reported_not_crashed(rig: Rig) -> None:
         5,
         "failure reported",
     )
-    pong = rig.actor.ask(Ping(seq=3))
+    pong = ask_ping(rig, 3)
     assert pong.ready is False and "vtysh is missing" in pong.detail
     assert rig.actor.is_alive()

@@ -1,4 +1,4 @@
-"""The wheel and the editable install both map actors/, supervisor/, messages/ under pyroute2_cni."""
+"""The wheel and the editable install map actors/, supervisor/, messages/ under pyroute2_cni."""
 
 from __future__ import annotations
 
@@ -42,8 +42,18 @@ def probe(cwd: Path, pythonpath: str | None) -> dict[str, object]:
 
 def test_wheel_installs_subpackages_only(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
         check=True,
         timeout=180,
         capture_output=True,

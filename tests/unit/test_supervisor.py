@@ -63,7 +63,7 @@ def restarts(metrics: Metrics, actor: str) -> float:
 
 
 def test_crashed_actor_is_replaced_within_one_second(running) -> None:  # type: ignore[no-untyped-def]
-    run, metrics, addresses = running
+    _, metrics, addresses = running
     alpha = addresses["alpha"]
     assert alpha.ask(WhoAreYou(), timeout=2) == Identity(name="alpha", generation=1)
     started = time.monotonic()
@@ -82,14 +82,14 @@ def test_crashed_actor_is_replaced_within_one_second(running) -> None:  # type: 
 
 
 def test_exception_in_ask_handler_also_restarts(running) -> None:  # type: ignore[no-untyped-def]
-    run, metrics, addresses = running
+    _, metrics, addresses = running
     with pytest.raises(Exception, match="boom"):
         addresses["beta"].ask(Crash(), timeout=2)
     wait_for(lambda: restarts(metrics, "beta") == 1, 2.0, "beta restart")
 
 
 def test_hung_actor_is_detected_and_replaced(running) -> None:  # type: ignore[no-untyped-def]
-    run, metrics, addresses = running
+    _, metrics, addresses = running
     release = threading.Event()
     addresses["alpha"].tell(Hang(release=release))
     try:
@@ -100,12 +100,14 @@ def test_hung_actor_is_detected_and_replaced(running) -> None:  # type: ignore[n
 
 
 def test_unknown_message_is_answered_with_failure(running, caplog) -> None:  # type: ignore[no-untyped-def]
-    run, metrics, addresses = running
+    _, _, addresses = running
     reply = addresses["alpha"].ask("not a message", timeout=2)
     assert isinstance(reply, Failure)
     assert reply.kind is ErrorKind.INVALID
     assert "alpha does not handle str" in reply.reason
-    assert any("does not handle" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert any(
+        "does not handle" in r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+    )
 
 
 def test_escalates_after_too_many_failures_in_window() -> None:
