@@ -57,8 +57,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p pyroute2_cni -p tests
 
-bench: tools
-	$(PY) -m tests.bench
+bench: deps venv shim kube-apiserver
+	scripts/bench
 
 lab: tools
 	scripts/lab up
