@@ -49,6 +49,7 @@ from pyroute2_cni.crd_validate import DomainCandidate, Verdict, validate_domains
 from pyroute2_cni.kube_watch import (
     DEFAULT_VXLAN_PORT,
     ApiError,
+    Condition,
     DesiredCondition,
     DomainObject,
     DomainWriter,
@@ -227,9 +228,12 @@ class CRDWatcherActor(BaseActor):
                 return self.unknown(message)
 
     def _on_frr_report(self, report: FrrApplyReported) -> None:
-        # Not written to the VRFNodeConfig status yet (see the module docstring);
-        # a change of outcome is logged so it is not lost on operators.
+        # A change of outcome is logged and written to this node's VRFNodeConfig
+        # status (condition FrrApplied), when the node has one.
         previous, self._frr_report = self._frr_report, report
+        changed = previous is None or (previous.ok, previous.reason) != (report.ok, report.reason)
+        if changed:
+            self._write_frr_condition(report)
         if previous is None or previous.ok != report.ok:
             level = self.log.info if report.ok else self.log.warning
             level(
@@ -239,6 +243,33 @@ class CRDWatcherActor(BaseActor):
                 report.reason,
                 report.message,
             )
+
+    def _write_frr_condition(self, report: FrrApplyReported) -> None:
+        if self._writer is None:
+            return
+        config = next(
+            (
+                o
+                for o in self._objects[Resource.VRF_NODE_CONFIG].values()
+                if isinstance(o, VrfNodeConfigSpec) and o.node == report.node
+            ),
+            None,
+        )
+        if config is None:
+            return
+        condition = Condition(
+            type="FrrApplied",
+            status="True" if report.ok else "False",
+            reason=report.reason,
+            message=report.message or report.reason,
+            last_transition_time=utc_now(),
+        )
+        try:
+            self._writer.write_node_config_status(
+                config.name, accepted=True, ready=report.ok, conditions=[condition]
+            )
+        except ApiError as exc:
+            self.log.warning("cannot write the status of VRFNodeConfig %s: %s", config.name, exc)
 
     # -- state ---------------------------------------------------------------------------
     def _on_listed(self, message: ResourceListed) -> None:

@@ -1032,3 +1032,50 @@ class DomainWriter:
             },
         }
         return domain_from(self.api.replace_status(Resource.VRF_DOMAIN, domain.name, body))
+
+    def write_node_config_status(
+        self, name: str, *, accepted: bool, ready: bool, conditions: Sequence[Condition]
+    ) -> None:
+        """Replace a VRFNodeConfig's status (written only by the node it names).
+
+        Rare (only when FRR's outcome changes), so the current resourceVersion
+        is read with a LIST of the few VRFNodeConfigs; a 409 is retried once.
+        """
+        for attempt in range(2):
+            items, _ = self.api.list(Resource.VRF_NODE_CONFIG)
+            current = next((i for i in items if i["metadata"]["name"] == name), None)
+            if current is None:
+                return
+            try:
+                self._replace_node_config_status(
+                    name,
+                    current["metadata"]["resourceVersion"],
+                    accepted=accepted,
+                    ready=ready,
+                    conditions=conditions,
+                )
+                return
+            except ApiError as exc:
+                if exc.status != 409 or attempt:
+                    raise
+
+    def _replace_node_config_status(
+        self,
+        name: str,
+        resource_version: str,
+        *,
+        accepted: bool,
+        ready: bool,
+        conditions: Sequence[Condition],
+    ) -> None:
+        body = {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": "VRFNodeConfig",
+            "metadata": {"name": name, "resourceVersion": resource_version},
+            "status": {
+                "accepted": accepted,
+                "ready": ready,
+                "conditions": [_condition_json(c) for c in conditions],
+            },
+        }
+        self.api.replace_status(Resource.VRF_NODE_CONFIG, name, body)

@@ -65,6 +65,7 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.messages.frr import FrrApplyReported
 from tests.harness.apiserver import ApiServer
 from tests.harness.fake_kube_watch import MessageLog, recorder
 from tests.harness.waiting import wait_for
@@ -695,3 +696,26 @@ def test_a_quiet_stream_is_reported_by_the_edge(crds: ApiServer) -> None:
         stream.close()
     finally:
         api.close()
+
+
+def test_frr_outcome_lands_in_the_node_config_status(
+    cluster: Cluster, start_watcher: Callable[..., Watcher], ids: Ids
+) -> None:
+    node = ids.name("frrnode")
+    config = ids.name("frrnode-vrnc")
+    cluster.create(Resource.VRF_NODE_CONFIG, config, {"nodeRef": {"name": node}})
+    watcher = start_watcher()  # ready: the config is in its initial list
+
+    def frr_condition() -> Json | None:
+        obj = cluster.get(Resource.VRF_NODE_CONFIG, config) or {}
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "FrrApplied"), None)
+
+    report = FrrApplyReported(node=node, ok=False, reason="ValidationFailed", message="line 3")
+    watcher.ref.tell(report)
+    failed = wait_for(lambda: (c := frr_condition()) and c["status"] == "False" and c, 20, "False")
+    assert failed["reason"] == "ValidationFailed" and failed["message"] == "line 3"
+    watcher.ref.tell(replace(report, ok=True, reason="Applied", message="FRR runs 1 VRF"))
+    wait_for(lambda: (c := frr_condition()) and c["status"] == "True", 20, "FrrApplied True")
+    status = (cluster.get(Resource.VRF_NODE_CONFIG, config) or {})["status"]
+    assert status["ready"] is True and status["accepted"] is True
