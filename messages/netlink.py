@@ -116,3 +116,21 @@ class ListPlumbedPods:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlumbedPods:
     pods: tuple[PlumbedPod, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconcile:
+    """Repair drift: every domain's devices, addresses, routes and rules, node sysctls and
+    the host side of every plumbed pod are put back as they should be.
+
+    The actor sends it to itself every [netlink] reconcile_interval (scheduled=True re-arms
+    the timer); tests and operators send it unscheduled.
+    """
+
+    scheduled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcileResult:
+    repairs: tuple[str, ...]  # what was put back, one line each (also metrics.netlink_repairs)
+    errors: tuple[str, ...] = ()  # steps that failed this round (tried again next round)
