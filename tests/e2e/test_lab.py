@@ -1,0 +1,179 @@
+"""End to end: the multi-node lab (tests/harness/lab.py) with the real daemon, FRR and shim.
+
+Runs inside the VRF kernel (``make test-e2e``: scripts/run-in-vrf-kernel, so a User-Mode
+Linux guest when the host lacks VRF): one lab per session, started in-process, 3 nodes
+(lab-n1..3) with 2 pods each in the system VRF.  The tests run in file order and each
+leaves the lab as it found it (mesh peering, every node up), so later tests do not
+depend on what an earlier one broke.
+
+Under UML the session takes about 10 minutes: the lab ~2 min, each daemon or FRR restart
+~1 min (imports, frr-reload.py), each scenario ~1 min (FRR reloads on every node).
+Logs: lab-state/e2e/logs/ (daemon logs per node, etcd, kube-apiserver).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.lab import (
+    REPO,
+    RR_ADDRESS,
+    SYSTEM_TABLE,
+    SYSTEM_VRF,
+    ContinuousPing,
+    Lab,
+    LabError,
+    LabOptions,
+    Pod,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+STATE_DIR = REPO / "lab-state" / "e2e"
+# A restart of the daemon must not disturb established pods: at most one echo lost.
+MAX_LOST_DAEMON_RESTART = 1
+# FRR restarting on a node: its kernel state stays (zebra --retain); at most one echo lost.
+MAX_LOST_FRR_RESTART = 1
+WITHDRAW_TIMEOUT = 60.0
+
+
+def _progress(line: str) -> None:
+    # Visible on the guest console while pytest captures the test's own output.
+    print(line, file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    the_lab = Lab(LabOptions(state_dir=STATE_DIR, nodes=3, pods_per_node=2, progress=_progress))
+    try:
+        the_lab.start()
+        yield the_lab
+    finally:
+        the_lab.stop()
+
+
+def _on(lab: Lab, node: str) -> Pod:
+    return next(p for p in lab.system_pods() if p.node == node)
+
+
+def _matrix_failures(matrix: dict[tuple[str, str], bool]) -> list[str]:
+    return [f"{a} -> {b}" for (a, b), ok in matrix.items() if not ok]
+
+
+def test_cross_node_ping_in_the_system_vrf(lab: Lab) -> None:
+    pods = lab.system_pods()
+    assert len(pods) == 6
+    assert {p.node for p in pods} == set(lab.nodes)
+    system = ipaddress.ip_network("10.244.0.0/16")
+    for pod in pods:
+        assert ipaddress.ip_address(pod.address) in system, pod
+        assert pod.result["ips"][0]["gateway"] == pod.gateway
+    lab.wait_converged(SYSTEM_VRF, SYSTEM_TABLE)
+    matrix, _ = lab.wait_matrix(pods, timeout=30)
+    assert not _matrix_failures(matrix), lab.render_matrix(pods, matrix)
+    # The IPBlocks the API shows are the ones the data plane routes.
+    blocks = {b["spec"]["cidr"]: b["spec"]["node"] for b in lab.ipblocks()}
+    for pod in pods:
+        owner = [c for c in blocks if ipaddress.ip_address(pod.address) in ipaddress.ip_network(c)]
+        assert [blocks[c] for c in owner] == [pod.node], (pod, blocks)
+
+
+def test_daemon_restart_keeps_established_pods_talking(lab: Lab) -> None:
+    src, dst = _on(lab, "lab-n2"), _on(lab, "lab-n1")
+    with ContinuousPing(src, dst.address) as ping:
+        ping.wait_replies(5, timeout=30)
+        lab.restart_daemon("lab-n1")
+        ping.wait_replies(10, timeout=60)
+        lost = ping.lost()
+    assert len(lost) <= MAX_LOST_DAEMON_RESTART, f"echoes lost during the restart: {lost}"
+    matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
+    assert not _matrix_failures(matrix)
+
+
+def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
+    src, dst = _on(lab, "lab-n2"), _on(lab, "lab-n1")
+    with ContinuousPing(src, dst.address) as ping:
+        ping.wait_replies(5, timeout=30)
+        lab.restart_frr("lab-n1")
+        lab.wait_sessions()
+        ping.wait_replies(10, timeout=60)
+        lost = ping.lost()
+    # Whatever the verdict, leave the routes converged for the next test.
+    lab.wait_converged()
+    assert len(lost) <= MAX_LOST_FRR_RESTART, (
+        f"{len(lost)} echoes lost while FRR on lab-n1 restarted (seq {lost[:5]}...); "
+        "peers withdraw the node's routes when its BGP session drops"
+    )
+
+
+def test_tenant_vrf_is_isolated(lab: Lab) -> None:
+    (result,) = lab.scenario("tenant")
+    tenant = ipaddress.ip_network("10.1.0.0/16")
+    assert len(result.pods) == len(lab.nodes)
+    assert all(ipaddress.ip_address(p.address) in tenant for p in result.pods), result.text()
+    assert not _matrix_failures(result.matrix), result.text()
+    leaks = [k for k, ok in result.extra["leaks"].items() if ok]
+    assert not leaks, f"tenant and system VRF reach each other: {leaks}"
+    # Neither VRF table carries the other's prefixes.
+    for node in lab.nodes:
+        system_routes = lab.vrf_routes(node, SYSTEM_TABLE, protocol=None)
+        tenant_routes = lab.vrf_routes(node, 10200, protocol=None)
+        assert not [r for r in system_routes if r.startswith("10.1.")], (node, system_routes)
+        assert not [r for r in tenant_routes if r.startswith("10.244.")], (node, tenant_routes)
+
+
+def test_l2vni_stretches_one_subnet(lab: Lab) -> None:
+    (result,) = lab.scenario("l2vni")
+    assert len(result.pods) == len(lab.nodes)
+    assert result.extra["subnets"] == ["10.30.0.0/16"], result.text()
+    assert not _matrix_failures(result.matrix), result.text()
+
+
+def test_node_failure(lab: Lab) -> None:
+    """lab-n3's daemon and FRR stop: the others keep talking and drop its routes."""
+    failed = "lab-n3"
+    alive = [n for n in lab.nodes if n != failed]
+    expected = lab.expected_remote_routes(SYSTEM_VRF)
+    gone = expected[alive[0]] - expected[failed]  # the failed node's own blocks
+    assert gone
+    lab.stop_node(failed)
+    try:
+
+        def withdrawn() -> bool:
+            return all(not gone & lab.vrf_routes(n, SYSTEM_TABLE) for n in alive)
+
+        try:
+            wait_until(withdrawn, WITHDRAW_TIMEOUT, f"{failed}'s routes withdrawn", 0.5)
+        except LabError as exc:
+            left = {n: sorted(gone & lab.vrf_routes(n, SYSTEM_TABLE)) for n in alive}
+            raise AssertionError(f"{exc}: still routed: {left}") from None
+        survivors = [p for p in lab.system_pods() if p.node != failed]
+        matrix, _ = lab.wait_matrix(survivors, timeout=30)
+        assert not _matrix_failures(matrix), lab.render_matrix(survivors, matrix)
+        down = lab.nodes[failed].address
+        for node in alive:
+            assert lab.nodes[node].frr.bgp_sessions().get(down) != "Established", node
+    finally:
+        lab.start_node(failed)
+        lab.wait_converged()
+    matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
+    assert not _matrix_failures(matrix), "not back after the node returned"
+
+
+def test_route_reflector_mode(lab: Lab) -> None:
+    try:
+        (result,) = lab.scenario("rr")
+        sessions = result.extra["sessions"]
+        assert all(peers == {RR_ADDRESS: "Established"} for peers in sessions.values()), sessions
+        assert not _matrix_failures(result.matrix), result.text()
+        for node in lab.nodes:
+            assert "192.168.124." in lab.nodes[node].frr.vtysh("show bgp l2vpn evpn route type 5")
+    finally:
+        lab.revert_rr()
