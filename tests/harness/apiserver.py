@@ -144,15 +144,33 @@ def make_certificates(directory: Path) -> None:
     """Write ca.crt, server.crt/server.key (127.0.0.1, localhost) and sa.key/sa.pub."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-        "-subj", "/CN=pyroute2-cni-test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=pyroute2-cni-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         cwd=directory,
     )
     _openssl(
-        "req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=kube-apiserver",
+        "req",
+        "-new",
+        *ec,
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=kube-apiserver",
         cwd=directory,
     )
     (directory / "server.ext").write_text(
@@ -163,8 +181,21 @@ def make_certificates(directory: Path) -> None:
         "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
     )
     _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "3650", "-extfile", "server.ext", "-out", "server.crt",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
         cwd=directory,
     )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
