@@ -80,6 +80,7 @@ from pyroute2_cni.messages.crd import (
     ChangeKind,
     ClusterObjectChanged,
     ClusterSnapshot,
+    NamespaceChanged,
     VrfDomainSpec,
 )
 from pyroute2_cni.messages.ipam import (
@@ -308,6 +309,8 @@ class IPAMActor(BaseActor):
                     else:
                         self._domains[obj.vrf] = obj
                 return None
+            case NamespaceChanged():
+                return None  # the watcher tells every subscriber; IPAM needs no namespaces
             case _:
                 return self.unknown(message)
 

@@ -147,8 +147,9 @@ class SupervisorSection:
     max_restarts: int = _opt(5, "an integer from 1 to 1000", _int_range(1, 1000))
     restart_window: float = _opt(60.0, "seconds from 1 to 3600", _float_range(1, 3600))
     heartbeat_interval: float = _opt(1.0, "seconds from 0.05 to 60", _float_range(0.05, 60))
-    # Longer than any bounded operation an actor runs (API retries, reloads).
-    heartbeat_timeout: float = _opt(30.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
+    # Longer than any bounded operation an actor runs: an frr-reload.py call may
+    # take up to 120 s (RELOAD_TIMEOUT) on a loaded node.
+    heartbeat_timeout: float = _opt(180.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
     backoff_initial: float = _opt(0.1, "seconds from 0.01 to 60", _float_range(0.01, 60))
     backoff_max: float = _opt(10.0, "seconds from 0.01 to 600", _float_range(0.01, 600))
     stop_timeout: float = _opt(4.0, "seconds from 0.1 to 60", _float_range(0.1, 60))
