@@ -33,7 +33,7 @@ shim: build/pyroute2-cni
 kube-apiserver:
 	scripts/build-kube-apiserver.sh
 
-tools: deps venv shim kube-apiserver
+tools: deps venv shim
 	scripts/build-tools.sh
 
 test-unit: venv
@@ -45,7 +45,7 @@ test-api: venv kube-apiserver
 test-kernel: venv shim kube-apiserver
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
-test-e2e: venv shim kube-apiserver
+test-e2e: venv shim kube-apiserver tools
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
 # Every tier, even when an earlier one fails; the exit status is the worst.
@@ -57,7 +57,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p pyroute2_cni -p tests
 
-bench: deps venv shim kube-apiserver
+bench: deps venv shim kube-apiserver tools
 	scripts/bench
 
 lab: tools

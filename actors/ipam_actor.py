@@ -173,6 +173,7 @@ class IPAMActor(BaseActor):
         self._lease_seen: tuple[str, str] | None = None
         self._lease_seen_at = 0.0
         self._gauge_vrfs: set[int] = set()
+        self._domains_synced = False
         self._published: tuple[BlockInfo, ...] | None = None
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
@@ -299,8 +300,9 @@ class IPAMActor(BaseActor):
                 self._publish()
                 return None
             case ClusterSnapshot(domains=domains):
-                for domain in domains:
-                    self._domains[domain.vrf] = domain
+                # A snapshot replaces the view: domains gone while we were not told vanish.
+                self._domains = {domain.vrf: domain for domain in domains}
+                self._domains_synced = True
                 return None
             case ClusterObjectChanged(kind=kind, obj=obj):
                 if isinstance(obj, VrfDomainSpec):
@@ -807,7 +809,9 @@ class IPAMActor(BaseActor):
             by_vrf[block.vrf].append(block)
         self._empty_seen = {n: c for n, c in self._empty_seen.items() if n in self._blocks}
         returned: list[str] = []
-        for blocks in by_vrf.values():
+        for vrf, blocks in by_vrf.items():
+            # The last block of a VRF stays for the next pod, unless its domain is gone.
+            domain_gone = self._domains_synced and vrf not in self._domains
             for block in blocks:
                 if block.pod_count == 0:
                     self._empty_seen[block.name] = self._empty_seen.get(block.name, 0) + 1
@@ -816,7 +820,7 @@ class IPAMActor(BaseActor):
             ripe = [b for b in blocks if self._empty_seen.get(b.name, 0) >= 2]
             if not ripe:
                 continue
-            if all(b.pod_count == 0 for b in blocks):
+            if all(b.pod_count == 0 for b in blocks) and not domain_gone:
                 # Keep one: preferably one not ripe yet (most recently used), else the lowest.
                 unripe = [b for b in blocks if b not in ripe]
                 keep = min(unripe or ripe, key=lambda b: b.network)

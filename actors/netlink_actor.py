@@ -693,6 +693,11 @@ class NetlinkActor(BaseActor):
         )
         mtu = self._mtu()
         live = backend.link_get(host)
+        if live is not None and not live.alias:
+            # Our name (a hash of this attachment) without the alias: a pair half made
+            # when the daemon died between creating it and labelling it.  Start over.
+            self._delete_host_veth(host)
+            live = None
         if live is not None:
             owner = parse_pod_alias(live.alias)
             if owner is None or (owner.container_id, owner.ifname) != (
@@ -847,7 +852,10 @@ class NetlinkActor(BaseActor):
             self._pods.pop(host, None)
             return Ok()
         owner = parse_pod_alias(live.alias)
-        if owner is None or (owner.container_id, owner.ifname) != (msg.container_id, msg.ifname):
+        if live.alias and (
+            owner is None or (owner.container_id, owner.ifname) != (msg.container_id, msg.ifname)
+        ):
+            # An empty alias is our own half-made pair (see _on_plumb): removed below.
             return Failure(
                 reason=f"host interface {host} is not this attachment's; left alone",
                 kind=ErrorKind.CONFLICT,

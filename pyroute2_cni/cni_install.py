@@ -28,10 +28,16 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def conflist(socket: str, cni_version: str = "1.1.0") -> dict[str, Any]:
-    """pyroute2-cni first; portmap chained after it (it reads prevResult)."""
+def conflist(socket: str, cni_version: str = "1.0.0") -> dict[str, Any]:
+    """pyroute2-cni first; portmap chained after it (it reads prevResult).
+
+    cniVersion is 1.0.0: libcni 1.1 (containerd 1.6/1.7) cannot parse a 1.1.0 result
+    and portmap 1.1 refuses a 1.1.0 config.  `cniVersions` lets a libcni 1.2+ runtime
+    pick 1.1.0 (STATUS, GC, interface MTU) where every plugin supports it.
+    """
     return {
         "cniVersion": cni_version,
+        "cniVersions": ["1.0.0", "1.1.0"],
         "name": "pyroute2-cni",
         "plugins": [
             {"type": SHIM_NAME, "socket": socket},

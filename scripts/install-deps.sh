@@ -14,7 +14,7 @@ PACKAGES=(
   # CNI clients: reference plugins and containerd's CRI
   containernetworking-plugins containerd runc
   # misc
-  jq procps psmisc kmod curl
+  jq procps psmisc kmod curl libc6-dev xz-utils
 )
 
 missing=()

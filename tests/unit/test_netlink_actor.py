@@ -515,6 +515,24 @@ def test_unplumb_succeeds_when_the_netns_is_gone(rig: Rig) -> None:
     )
 
 
+def test_a_pair_half_made_by_a_killed_daemon_is_replaced(rig: Rig) -> None:
+    """kill -9 between creating the veth and setting its alias leaves an unlabelled pair."""
+    rig.ready()
+    ns = rig.pod("pod1")
+    first = rig.ask(plumb(ns, "c0ffee", "10.42.0.2"))
+    assert isinstance(first, PodPlumbed)
+    FakeNetlink(rig.kernel).link_set(first.host.name, LinkChange(alias=""))
+    rig.restart()
+    rig.ready()
+    again = rig.ask(plumb(ns, "c0ffee", "10.42.0.2"))
+    assert isinstance(again, PodPlumbed) and again.host.name == first.host.name
+    live = rig.link(first.host.name)
+    assert live is not None and "c0ffee" in live.alias
+    FakeNetlink(rig.kernel).link_set(first.host.name, LinkChange(alias=""))
+    assert rig.ask(UnplumbPod(container_id="c0ffee", ifname="eth0", netns=ns)) == Ok()
+    assert rig.link(first.host.name) is None
+
+
 def test_plumb_failures_leave_nothing_behind(rig: Rig) -> None:
     unknown = rig.ask(plumb(rig.pod("p0"), "c1", "10.42.0.2"))
     assert isinstance(unknown, Failure) and unknown.kind is ErrorKind.TEMPORARY
