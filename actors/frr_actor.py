@@ -17,6 +17,7 @@ from typing import Any
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
+from pyroute2_cni.evpn_hold import BgpView, PeerSession
 from pyroute2_cni.frr_control import FrrControl
 from pyroute2_cni.frr_model import (
     FrrConfig,
@@ -36,6 +37,7 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, VniKnown
 from pyroute2_cni.metrics import Metrics
 
@@ -53,6 +55,7 @@ class FRRActor(BaseActor):
         netlink: Address | None,
         watcher: Address | None,
         metrics: Metrics,
+        keeper: Address | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(hooks)
@@ -62,6 +65,7 @@ class FRRActor(BaseActor):
         self._control_factory = control_factory
         self._netlink = netlink
         self._watcher = watcher
+        self._keeper = keeper
         self._metrics = metrics
         self._clock = clock
         self._domains: dict[str, VrfDomainSpec] = {}
@@ -234,6 +238,13 @@ class FRRActor(BaseActor):
             counts[session if session in counts else "Idle"] += 1
         for name, count in counts.items():
             self._metrics.bgp_sessions.labels(name).set(count)
+        if self._keeper is not None:
+            sessions = {
+                addr: PeerSession(state=st, uptime=state.uptimes.get(addr, 0.0))
+                for addr, st in state.sessions.items()
+            }
+            view = BgpView(answered=state.answered, taken=self._clock(), sessions=sessions)
+            self._keeper.tell(BgpSessionsSeen(view=view))
         if self._netlink is None:
             return
         known: list[tuple[int, int]] = []

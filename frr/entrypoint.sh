@@ -9,7 +9,7 @@
 # 3. Run watchfrr in the foreground; it starts zebra, bgpd and staticd (as
 #    listed in /etc/frr/daemons), loads their configuration with `vtysh -b`
 #    and restarts any daemon that dies.
-# 4. On SIGTERM/SIGINT stop watchfrr, then the daemons (zebra last; it keeps
+# 4. On SIGTERM/SIGINT stop watchfrr, then the daemons (zebra first; it keeps
 #    its kernel routes, see zebra_options in daemons), and exit 0.  If watchfrr
 #    itself dies, stop the daemons and exit 1 so the kubelet restarts us.
 # No `set -u`: frrcommon.sh reads unset variables.
@@ -60,7 +60,10 @@ stop_all() {
         done
         kill -KILL "$watchfrr_pid" 2>/dev/null
     fi
-    # Stops every daemon that has a pid file, zebra last (frrcommon.sh).
+    # zebra first: with --retain it leaves its kernel routes in place, and once it is
+    # gone bgpd's shutdown cannot withdraw them, so this node keeps forwarding to
+    # its peers while FRR restarts.  Then everything else (frrcommon.sh).
+    daemon_stop zebra
     all_stop --reallyall
     if [ -n "$syslog_pid" ]; then
         kill -TERM "$syslog_pid" 2>/dev/null

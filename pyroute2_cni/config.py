@@ -174,6 +174,9 @@ class FrrSection:
     vtysh: str = _opt("/usr/bin/vtysh", "a file path", _text)
     debounce: float = _opt(1.0, "seconds from 0 to 60", _float_range(0, 60))
     poll_interval: float = _opt(2.0, "seconds from 0.1 to 300", _float_range(0.1, 300))
+    # How long a peer's EVPN routes are kept in the kernel while its FRR restarts
+    # (FRR's graceful restart does not cover EVPN); 0 turns the hold off.
+    evpn_hold: float = _opt(120.0, "seconds from 0 to 3600", _float_range(0, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,10 @@ class FrrState:
     l3vnis: dict[str, int]
     # L2VNIs zebra knows.
     l2vnis: frozenset[int]
+    # Seconds each Established session has been up.
+    uptimes: dict[str, float] = field(default_factory=dict)
+    # False when bgpd did not answer (FRR down or restarting).
+    answered: bool = True
 
 
 class FrrControl(Protocol):
@@ -128,15 +132,17 @@ class FrrProcessControl:
             return None
 
     def state(self) -> FrrState:
+        summary = self._json("show bgp l2vpn evpn summary json")
         return FrrState(
-            sessions=parse_bgp_sessions(self._json("show bgp l2vpn evpn summary json")),
+            sessions=parse_bgp_sessions(summary),
+            uptimes=parse_bgp_uptimes(summary),
+            answered=summary is not None,
             l3vnis=parse_vrf_vnis(self._json("show vrf vni json")),
             l2vnis=parse_l2vnis(self._json("show evpn vni json")),
         )
 
 
-def parse_bgp_sessions(data: Any) -> dict[str, str]:
-    """Neighbour -> state from `show bgp l2vpn evpn summary json` (FRR 8.x shapes)."""
+def _summary_peers(data: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         return {}
     peers = data.get("peers")
@@ -148,11 +154,22 @@ def parse_bgp_sessions(data: Any) -> dict[str, str]:
                 break
     if not isinstance(peers, dict):
         return {}
-    return {
-        str(addr): str(info.get("state", "unknown"))
-        for addr, info in peers.items()
-        if isinstance(info, dict)
-    }
+    return {str(addr): info for addr, info in peers.items() if isinstance(info, dict)}
+
+
+def parse_bgp_sessions(data: Any) -> dict[str, str]:
+    """Neighbour -> state from `show bgp l2vpn evpn summary json` (FRR 8.x shapes)."""
+    return {addr: str(info.get("state", "unknown")) for addr, info in _summary_peers(data).items()}
+
+
+def parse_bgp_uptimes(data: Any) -> dict[str, float]:
+    """Neighbour -> seconds Established (peerUptimeMsec), for Established sessions only."""
+    uptimes: dict[str, float] = {}
+    for addr, info in _summary_peers(data).items():
+        msec = info.get("peerUptimeMsec")
+        if info.get("state") == "Established" and isinstance(msec, int | float):
+            uptimes[addr] = msec / 1000.0
+    return uptimes
 
 
 def parse_vrf_vnis(data: Any) -> dict[str, int]:

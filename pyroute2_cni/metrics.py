@@ -34,6 +34,17 @@ class Metrics:
         self.actor_ready = Gauge(
             "pyroute2_cni_actor_ready", "1 when the actor reports ready", ["actor"], registry=r
         )
+        self.evpn_held = Gauge(
+            "pyroute2_cni_evpn_held_entries",
+            "Kernel entries of absent BGP peers kept while their FRR restarts",
+            registry=r,
+        )
+        self.evpn_released = Counter(
+            "pyroute2_cni_evpn_released",
+            "Held EVPN entries removed, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.requests = Counter(
             "pyroute2_cni_requests",
             "CNI requests served, by verb and result (ok or the CNI error code)",

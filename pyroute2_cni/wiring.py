@@ -3,6 +3,7 @@
     CRDWatcher ──snapshot/changes──▶ Netlink, FRR, CNIServer
     IPAM ──NodeBlocksChanged──▶ Netlink
     FRR ──VniKnown──▶ Netlink;  FRR ──FrrApplyReported──▶ CRDWatcher
+    FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
 
 Addresses are created first and handed to constructors, so each actor can
@@ -39,14 +40,17 @@ def build_actor_specs(
     from pyroute2_cni.actors.frr_actor import FRRActor
     from pyroute2_cni.actors.ipam_actor import IPAMActor
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
+    from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor, probe_livez
+    from pyroute2_cni.evpn_kernel import EvpnMonitor, KernelEvpn
     from pyroute2_cni.frr_control import FrrProcessControl
     from pyroute2_cni.ipam_store import KubeBlockStore
     from pyroute2_cni.kubeclient import make_api_client
     from pyroute2_cni.netlink_backend import KernelNetlink
 
     node = settings.daemon.node_name
-    watcher, ipam, netlink, frr, cni = (
-        Address(name) for name in ("crd-watcher", "ipam", "netlink", "frr", "cni-server")
+    watcher, ipam, netlink, frr, cni, keeper = (
+        Address(name)
+        for name in ("crd-watcher", "ipam", "netlink", "frr", "cni-server", "route-keeper")
     )
 
     def api() -> Any:
@@ -91,6 +95,17 @@ def build_actor_specs(
             netlink=netlink,
             watcher=watcher,
             metrics=metrics,
+            keeper=keeper,
+        )
+
+    def start_keeper(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return RouteKeeperActor.start(
+            hooks,
+            settings=settings,
+            kernel_factory=KernelEvpn,
+            monitor_factory=EvpnMonitor,
+            probe=probe_livez(settings.daemon.metrics_port),
+            metrics=metrics,
         )
 
     def start_cni(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -114,6 +129,7 @@ def build_actor_specs(
             depends_on=("netlink",),
             after_restart=resync(ipam),
         ),
+        ActorSpec(name="route-keeper", start=start_keeper, address=keeper),
         ActorSpec(
             name="frr",
             start=start_frr,

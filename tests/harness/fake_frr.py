@@ -17,6 +17,8 @@ class FakeFrrControl:
         self.reject_containing: str | None = None
         self.missing: str | None = None
         self.sessions: dict[str, str] = {}
+        self.uptimes: dict[str, float] = {}
+        self.answered = True
         self.l3vnis: dict[str, int] = {}
         self.l2vnis: frozenset[int] = frozenset()
 
@@ -40,5 +42,9 @@ class FakeFrrControl:
         with self.lock:
             self.polls += 1
             return FrrState(
-                sessions=dict(self.sessions), l3vnis=dict(self.l3vnis), l2vnis=self.l2vnis
+                sessions=dict(self.sessions),
+                uptimes=dict(self.uptimes),
+                answered=self.answered,
+                l3vnis=dict(self.l3vnis),
+                l2vnis=self.l2vnis,
             )

@@ -533,8 +533,10 @@ class FrrInstance:
         return len(self.pids()) == len(FRR_DAEMONS)
 
     def stop(self, hard: bool = False) -> None:
-        """SIGTERM (or SIGKILL when ``hard``) the daemons; zebra, started first, goes last."""
-        pids = sorted(self.pids(), reverse=True)
+        """SIGTERM (or SIGKILL when ``hard``) the daemons, zebra first, as the FRR
+        container's entrypoint does: zebra (--retain) leaves the kernel routes, and
+        bgpd's shutdown then cannot withdraw them."""
+        pids = self.pids()
         if hard:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -1009,7 +1011,8 @@ class Lab:
             "daemon": {
                 "node_name": node.name,
                 "socket": f"ipc://{node.socket_path}",
-                "metrics_address": "127.0.0.1",
+                # Peers probe each other's /livez over the underlay (EVPN hold).
+                "metrics_address": "0.0.0.0",
                 "metrics_port": str(METRICS_PORT),
                 "kubeconfig": str(self.kubeconfig),
                 "cni_bin_dir": str(node.cni_bin_dir),
@@ -1076,6 +1079,17 @@ class Lab:
         except OSError:
             return False
         return status == 200
+
+    def metric(self, name: str, metric: str) -> float:
+        """The sum of a metric's samples on a node's /metrics (0 when absent)."""
+        status, body = http_get(name, METRICS_PORT, "/metrics", timeout=5)
+        if status != 200:
+            raise LabError(f"/metrics of {name} answered {status}")
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(metric) and line[len(metric) : len(metric) + 1] in ("{", " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def readyz(self, name: str) -> str:
         try:

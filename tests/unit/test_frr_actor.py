@@ -11,6 +11,8 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
+from pyroute2_cni.evpn_hold import BgpView, PeerSession
+from pyroute2_cni.frr_control import parse_bgp_uptimes
 from pyroute2_cni.messages.base import Ok, Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -21,6 +23,7 @@ from pyroute2_cni.messages.crd import (
     NodeInfo,
     VrfDomainSpec,
 )
+from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
 from pyroute2_cni.metrics import Metrics
 from tests.harness.fake_frr import FakeFrrControl
@@ -61,6 +64,7 @@ class Rig:
     metrics: Metrics
     netlink_seen: list[Any]
     watcher_seen: list[Any]
+    keeper_seen: list[Any]
 
     def reloads(self, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -75,13 +79,16 @@ def rig() -> Iterator[Rig]:
     metrics = Metrics()
     netlink_seen: list[Any] = []
     watcher_seen: list[Any] = []
-    netlink, watcher = Address("netlink"), Address("watcher")
+    keeper_seen: list[Any] = []
+    netlink, watcher, keeper = Address("netlink"), Address("watcher"), Address("keeper")
     refs = [
         Recorder.start(hooks("netlink"), seen=netlink_seen),
         Recorder.start(hooks("watcher"), seen=watcher_seen),
+        Recorder.start(hooks("keeper"), seen=keeper_seen),
     ]
     netlink.bind(refs[0])
     watcher.bind(refs[1])
+    keeper.bind(refs[2])
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
         frr=FrrSection(debounce=0.1, poll_interval=0.05),
@@ -93,8 +100,9 @@ def rig() -> Iterator[Rig]:
         netlink=netlink,
         watcher=watcher,
         metrics=metrics,
+        keeper=keeper,
     )
-    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen)
+    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen)
     actor.stop()
     for ref in refs:
         ref.stop()
@@ -196,3 +204,36 @@ def test_missing_frr_is_reported_not_crashed(rig: Rig) -> None:
     pong = ask_ping(rig, 3)
     assert pong.ready is False and "vtysh is missing" in pong.detail
     assert rig.actor.is_alive()
+
+
+def _views(rig: Rig) -> list[BgpView]:
+    return [m.view for m in list(rig.keeper_seen) if isinstance(m, BgpSessionsSeen)]
+
+
+def test_sessions_and_uptimes_reach_the_route_keeper(rig: Rig) -> None:
+    rig.frr.sessions = {"192.0.2.2": "Established", "192.0.2.3": "Active"}
+    rig.frr.uptimes = {"192.0.2.2": 42.0}
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: _views(rig), 5, "a BGP view for the route keeper")
+    view = _views(rig)[-1]
+    assert view.answered
+    assert view.sessions == {
+        "192.0.2.2": PeerSession(state="Established", uptime=42.0),
+        "192.0.2.3": PeerSession(state="Active", uptime=0.0),
+    }
+    rig.frr.answered = False
+    rig.frr.sessions = {}
+    wait_for(lambda: not _views(rig)[-1].answered, 5, "a view saying bgpd did not answer")
+
+
+def test_parse_bgp_uptimes_reads_established_sessions_only() -> None:
+    summary = {
+        "routerId": "192.0.2.1",
+        "peers": {
+            "192.0.2.2": {"state": "Established", "peerUptimeMsec": 61500},
+            "192.0.2.3": {"state": "Active", "peerUptimeMsec": 0},
+        },
+    }
+    assert parse_bgp_uptimes(summary) == {"192.0.2.2": 61.5}
+    assert parse_bgp_uptimes({"l2VpnEvpn": summary}) == {"192.0.2.2": 61.5}
+    assert parse_bgp_uptimes(None) == {}

@@ -1,0 +1,152 @@
+"""RouteKeeperActor: keeps a peer's EVPN forwarding entries while its FRR restarts.
+
+Inputs: EvpnChanged / EvpnResync (its monitor thread), BgpSessionsSeen (FRRActor's
+poll), CheckHeld (self, every second while something is held).  The decisions are
+:class:`pyroute2_cni.evpn_hold.EvpnHold`'s; this actor owns the kernel socket, the
+monitor thread and the peer probe (``GET http://<peer>:<metrics_port>/livez``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.config import Settings
+from pyroute2_cni.evpn_hold import EvpnEntry, EvpnHold, EvpnKernel
+from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged, EvpnResync
+from pyroute2_cni.metrics import Metrics
+
+CHECK_INTERVAL = 1.0
+PROBE_TIMEOUT = 1.0
+
+
+class KeeperKernel(EvpnKernel, Protocol):
+    def entries(self) -> list[EvpnEntry]: ...
+
+    def close(self) -> None: ...
+
+
+class Monitor(Protocol):
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bool]:
+    """True when the pyroute2-cni daemon at ``address`` answers /livez with 200."""
+
+    def probe(address: str) -> bool:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+        try:
+            conn.request("GET", "/livez")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    return probe
+
+
+class RouteKeeperActor(BaseActor):
+    def __init__(
+        self,
+        hooks: ActorHooks,
+        *,
+        settings: Settings,
+        kernel_factory: Callable[[], KeeperKernel],
+        monitor_factory: Callable[[Callable[[bool, EvpnEntry], None], Callable[[], None]], Monitor],
+        probe: Callable[[str], bool],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(hooks)
+        self._hold_time = settings.frr.evpn_hold
+        self._kernel_factory = kernel_factory
+        self._monitor_factory = monitor_factory
+        self._probe = probe
+        self._metrics = metrics
+        self._clock = clock
+        self._kernel: KeeperKernel | None = None
+        self._monitor: Monitor | None = None
+        self._hold: EvpnHold | None = None
+        self._timer: threading.Timer | None = None
+        self._released_seen: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+    def on_start(self) -> None:
+        if self._hold_time <= 0:
+            self.set_ready(True, "EVPN hold disabled in server.ini [frr] evpn_hold")
+            return
+        self._kernel = self._kernel_factory()
+        self._hold = EvpnHold(
+            kernel=self._kernel, clock=self._clock, probe=self._probe, hold=self._hold_time
+        )
+        # Subscribe before the dump, so nothing between the two is missed.
+        self._monitor = self._monitor_factory(self._on_event, self._on_lost)
+        self._monitor.start()
+        self._hold.snapshot(self._kernel.entries())
+        self.set_ready(True)
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._monitor is not None:
+            self._monitor.close()
+        if self._kernel is not None:
+            self._kernel.close()
+
+    def _on_event(self, added: bool, entry: EvpnEntry) -> None:
+        if not self.stopping.is_set():
+            self.actor_ref.tell(EvpnChanged(added=added, entry=entry))
+
+    def _on_lost(self) -> None:
+        if not self.stopping.is_set():
+            self.actor_ref.tell(EvpnResync())
+
+    def _schedule_check(self) -> None:
+        if self.stopping.is_set() or (self._timer is not None and self._timer.is_alive()):
+            return
+        timer = threading.Timer(CHECK_INTERVAL, self._tell_check)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _tell_check(self) -> None:
+        if not self.stopping.is_set():
+            self.actor_ref.tell(CheckHeld())
+
+    # -- messages ----------------------------------------------------------
+    def handle(self, message: Any) -> Any:
+        hold = self._hold
+        if hold is None:
+            return Ok()
+        match message:
+            case EvpnChanged(added=True, entry=entry):
+                hold.added(entry)
+            case EvpnChanged(added=False, entry=entry):
+                hold.deleted(entry)
+            case EvpnResync():
+                assert self._kernel is not None
+                hold.snapshot(self._kernel.entries())
+            case BgpSessionsSeen(view=view):
+                hold.bgp(view)
+            case CheckHeld():
+                self._timer = None
+                hold.check()
+            case _:
+                return self.unknown(message)
+        self._metrics.evpn_held.set(len(hold.held))
+        for reason, count in hold.released.items():
+            delta = count - self._released_seen.get(reason, 0)
+            if delta:
+                self._metrics.evpn_released.labels(reason).inc(delta)
+        self._released_seen = dict(hold.released)
+        if hold.held:
+            self._schedule_check()
+        return Ok()

@@ -1,0 +1,32 @@
+"""EVPN hold: kernel events and BGP session reports for the RouteKeeperActor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyroute2_cni.evpn_hold import BgpView, EvpnEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvpnChanged:
+    """The kernel added or deleted an entry towards a remote VTEP."""
+
+    added: bool
+    entry: EvpnEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvpnResync:
+    """Notifications were lost: read the kernel's entries again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BgpSessionsSeen:
+    """FRRActor's latest view of the BGP sessions."""
+
+    view: BgpView
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckHeld:
+    """Self-scheduled: decide about the entries held for absent peers."""

@@ -1,0 +1,309 @@
+"""The kernel side of :mod:`pyroute2_cni.evpn_hold`: zebra's EVPN entries as events,
+and the copies put back while a peer's FRR restarts.
+
+Entries followed (IPv4 underlay, the node's own network namespace):
+
+- routes of protocol bgp (186) with a gateway in any table but local/main/default:
+  the type-5 routes zebra installs in VRF tables;
+- IPv4 neighbours: zebra's router-MAC entries on the l3vni bridges are externally
+  learned (NTF_EXT_LEARNED); the VTEP is the neighbour's own address;
+- VXLAN FDB entries (AF_BRIDGE, NTF_SELF) with a remote destination.
+
+Copies are plain kernel entries: routes with protocol :data:`HOLD_PROTO` and metric
+:data:`HOLD_METRIC` (zebra's metric-20 route wins as soon as it is back and the
+NetlinkActor's reconcile, which owns protocol 77, leaves them alone), neighbours in
+state NOARP and FDB entries without the externally-learned flag.  A neighbour or FDB
+copy that zebra has taken over again (externally learned) is never deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, EvpnEntry
+from pyroute2_cni.netlink_backend import (
+    _HDR,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    RT_SCOPE_UNIVERSE,
+    RTM_DELROUTE,
+    RTM_GETROUTE,
+    RTM_NEWROUTE,
+    NetnsWorker,
+    _netlink_socket,
+    _Rtnl,
+    netns_path,
+)
+
+# RTPROT_KERNEL: zebra ignores kernel-protocol routes, so a copy never becomes zebra's
+# "kernel route" (distance 0), which would keep zebra from installing its BGP route
+# next to it when the peer is back.  Copies are told apart by their metric.
+HOLD_PROTO = 2
+HOLD_METRIC = 60000
+RTPROT_BGP = 186
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTMGRP_NEIGH = 0x4
+RTMGRP_IPV4_ROUTE = 0x40
+NTF_SELF = 0x02
+NTF_EXT_LEARNED = 0x10
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
+RTNH_F_ONLINK = 0x4
+RTN_UNICAST = 1
+AF_BRIDGE = 7
+_SKIP_TABLES = frozenset({0, 253, 254, 255})
+
+
+def route_entry(msg: Any) -> EvpnEntry | None:
+    if msg["family"] != socket.AF_INET:
+        return None
+    proto = int(msg["proto"])
+    metric = int(msg.get_attr("RTA_PRIORITY") or 0)
+    if proto != RTPROT_BGP and (proto, metric) != (HOLD_PROTO, HOLD_METRIC):
+        return None
+    table = int(msg.get_attr("RTA_TABLE") or msg["table"])
+    gateway = msg.get_attr("RTA_GATEWAY")
+    if table in _SKIP_TABLES or not gateway:
+        return None
+    return EvpnEntry(
+        kind=ROUTE,
+        vtep=str(gateway),
+        ifindex=int(msg.get_attr("RTA_OIF") or 0),
+        table=table,
+        dst=f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}",
+        onlink=bool(int(msg["flags"]) & RTNH_F_ONLINK),
+        owned=proto == RTPROT_BGP,
+    )
+
+
+def neigh_entry(msg: Any, deleted: bool = False) -> EvpnEntry | None:
+    """Externally learned (zebra's) neighbours and FDB entries; for a deletion any entry,
+    as the notice may lack the flag (EvpnHold matches it against what it saw added)."""
+    family, flags = int(msg["family"]), int(msg["flags"])
+    dst, lladdr = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR") or ""
+    owned = bool(flags & NTF_EXT_LEARNED)
+    if not dst or not (owned or deleted):
+        return None  # ARP and our own copies: nothing to follow (and pods' ARP is busy)
+    if family == socket.AF_INET:
+        return EvpnEntry(
+            kind=NEIGH,
+            vtep=str(dst),
+            ifindex=int(msg["ifindex"]),
+            dst=str(dst),
+            lladdr=str(lladdr),
+            owned=owned,
+        )
+    if family == AF_BRIDGE and flags & NTF_SELF and lladdr and ":" not in str(dst):
+        return EvpnEntry(
+            kind=FDB,
+            vtep=str(dst),
+            ifindex=int(msg["ifindex"]),
+            lladdr=str(lladdr),
+            vni=int(msg.get_attr("NDA_VNI") or 0),
+            owned=owned,
+        )
+    return None
+
+
+def decode(data: bytes) -> Iterable[tuple[bool, EvpnEntry]]:
+    """(added, entry) for each route or neighbour message in one netlink datagram."""
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, mtype, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
+        if length < _HDR.size:
+            return
+        chunk = data[offset : offset + length]
+        offset += (length + 3) & ~3
+        entry: EvpnEntry | None = None
+        if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+            msg = rtmsg(chunk)
+            msg.decode()
+            entry = route_entry(msg)
+        elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
+            msg = ndmsg(chunk)
+            msg.decode()
+            entry = neigh_entry(msg, deleted=mtype == RTM_DELNEIGH)
+        if entry is not None:
+            yield mtype in (RTM_NEWROUTE, RTM_NEWNEIGH), entry
+
+
+class EvpnMonitor:
+    """A thread reading route and neighbour notifications; ``on_event(added, entry)`` for
+    each, ``on_lost()`` when the kernel dropped notifications (socket buffer overrun)."""
+
+    def __init__(
+        self,
+        on_event: Callable[[bool, EvpnEntry], None],
+        on_lost: Callable[[], None],
+        netns: str | None = None,
+    ) -> None:
+        self._on_event = on_event
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._sock = _in_netns(netns, _monitor_socket)
+        self._thread = threading.Thread(target=self._run, name="evpn-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stop.is_set():
+                    return
+                if exc.errno == errno.ENOBUFS:
+                    self._on_lost()
+                    continue
+                raise
+            for added, entry in decode(data):
+                self._on_event(added, entry)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._sock.close()
+
+
+def _monitor_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((0, RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE))
+    sock.settimeout(0.5)
+    return sock
+
+
+def _in_netns(netns: str | None, make: Callable[[], socket.socket]) -> socket.socket:
+    """A socket opened in ``netns`` (tests) by a throw-away worker thread, or here."""
+    if not netns:
+        return make()
+    worker = NetnsWorker("evpn-netns")
+    try:
+        return worker.run(netns_path(netns), make)
+    finally:
+        worker.close()
+
+
+class KernelEvpn:
+    """Dumps, restores and releases over one netlink socket (the owner's thread only).
+    ``netns`` (a name or path) works on that namespace instead; tests use it."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self._nl = _Rtnl(_in_netns(netns, _netlink_socket))
+
+    def close(self) -> None:
+        self._nl.close()
+
+    def entries(self) -> list[EvpnEntry]:
+        def routes() -> Any:
+            msg = rtmsg()
+            msg["family"] = socket.AF_INET
+            return msg
+
+        def neighbours(family: int) -> Callable[[], Any]:
+            def make() -> Any:
+                msg = ndmsg()
+                msg["family"] = family
+                return msg
+
+            return make
+
+        found: list[EvpnEntry] = []
+        for msg in self._nl.dump(routes, RTM_GETROUTE, rtmsg, "dump routes"):
+            entry = route_entry(msg)
+            if entry is not None:
+                found.append(entry)
+        for family in (socket.AF_INET, AF_BRIDGE):
+            for msg in self._nl.dump(neighbours(family), RTM_GETNEIGH, ndmsg, "dump neighbours"):
+                entry = neigh_entry(msg)
+                if entry is not None:
+                    found.append(entry)
+        return found
+
+    def restore(self, entry: EvpnEntry) -> None:
+        what = f"restore {entry.describe()}"
+        if entry.kind == ROUTE:
+            self._nl.request(self._route(entry), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, what)
+        else:
+            self._nl.request(self._neigh(entry), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, what)
+
+    def release(self, entry: EvpnEntry) -> None:
+        what = f"release {entry.describe()}"
+        try:
+            if entry.kind == ROUTE:
+                self._nl.request(self._route(entry), RTM_DELROUTE, 0, what)
+            elif not self._zebra_owns(entry):
+                self._nl.request(self._neigh(entry), RTM_DELNEIGH, 0, what)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ESRCH):
+                raise
+
+    def _zebra_owns(self, entry: EvpnEntry) -> bool:
+        """Whether zebra has replaced our copy (no notice comes when only flags change).
+        Read whole: filtered FDB dumps leave out the VXLAN device's own entries."""
+        family = socket.AF_INET if entry.kind == NEIGH else AF_BRIDGE
+
+        def make() -> Any:
+            msg = ndmsg()
+            msg["family"] = family
+            return msg
+
+        for msg in self._nl.dump(make, RTM_GETNEIGH, ndmsg, "dump neighbours"):
+            found = neigh_entry(msg)
+            if found is not None and found.key == entry.key:
+                return found.owned
+        return False
+
+    @staticmethod
+    def _route(entry: EvpnEntry) -> Any:
+        address, length = entry.dst.split("/")
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET
+        msg["dst_len"] = int(length)
+        msg["table"] = entry.table if entry.table < 256 else 0
+        msg["proto"] = HOLD_PROTO
+        msg["scope"] = RT_SCOPE_UNIVERSE
+        msg["type"] = RTN_UNICAST
+        msg["flags"] = RTNH_F_ONLINK if entry.onlink else 0
+        attrs: list[Any] = [
+            ("RTA_TABLE", entry.table),
+            ("RTA_PRIORITY", HOLD_METRIC),
+            ("RTA_GATEWAY", entry.vtep),
+        ]
+        if int(length):
+            attrs.append(("RTA_DST", address))
+        if entry.ifindex:
+            attrs.append(("RTA_OIF", entry.ifindex))
+        msg["attrs"] = attrs
+        return msg
+
+    @staticmethod
+    def _neigh(entry: EvpnEntry) -> Any:
+        msg = ndmsg()
+        msg["ifindex"] = entry.ifindex
+        msg["state"] = NUD_NOARP
+        if entry.kind == NEIGH:
+            msg["family"] = socket.AF_INET
+            msg["attrs"] = [("NDA_DST", entry.dst), ("NDA_LLADDR", entry.lladdr)]
+        else:
+            msg["family"] = AF_BRIDGE
+            msg["state"] = NUD_NOARP | NUD_PERMANENT
+            msg["flags"] = NTF_SELF
+            attrs: list[Any] = [("NDA_LLADDR", entry.lladdr), ("NDA_DST", entry.vtep)]
+            if entry.vni:
+                attrs.append(("NDA_VNI", entry.vni))
+            msg["attrs"] = attrs
+        return msg
+
+
+__all__ = ["EvpnMonitor", "KernelEvpn", "decode", "neigh_entry", "route_entry"]

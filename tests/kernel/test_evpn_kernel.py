@@ -1,0 +1,205 @@
+"""The EVPN hold against the kernel: zebra's entries are seen (dump and notifications),
+put back when deleted, and the copies go again without touching what zebra re-installed.
+
+"zebra" here is iproute2 writing what zebra writes for a remote VTEP of an l3vni: a
+protocol-bgp route in the VRF table, an externally learned router-MAC neighbour on the
+bridge and an externally learned FDB entry on the VXLAN device.  Read-back is iproute2 too.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+from typing import Any
+
+import pytest
+
+from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, EvpnHold, PeerSession
+from pyroute2_cni.evpn_kernel import HOLD_METRIC, EvpnMonitor, KernelEvpn
+from tests.harness.netns import ip, ip_json
+
+pytestmark = pytest.mark.kernel
+
+PEER = "192.168.124.1"
+RMAC = "02:00:00:00:00:01"
+BLOCK = "10.244.50.128/26"
+TABLE = 42
+
+
+def _zebra_installs(ns: str) -> None:
+    ip(
+        [
+            "neigh",
+            "replace",
+            PEER,
+            "lladdr",
+            RMAC,
+            "dev",
+            "l3br-42",
+            "nud",
+            "noarp",
+            "extern_learn",
+        ],
+        ns,
+    )
+    ip(["route", "replace", BLOCK, "via", PEER, "dev", "l3br-42", "onlink", "table", str(TABLE),
+        "proto", "bgp", "metric", "20"], ns)  # fmt: skip
+
+
+def _zebra_fdb(ns: str) -> None:
+    _bridge(ns, "fdb", "replace", RMAC, "dev", "l3vx-42", "dst", PEER, "self", "extern_learn")
+
+
+def _bridge(ns: str, *args: str) -> str:
+    return subprocess.run(
+        ["/usr/sbin/bridge", "-n", ns, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+
+@pytest.fixture
+def node(netns: str) -> str:
+    for args in (
+        ["link", "add", "vrf-42", "type", "vrf", "table", str(TABLE)],
+        ["link", "add", "l3br-42", "type", "bridge"],
+        ["link", "set", "l3br-42", "master", "vrf-42"],
+        ["link", "add", "ul0", "type", "dummy"],
+        ["addr", "add", "192.168.124.2/24", "dev", "ul0"],
+        ["link", "add", "l3vx-42", "type", "vxlan", "id", "42", "local", "192.168.124.2",
+         "dstport", "4789", "nolearning"],
+        ["link", "set", "l3vx-42", "master", "l3br-42"],
+    ):  # fmt: skip
+        ip(args, netns)
+    for dev in ("vrf-42", "l3br-42", "ul0", "l3vx-42"):
+        ip(["link", "set", dev, "up"], netns)
+    _zebra_installs(netns)
+    _zebra_fdb(netns)
+    return netns
+
+
+def _routes(ns: str) -> list[dict[str, Any]]:
+    return [r for r in ip_json(["route", "show", "table", str(TABLE)], ns) if r["dst"] == BLOCK]
+
+
+def _neighbours(ns: str) -> list[dict[str, Any]]:
+    return [
+        n
+        for n in ip_json(["neigh", "show", "dev", "l3br-42", "nud", "all"], ns)
+        if n["dst"] == PEER
+    ]
+
+
+def _fdb(ns: str) -> list[str]:
+    return [
+        line for line in _bridge(ns, "fdb", "show", "dev", "l3vx-42").splitlines() if PEER in line
+    ]
+
+
+def test_dump_sees_what_zebra_installs(node: str) -> None:
+    kernel = KernelEvpn(node)
+    try:
+        entries = {e.kind: e for e in kernel.entries()}
+    finally:
+        kernel.close()
+    assert set(entries) == {ROUTE, NEIGH, FDB}
+    assert entries[ROUTE].table == TABLE and entries[ROUTE].dst == BLOCK
+    assert entries[ROUTE].vtep == PEER and entries[ROUTE].onlink and entries[ROUTE].owned
+    assert entries[NEIGH].lladdr == RMAC and entries[NEIGH].owned
+    assert entries[FDB].lladdr == RMAC and entries[FDB].vtep == PEER and entries[FDB].owned
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
+    events: queue.SimpleQueue[tuple[bool, EvpnEntry]] = queue.SimpleQueue()
+    monitor = EvpnMonitor(lambda added, e: events.put((added, e)), lambda: None, netns=node)
+    kernel = KernelEvpn(node)
+    clock = Clock()
+    hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)
+
+    seen: list[tuple[bool, EvpnEntry]] = []
+
+    def feed_until(done: Any, what: str) -> None:
+        for _ in range(200):
+            if done():
+                return
+            try:
+                added, entry = events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            seen.append((added, entry))
+            (hold.added if added else hold.deleted)(entry)
+        raise AssertionError(f"timed out waiting for {what}; events: {seen}")
+
+    monitor.start()
+    try:
+        hold.snapshot(kernel.entries())
+        clock.now += 1
+        hold.bgp(
+            BgpView(
+                answered=True, taken=clock(), sessions={PEER: PeerSession(state="Active", uptime=0)}
+            )
+        )
+        # zebra withdraws everything towards the peer (its session went down).
+        ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
+        ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
+        _bridge(node, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
+        feed_until(lambda: len(hold.held) == 3, "three entries held")
+        (route,) = _routes(node)
+        assert route["metric"] == HOLD_METRIC and route["protocol"] == "kernel"
+        assert route["gateway"] == PEER and "onlink" in route["flags"]
+        neighbours = _neighbours(node)
+        assert len(neighbours) == 1, ip_json(["neigh", "show", "nud", "all"], node)
+        assert neighbours[0]["lladdr"] == RMAC
+        assert "extern_learn" not in neighbours[0], "a copy is not externally learned"
+        assert len(_fdb(node)) == 1 and "extern_learn" not in _fdb(node)[0]
+
+        # Restoring again (a repeated event) changes nothing.
+        for entry in hold.held:
+            kernel.restore(entry)
+        assert len(_routes(node)) == 1 and len(_neighbours(node)) == 1 and len(_fdb(node)) == 1
+
+        # The peer is back: zebra re-installs route, neighbour and FDB entry.  Replacing
+        # a VXLAN FDB entry does not set extern_learn on it (no notice either), so the
+        # FDB copy stays ours until the regrace; zebra re-installs a remote MAC that
+        # goes missing from the kernel.
+        clock.now += 5
+        hold.bgp(
+            BgpView(
+                answered=True,
+                taken=clock(),
+                sessions={PEER: PeerSession(state="Established", uptime=1)},
+            )
+        )
+        _zebra_installs(node)
+        _zebra_fdb(node)
+
+        def relearned() -> bool:
+            hold.check()
+            return len(hold.held) <= 1
+
+        feed_until(relearned, "route and neighbour re-learned")
+        assert [e.kind for e in hold.held] == [FDB]
+        protocols = sorted((r["protocol"], r.get("metric", 0)) for r in _routes(node))
+        assert protocols == [("bgp", 20)], "our route copy is gone, zebra's stays"
+        (neighbour,) = _neighbours(node)
+        assert "extern_learn" in neighbour, "zebra's neighbour is left alone"
+        clock.now += 11
+        hold.check()
+        assert hold.held == ()
+        assert hold.released == {"re-learned": 2, "peer back": 1}
+        assert _fdb(node) == [], "the FDB copy goes after the regrace"
+        assert [r["protocol"] for r in _routes(node)] == ["bgp"]
+        assert len(_neighbours(node)) == 1
+    finally:
+        monitor.close()
+        kernel.close()

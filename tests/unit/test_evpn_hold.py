@@ -1,0 +1,250 @@
+"""EvpnHold: which of a peer's EVPN entries are put back, and when they go."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyroute2_cni.evpn_hold import (
+    FDB,
+    NEIGH,
+    ROUTE,
+    BgpView,
+    EvpnEntry,
+    EvpnHold,
+    PeerSession,
+)
+
+pytestmark = pytest.mark.unit
+
+PEER = "192.168.124.1"
+OTHER = "192.168.124.3"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingKernel:
+    """The kernel as a set of copies: restore adds, release removes."""
+
+    def __init__(self) -> None:
+        self.copies: dict[tuple[object, ...], EvpnEntry] = {}
+        self.fail_restore = False
+
+    def restore(self, entry: EvpnEntry) -> None:
+        if self.fail_restore:
+            raise OSError(19, "No such device")
+        self.copies[entry.key] = entry
+
+    def release(self, entry: EvpnEntry) -> None:
+        self.copies.pop(entry.key, None)
+
+
+def route(vtep: str = PEER, dst: str = "10.244.50.128/26") -> EvpnEntry:
+    return EvpnEntry(kind=ROUTE, vtep=vtep, table=10042, dst=dst, ifindex=5, onlink=True)
+
+
+def neigh(vtep: str = PEER) -> EvpnEntry:
+    return EvpnEntry(kind=NEIGH, vtep=vtep, ifindex=5, dst=vtep, lladdr="02:00:00:00:00:01")
+
+
+def fdb(vtep: str = PEER) -> EvpnEntry:
+    return EvpnEntry(kind=FDB, vtep=vtep, ifindex=6, lladdr="02:00:00:00:00:01")
+
+
+class Rig:
+    def __init__(self, alive: bool = True) -> None:
+        self.clock = FakeClock()
+        self.kernel = RecordingKernel()
+        self.alive = {PEER: alive, OTHER: alive}
+        self.probed: list[str] = []
+        self.hold = EvpnHold(
+            kernel=self.kernel, clock=self.clock, probe=self.probe, hold=120.0, regrace=10.0
+        )
+        self.entries = [route(), neigh(), fdb(), route(OTHER, "10.244.214.192/26")]
+        self.hold.snapshot(self.entries)
+        self.sessions(PEER="Established", OTHER="Established", uptime=3600.0)
+
+    def probe(self, address: str) -> bool:
+        self.probed.append(address)
+        return self.alive[address]
+
+    def sessions(self, *, uptime: float = 0.0, answered: bool = True, **states: str) -> None:
+        self.clock.now += 0.1  # a report taken after what happened before it
+        names = {"PEER": PEER, "OTHER": OTHER}
+        view = {
+            names[k]: PeerSession(state=v, uptime=uptime if v == "Established" else 0.0)
+            for k, v in states.items()
+        }
+        self.hold.bgp(BgpView(answered=answered, taken=self.clock.now, sessions=view))
+
+    def withdraw_peer(self) -> None:
+        for entry in self.entries[:3]:
+            self.hold.deleted(entry)
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.clock.now += seconds
+        self.hold.check()
+
+
+def test_deleted_entries_of_a_peer_are_put_back_at_once() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    assert set(rig.kernel.copies) == {e.key for e in rig.entries[:3]}
+    assert rig.hold.restored == 3
+
+
+def test_copies_and_unknown_neighbours_are_not_held() -> None:
+    rig = Rig()
+    # Our own copy going away, and a pod's neighbour (not a BGP peer).
+    rig.hold.deleted(EvpnEntry(kind=ROUTE, vtep=PEER, table=1, dst="10.0.0.0/24", owned=False))
+    rig.hold.deleted(neigh("10.244.37.7"))
+    assert rig.kernel.copies == {}
+
+
+def test_no_hold_before_any_bgp_report() -> None:
+    rig = Rig()
+    fresh = EvpnHold(kernel=rig.kernel, clock=rig.clock, probe=rig.probe)
+    fresh.snapshot(rig.entries)
+    fresh.deleted(route())
+    assert rig.kernel.copies == {}
+
+
+def test_a_withdrawal_while_the_session_stays_up_is_released() -> None:
+    rig = Rig()
+    rig.hold.deleted(route())
+    rig.tick()
+    assert rig.kernel.copies != {}, "a report older than the deletion decides nothing"
+    rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0)
+    rig.tick()
+    rig.tick(5.0)
+    assert rig.kernel.copies != {}, "the session may still go down (peer's bgpd lost zebra)"
+    rig.tick(5.0)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"withdrawn by the peer": 1}
+
+
+def test_withdrawal_then_session_loss_is_a_restart() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0)
+    rig.tick(3.0)
+    rig.sessions(PEER="Active", OTHER="Established", uptime=3600.0)
+    for _ in range(15):
+        rig.tick()
+    assert len(rig.kernel.copies) == 3
+
+
+def test_held_while_the_peer_restarts_then_released_when_relearned() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    for _ in range(5):
+        rig.sessions(PEER="Active", OTHER="Established", uptime=3600.0)
+        rig.tick()
+        assert len(rig.kernel.copies) == 3
+    assert rig.probed == [PEER] * 5
+    # Session back: zebra re-installs the route and the neighbour first.
+    rig.sessions(PEER="Established", OTHER="Established", uptime=1.0)
+    rig.hold.added(route())
+    rig.hold.added(neigh())
+    rig.tick()
+    assert {e.key for e in rig.hold.held} == {fdb().key}
+    assert route().key not in rig.kernel.copies, "our route copy goes; zebra's route is back"
+    rig.hold.added(fdb())
+    rig.tick()
+    assert rig.hold.held == ()
+    assert rig.hold.released == {"re-learned": 3}
+
+
+def test_a_neighbour_zebra_owns_again_is_not_deleted() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.kernel.copies[neigh().key] = neigh()  # zebra's replace landed on our copy
+    rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
+    rig.hold.added(neigh())
+    rig.tick()
+    assert neigh().key in rig.kernel.copies
+
+
+def test_whatever_is_not_relearned_goes_after_the_regrace() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
+    rig.tick()
+    assert len(rig.kernel.copies) == 3
+    rig.tick(9.0)
+    rig.tick(2.0)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer back": 3}
+
+
+def test_a_dead_peer_is_released_at_the_first_check() -> None:
+    rig = Rig(alive=False)
+    rig.withdraw_peer()
+    rig.sessions(PEER="Connect", OTHER="Established", uptime=3600.0)
+    rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer daemon not answering": 3}
+
+
+def test_released_when_the_hold_time_is_over() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Active", OTHER="Established", uptime=3600.0)
+    rig.tick(60)
+    assert len(rig.kernel.copies) == 3
+    rig.tick(61)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"hold time over": 3}
+
+
+def test_a_peer_missing_from_a_fresh_bgpd_is_probed_not_dropped() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions()  # our bgpd has just restarted: it answers, with no neighbours yet
+    rig.tick()
+    assert len(rig.kernel.copies) == 3
+    rig.alive[PEER] = False
+    rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer daemon not answering": 3}
+
+
+def test_an_empty_answer_keeps_the_peers() -> None:
+    rig = Rig()
+    rig.sessions()
+    rig.withdraw_peer()
+    assert len(rig.kernel.copies) == 3
+
+
+def test_own_frr_away_holds_while_the_peer_answers() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(answered=False)
+    rig.tick()
+    assert len(rig.kernel.copies) == 3
+    rig.alive[PEER] = False
+    rig.tick()
+    assert rig.kernel.copies == {}
+
+
+def test_a_failed_restore_is_not_held() -> None:
+    rig = Rig()
+    rig.kernel.fail_restore = True
+    rig.hold.deleted(route())
+    assert rig.hold.held == ()
+
+
+def test_hold_zero_turns_it_off() -> None:
+    rig = Rig()
+    off = EvpnHold(kernel=rig.kernel, clock=rig.clock, probe=rig.probe, hold=0)
+    off.snapshot(rig.entries)
+    off.bgp(
+        BgpView(answered=True, taken=0.0, sessions={PEER: PeerSession(state="Active", uptime=0.0)})
+    )
+    off.deleted(route())
+    assert rig.kernel.copies == {}
