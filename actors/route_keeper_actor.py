@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
-from pyroute2_cni.evpn_hold import EvpnEntry, EvpnHold, EvpnKernel
+from pyroute2_cni.evpn_hold import ROUTE, EvpnEntry, EvpnHold, EvpnKernel
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged, EvpnResync
 from pyroute2_cni.metrics import Metrics
@@ -90,7 +90,13 @@ class RouteKeeperActor(BaseActor):
         # Subscribe before the dump, so nothing between the two is missed.
         self._monitor = self._monitor_factory(self._on_event, self._on_lost)
         self._monitor.start()
-        self._hold.snapshot(self._kernel.entries())
+        entries = self._kernel.entries()
+        # Route copies a previous instance left (it stopped while a peer was away).
+        for entry in entries:
+            if entry.kind == ROUTE and not entry.owned:
+                self.log.info("removing %s left by a previous instance", entry.describe())
+                self._kernel.release(entry)
+        self._hold.snapshot(entries)
         self.set_ready(True)
 
     def release(self) -> None:

@@ -203,6 +203,10 @@ NODE_SYSCTLS: tuple[SysctlSpec, ...] = (
     SysctlSpec(key=sysctl_key("net", "ipv4", "ip_forward"), value="1"),
     SysctlSpec(key=sysctl_key("net", "ipv4", "conf", "all", "rp_filter"), value="0"),
     SysctlSpec(key=sysctl_key("net", "ipv4", "conf", "default", "rp_filter"), value="0"),
+    # Pods reach remote blocks through the bridge they sit on (in and out the same
+    # device): without this the gateway answers with ICMP redirects to the remote VTEP.
+    # The kernel ORs "all" with the device's value, so both are set.
+    SysctlSpec(key=sysctl_key("net", "ipv4", "conf", "all", "send_redirects"), value="0"),
     SysctlSpec(key=sysctl_key("net", "ipv4", "tcp_l3mdev_accept"), value="1"),
     SysctlSpec(key=sysctl_key("net", "ipv4", "udp_l3mdev_accept"), value="1"),
     SysctlSpec(key=sysctl_key("net", "ipv4", "raw_l3mdev_accept"), value="1"),
@@ -211,7 +215,10 @@ NODE_SYSCTLS: tuple[SysctlSpec, ...] = (
 
 
 def device_sysctls(name: str) -> tuple[SysctlSpec, ...]:
-    return (SysctlSpec(key=sysctl_key("net", "ipv4", "conf", name, "rp_filter"), value="0"),)
+    return (
+        SysctlSpec(key=sysctl_key("net", "ipv4", "conf", name, "rp_filter"), value="0"),
+        SysctlSpec(key=sysctl_key("net", "ipv4", "conf", name, "send_redirects"), value="0"),
+    )
 
 
 # -- desired and live objects -----------------------------------------------------

@@ -156,7 +156,7 @@ def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
         "held EVPN copies released on every node",
         0.5,
     )
-    leftovers = {n: lab.vrf_routes(n, SYSTEM_TABLE, protocol="kernel") for n in lab.nodes}
+    leftovers = {n: lab.held_copies(n, SYSTEM_TABLE) for n in lab.nodes}
     assert not any(leftovers.values()), f"held route copies left behind: {leftovers}"
     # zebra's own entries carry on once the copies are gone.
     matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)

@@ -137,6 +137,9 @@ class FakeKernel:
             "net/ipv4/udp_l3mdev_accept": "0",
             "net/ipv4/raw_l3mdev_accept": "1",
             "net/ipv4/conf/lo/rp_filter": "0",
+            "net/ipv4/conf/all/send_redirects": "1",
+            "net/ipv4/conf/default/send_redirects": "1",
+            "net/ipv4/conf/lo/send_redirects": "1",
         }
         self.namespaces[key] = ns
         return key
@@ -162,16 +165,18 @@ class FakeKernel:
         link.index = ns.next_index
         ns.next_index += 1
         ns.links[link.index] = link
-        ns.sysctls[f"net/ipv4/conf/{link.name}/rp_filter"] = ns.sysctls[
-            "net/ipv4/conf/default/rp_filter"
-        ]
+        for knob in ("rp_filter", "send_redirects"):
+            ns.sysctls[f"net/ipv4/conf/{link.name}/{knob}"] = ns.sysctls[
+                f"net/ipv4/conf/default/{knob}"
+            ]
         return link
 
     def _drop_link(self, ns: _Namespace, index: int) -> None:
         link = ns.links.pop(index, None)
         if link is None:
             return
-        ns.sysctls.pop(f"net/ipv4/conf/{link.name}/rp_filter", None)
+        for knob in ("rp_filter", "send_redirects"):
+            ns.sysctls.pop(f"net/ipv4/conf/{link.name}/{knob}", None)
         for other in ns.links.values():
             if other.master == index:
                 other.master = 0

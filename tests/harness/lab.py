@@ -87,6 +87,9 @@ PING = "/usr/bin/ping"
 VTYSH = "/usr/bin/vtysh"
 FRR_BIN = Path("/usr/lib/frr")
 FRR_DAEMONS = ("zebra", "bgpd", "staticd")
+# The metric of the RouteKeeperActor's route copies (pyroute2_cni.evpn_kernel.HOLD_METRIC;
+# not imported: the lab's host side does not load pyroute2).
+HOLD_METRIC = 60000
 CNI_PLUGINS_DIR = "/usr/lib/cni"
 NETNS_DIR = Path("/run/netns")
 RUN_ROOT = Path("/run/lab")
@@ -1446,6 +1449,15 @@ class Lab:
         except json.JSONDecodeError:
             return set()
         return {str(r["dst"]) for r in routes if protocol is None or r.get("protocol") == protocol}
+
+    def held_copies(self, node: str, table: int) -> set[str]:
+        """Destinations of the RouteKeeperActor's route copies in a node's VRF table."""
+        out = run([IP, "-n", node, "-j", "route", "show", "table", str(table)], check=False).stdout
+        try:
+            routes = json.loads(out or "[]")
+        except json.JSONDecodeError:
+            return set()
+        return {str(r["dst"]) for r in routes if r.get("metric") == HOLD_METRIC}
 
     def expected_remote_routes(
         self, vrf: int, nodes: Sequence[str] | None = None

@@ -319,10 +319,12 @@ def test_fabric_as_designed(lab: Lab) -> None:
             "net.ipv4.ip_forward",
             "net.vrf.strict_mode",
             "net.ipv4.conf.all.rp_filter",
+            "net.ipv4.conf.all.send_redirects",
+            "net.ipv4.conf.l3br-42.send_redirects",
         ],
         lab.node,
     )
-    assert sysctls.stdout.split() == ["1", "1", "0"]
+    assert sysctls.stdout.split() == ["1", "1", "0", "0", "0"]
 
 
 def test_connectivity_and_isolation(lab: Lab) -> None:

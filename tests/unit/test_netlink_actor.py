@@ -218,6 +218,8 @@ def test_ensure_creates_the_domain_down_with_stable_macs(rig: Rig) -> None:
     assert node.sysctl_get("net/ipv4/ip_forward") == "1"
     assert node.sysctl_get("net/ipv4/conf/default/rp_filter") == "0"
     assert node.sysctl_get("net/ipv4/conf/l3br-42/rp_filter") == "0"
+    assert node.sysctl_get("net/ipv4/conf/all/send_redirects") == "0"
+    assert node.sysctl_get("net/ipv4/conf/l3br-42/send_redirects") == "0"
     assert node.sysctl_get("net/ipv4/tcp_l3mdev_accept") == "1"
     assert node.sysctl_get("net/vrf/strict_mode") == "1"
 

@@ -1,0 +1,127 @@
+"""RouteKeeperActor with a fake kernel and monitor: start-up clean-up, events, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pyroute2_cni.actors.base import ActorHooks
+from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor
+from pyroute2_cni.config import FrrSection, Settings
+from pyroute2_cni.evpn_hold import ROUTE, BgpView, EvpnEntry, PeerSession
+from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
+from pyroute2_cni.metrics import Metrics
+
+pytestmark = pytest.mark.unit
+
+PEER = "192.0.2.1"
+ZEBRA_ROUTE = EvpnEntry(kind=ROUTE, vtep=PEER, table=42, dst="10.244.1.0/26", onlink=True)
+LEFTOVER = EvpnEntry(kind=ROUTE, vtep=PEER, table=42, dst="10.244.9.0/26", owned=False)
+
+
+class FakeKernel:
+    def __init__(self, entries: list[EvpnEntry]) -> None:
+        self.present = {e.key: e for e in entries}
+        self.closed = False
+
+    def entries(self) -> list[EvpnEntry]:
+        return list(self.present.values())
+
+    def restore(self, entry: EvpnEntry) -> None:
+        self.present[entry.key] = EvpnEntry(**{**_fields(entry), "owned": False})
+
+    def release(self, entry: EvpnEntry) -> None:
+        if not self.present.get(entry.key, entry).owned:
+            self.present.pop(entry.key, None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fields(entry: EvpnEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in EvpnEntry.__slots__}
+
+
+class FakeMonitor:
+    def __init__(self, on_event: Callable[[bool, EvpnEntry], None], on_lost: Callable[[], None]):
+        self.on_event = on_event
+        self.started = self.closed = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Rig:
+    def __init__(self, hold: float = 120.0) -> None:
+        self.kernel = FakeKernel([ZEBRA_ROUTE, LEFTOVER])
+        self.monitors: list[FakeMonitor] = []
+        self.metrics = Metrics()
+
+        def monitor(on_event: Any, on_lost: Any) -> FakeMonitor:
+            self.monitors.append(FakeMonitor(on_event, on_lost))
+            return self.monitors[-1]
+
+        self.ref = RouteKeeperActor.start(
+            ActorHooks(name="route-keeper", generation=1, on_crash=lambda *a: None),
+            settings=Settings(frr=FrrSection(evpn_hold=hold)),
+            kernel_factory=lambda: self.kernel,
+            monitor_factory=monitor,
+            probe=lambda _address: True,
+            metrics=self.metrics,
+        )
+
+    def ask(self, message: Any) -> Any:
+        return self.ref.ask(message, timeout=5)
+
+    def held(self) -> float:
+        return self.metrics.registry.get_sample_value("pyroute2_cni_evpn_held_entries") or 0.0
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    rig = Rig()
+    yield rig
+    rig.ref.stop()
+
+
+def test_start_removes_leftover_copies_and_keeps_zebras_routes(rig: Rig) -> None:
+    assert isinstance(rig.ask(CheckHeld()), Ok)
+    assert set(rig.kernel.present) == {ZEBRA_ROUTE.key}
+    assert rig.monitors and rig.monitors[0].started
+
+
+def test_a_deleted_route_of_an_away_peer_is_held_and_counted(rig: Rig) -> None:
+    view = BgpView(answered=True, taken=0.0, sessions={PEER: PeerSession(state="Active", uptime=0)})
+    rig.ask(BgpSessionsSeen(view=view))
+    rig.kernel.present.pop(ZEBRA_ROUTE.key)  # zebra deletes it ...
+    rig.ask(EvpnChanged(added=False, entry=ZEBRA_ROUTE))  # ... and the monitor says so
+    assert ZEBRA_ROUTE.key in rig.kernel.present
+    assert not rig.kernel.present[ZEBRA_ROUTE.key].owned
+    assert rig.held() == 1.0
+
+
+def test_stop_closes_monitor_and_kernel(rig: Rig) -> None:
+    rig.ref.stop()
+    assert rig.monitors[0].closed and rig.kernel.closed
+
+
+def test_hold_zero_opens_nothing() -> None:
+    rig = Rig(hold=0)
+    try:
+        assert isinstance(rig.ask(CheckHeld()), Ok)
+        assert rig.monitors == [] and len(rig.kernel.present) == 2
+    finally:
+        rig.ref.stop()
+
+
+def test_the_lab_knows_the_copies_metric() -> None:
+    from pyroute2_cni import evpn_kernel
+    from tests.harness import lab
+
+    assert lab.HOLD_METRIC == evpn_kernel.HOLD_METRIC
