@@ -60,7 +60,9 @@ class RouteKeeperActor(BaseActor):
         *,
         settings: Settings,
         kernel_factory: Callable[[], KeeperKernel],
-        monitor_factory: Callable[[Callable[[bool, EvpnEntry], None], Callable[[], None]], Monitor],
+        monitor_factory: Callable[
+            [Callable[[bool, EvpnEntry], None], Callable[[str], None]], Monitor
+        ],
         probe: Callable[[str], bool],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -111,9 +113,9 @@ class RouteKeeperActor(BaseActor):
         if not self.stopping.is_set():
             self.actor_ref.tell(EvpnChanged(added=added, entry=entry))
 
-    def _on_lost(self) -> None:
+    def _on_lost(self, error: str) -> None:
         if not self.stopping.is_set():
-            self.actor_ref.tell(EvpnResync())
+            self.actor_ref.tell(EvpnResync(error=error))
 
     def _schedule_check(self) -> None:
         if self.stopping.is_set() or (self._timer is not None and self._timer.is_alive()):
@@ -137,6 +139,9 @@ class RouteKeeperActor(BaseActor):
                 hold.added(entry)
             case EvpnChanged(added=False, entry=entry):
                 hold.deleted(entry)
+            case EvpnResync(error=error) if error:
+                # The monitor thread is gone: a new instance starts a new one.
+                raise RuntimeError(f"EVPN monitor failed: {error}")
             case EvpnResync():
                 assert self._kernel is not None
                 hold.snapshot(self._kernel.entries())

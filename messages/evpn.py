@@ -17,7 +17,10 @@ class EvpnChanged:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvpnResync:
-    """Notifications were lost: read the kernel's entries again."""
+    """Notifications were lost: read the kernel's entries again.  With ``error`` the
+    monitor itself failed, and the actor fails too, to be restarted."""
+
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

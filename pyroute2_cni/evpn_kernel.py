@@ -29,7 +29,6 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, EvpnEntry
 from pyroute2_cni.netlink_backend import (
-    _HDR,
     NLM_F_CREATE,
     NLM_F_REPLACE,
     RT_SCOPE_UNIVERSE,
@@ -40,6 +39,7 @@ from pyroute2_cni.netlink_backend import (
     _netlink_socket,
     _Rtnl,
     netns_path,
+    split_messages,
 )
 
 # RTPROT_KERNEL: zebra ignores kernel-protocol routes, so a copy never becomes zebra's
@@ -114,13 +114,7 @@ def neigh_entry(msg: Any, deleted: bool = False) -> EvpnEntry | None:
 
 def decode(data: bytes) -> Iterable[tuple[bool, EvpnEntry]]:
     """(added, entry) for each route or neighbour message in one netlink datagram."""
-    offset = 0
-    while offset + _HDR.size <= len(data):
-        length, mtype, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
-        if length < _HDR.size:
-            return
-        chunk = data[offset : offset + length]
-        offset += (length + 3) & ~3
+    for mtype, _flags, _seq, chunk in split_messages(data):
         entry: EvpnEntry | None = None
         if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
             msg = rtmsg(chunk)
@@ -136,12 +130,13 @@ def decode(data: bytes) -> Iterable[tuple[bool, EvpnEntry]]:
 
 class EvpnMonitor:
     """A thread reading route and neighbour notifications; ``on_event(added, entry)`` for
-    each, ``on_lost()`` when the kernel dropped notifications (socket buffer overrun)."""
+    each; ``on_lost("")`` when the kernel dropped notifications (socket buffer overrun),
+    ``on_lost(error)`` when the socket failed and the thread ends."""
 
     def __init__(
         self,
         on_event: Callable[[bool, EvpnEntry], None],
-        on_lost: Callable[[], None],
+        on_lost: Callable[[str], None],
         netns: str | None = None,
     ) -> None:
         self._on_event = on_event
@@ -163,9 +158,10 @@ class EvpnMonitor:
                 if self._stop.is_set():
                     return
                 if exc.errno == errno.ENOBUFS:
-                    self._on_lost()
+                    self._on_lost("")
                     continue
-                raise
+                self._on_lost(f"reading netlink notifications: {exc}")
+                return
             for added, entry in decode(data):
                 self._on_event(added, entry)
 

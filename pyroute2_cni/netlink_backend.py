@@ -327,6 +327,17 @@ def _netlink_socket() -> socket.socket:
 # -- one netlink channel ----------------------------------------------------------
 
 
+def split_messages(data: bytes) -> Iterable[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence, bytes) of each netlink message in one datagram."""
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
+        if length < _HDR.size:
+            return
+        yield mtype, flags, seq, data[offset : offset + length]
+        offset += (length + 3) & ~3
+
+
 class _Rtnl:
     """Synchronous request/ack and dumps over one netlink socket."""
 
@@ -350,14 +361,7 @@ class _Rtnl:
     def _messages(self, seq: int) -> Iterable[tuple[int, int, bytes]]:
         """Yield (type, flags, bytes) of every message answering `seq`."""
         while True:
-            data = self.sock.recv(1 << 18)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                chunk = data[offset : offset + length]
-                offset += (length + 3) & ~3
+            for mtype, flags, mseq, chunk in split_messages(self.sock.recv(1 << 18)):
                 if mseq != seq:
                     continue  # a stale answer to an earlier, abandoned request
                 yield mtype, flags, chunk

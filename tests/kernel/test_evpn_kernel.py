@@ -121,7 +121,7 @@ class Clock:
 
 def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
     events: queue.SimpleQueue[tuple[bool, EvpnEntry]] = queue.SimpleQueue()
-    monitor = EvpnMonitor(lambda added, e: events.put((added, e)), lambda: None, netns=node)
+    monitor = EvpnMonitor(lambda added, e: events.put((added, e)), lambda _error: None, netns=node)
     kernel = KernelEvpn(node)
     clock = Clock()
     hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)

@@ -14,6 +14,7 @@ from pyroute2_cni.evpn_hold import ROUTE, BgpView, EvpnEntry, PeerSession
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
 from pyroute2_cni.metrics import Metrics
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -46,8 +47,9 @@ def _fields(entry: EvpnEntry) -> dict[str, Any]:
 
 
 class FakeMonitor:
-    def __init__(self, on_event: Callable[[bool, EvpnEntry], None], on_lost: Callable[[], None]):
+    def __init__(self, on_event: Callable[[bool, EvpnEntry], None], on_lost: Callable[[str], None]):
         self.on_event = on_event
+        self.on_lost = on_lost
         self.started = self.closed = False
 
     def start(self) -> None:
@@ -62,13 +64,18 @@ class Rig:
         self.kernel = FakeKernel([ZEBRA_ROUTE, LEFTOVER])
         self.monitors: list[FakeMonitor] = []
         self.metrics = Metrics()
+        self.crashes: list[BaseException | None] = []
 
         def monitor(on_event: Any, on_lost: Any) -> FakeMonitor:
             self.monitors.append(FakeMonitor(on_event, on_lost))
             return self.monitors[-1]
 
         self.ref = RouteKeeperActor.start(
-            ActorHooks(name="route-keeper", generation=1, on_crash=lambda *a: None),
+            ActorHooks(
+                name="route-keeper",
+                generation=1,
+                on_crash=lambda _name, _gen, exc: self.crashes.append(exc),
+            ),
             settings=Settings(frr=FrrSection(evpn_hold=hold)),
             kernel_factory=lambda: self.kernel,
             monitor_factory=monitor,
@@ -125,3 +132,21 @@ def test_the_lab_knows_the_copies_metric() -> None:
     from tests.harness import lab
 
     assert lab.HOLD_METRIC == evpn_kernel.HOLD_METRIC
+
+
+def test_a_failed_monitor_fails_the_actor_for_a_restart(rig: Rig) -> None:
+    rig.monitors[0].on_lost("reading netlink notifications: [Errno 9] Bad file descriptor")
+    wait_for(lambda: rig.crashes, 5, "the crash reported to the supervisor")
+    assert "EVPN monitor failed" in str(rig.crashes[0])
+    assert rig.monitors[0].closed and rig.kernel.closed
+
+
+def test_an_overrun_reads_the_kernel_again(rig: Rig) -> None:
+    extra = EvpnEntry(kind=ROUTE, vtep=PEER, table=42, dst="10.244.2.0/26")
+    rig.kernel.present[extra.key] = extra
+    rig.monitors[0].on_lost("")
+    view = BgpView(answered=True, taken=0.0, sessions={PEER: PeerSession(state="Active", uptime=0)})
+    rig.ask(BgpSessionsSeen(view=view))
+    rig.kernel.present.pop(extra.key)
+    rig.ask(EvpnChanged(added=False, entry=extra))
+    assert extra.key in rig.kernel.present, "known from the re-read, so held"
