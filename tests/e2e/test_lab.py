@@ -126,30 +126,11 @@ def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
     first), and so do pods across nodes: FRR's graceful restart does not cover EVPN, so
     the peers withdraw lab-n1's routes, and their RouteKeeperActor puts them back until
     lab-n1's sessions are up again.  Afterwards no held copy is left anywhere."""
-    local_a, local_b = [p for p in lab.system_pods() if p.node == "lab-n1"][:2]
-    remote = _on(lab, "lab-n2")
-    released_before = lab.metric("lab-n2", "pyroute2_cni_evpn_released_total")
-    with (
-        ContinuousPing(local_a, local_b.address) as local,
-        ContinuousPing(remote, local_a.address) as cross,
-    ):
-        local.wait_replies(5, timeout=30)
-        cross.wait_replies(5, timeout=30)
-        lab.restart_frr("lab-n1")
-        lab.wait_sessions()
-        lab.wait_converged()
-        cross.wait_replies(10, timeout=90)
-        local.wait_replies(10, timeout=30)
-        local_lost, cross_lost = local.lost(), cross.lost()
-    assert len(local_lost) <= MAX_LOST_FRR_RESTART, (
-        f"{len(local_lost)} echoes lost between pods on lab-n1 while its FRR restarted"
-    )
-    assert len(cross_lost) <= MAX_LOST_FRR_RESTART, (
-        f"{len(cross_lost)} echoes lost from lab-n2 to lab-n1 while FRR on lab-n1 restarted"
-    )
-    assert lab.metric("lab-n2", "pyroute2_cni_evpn_released_total") > released_before, (
-        "lab-n2 held nothing while lab-n1's FRR restarted"
-    )
+    (result,) = lab.scenario("frr-restart")
+    local_lost, cross_lost = result.extra["local_lost"], result.extra["cross_lost"]
+    assert len(local_lost) <= MAX_LOST_FRR_RESTART, result.text()
+    assert len(cross_lost) <= MAX_LOST_FRR_RESTART, result.text()
+    assert result.extra["held"] > 0, f"lab-n2 held nothing meanwhile: {result.text()}"
     wait_until(
         lambda: all(lab.metric(n, "pyroute2_cni_evpn_held_entries") == 0 for n in lab.nodes),
         HOLD_RELEASE_TIMEOUT,

@@ -1688,6 +1688,44 @@ class Lab:
             extra={"subnets": sorted(map(str, nets)), "seconds": seconds},
         )
 
+    def scenario_frr_restart(self) -> ScenarioResult:
+        """FRR on the first node restarts (zebra first) while pods ping within and across."""
+        node = next(iter(self.nodes))
+        pods = self.system_pods()
+        here = [p for p in pods if p.node == node][:2]
+        there = next(p for p in pods if p.node != node)
+        held_before = self.metric(there.node, "pyroute2_cni_evpn_released_total")
+        with (
+            ContinuousPing(here[0], here[1].address) as local,
+            ContinuousPing(there, here[0].address) as cross,
+        ):
+            local.wait_replies(5, timeout=30)
+            cross.wait_replies(5, timeout=30)
+            began = time.monotonic()
+            self.restart_frr(node)
+            self.wait_sessions()
+            self.wait_converged()
+            back = time.monotonic() - began
+            cross.wait_replies(10, timeout=90)
+            local.wait_replies(10, timeout=30)
+            local_lost, cross_lost = local.lost(), cross.lost()
+        held = self.metric(there.node, "pyroute2_cni_evpn_released_total") - held_before
+        lines = [
+            f"FRR on {node} stopped (zebra first) and started; sessions and routes back in "
+            f"{back:.1f} s",
+            f"echoes lost (one every 0.2 s): {here[0].name} -> {here[1].name}: "
+            f"{len(local_lost)}, {there.name} -> {here[0].name}: {len(cross_lost)}",
+            f"entries {there.node} held for {node} meanwhile: {held:.0f}",
+        ]
+        return ScenarioResult(
+            name="frr-restart",
+            ok=len(local_lost) <= 1 and len(cross_lost) <= 1,
+            lines=tuple(lines),
+            pods=tuple(pods),
+            matrix={},
+            extra={"local_lost": local_lost, "cross_lost": cross_lost, "held": held},
+        )
+
     def start_route_reflector(self) -> FrrInstance:
         """A 4th FRR, not a Kubernetes node: an EVPN route reflector at 192.168.124.254."""
         if self.rr is not None and self.rr.running():
@@ -1779,6 +1817,7 @@ class Lab:
             "tenant": self.scenario_tenant,
             "l2vni": self.scenario_l2vni,
             "rr": self.scenario_rr,
+            "frr-restart": self.scenario_frr_restart,
         }
         if name == "all":
             return [r for each in runners for r in self.scenario(each)]
@@ -2216,7 +2255,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"lab: up in {wall:.1f} s (host wall clock); "
         f"ping matrix {'all green' if green else 'NOT all green'}"
     )
-    print("lab: scripts/lab kubectl ... | exec NETNS CMD ... | scenario tenant|l2vni|rr | down")
+    print(
+        "lab: scripts/lab kubectl ... | exec NETNS CMD ... "
+        "| scenario tenant|l2vni|rr|frr-restart | down"
+    )
     launcher.returncode = 0  # detached on purpose: it keeps the guest running
     return 0 if green else 1
 
@@ -2384,7 +2426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         default=[],
-        choices=["tenant", "l2vni", "rr", "all"],
+        choices=["tenant", "l2vni", "rr", "frr-restart", "all"],
         help="also run these scenarios",
     )
     up.add_argument(
@@ -2407,9 +2449,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("args", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)
 
-    sc = sub.add_parser("scenario", help="run scenarios in the running lab: tenant l2vni rr all")
+    sc = sub.add_parser(
+        "scenario", help="run scenarios in the running lab: tenant l2vni rr frr-restart all"
+    )
     sc.add_argument("--timeout", type=float, default=600.0)
-    sc.add_argument("names", nargs="+", choices=["tenant", "l2vni", "rr", "all"])
+    sc.add_argument("names", nargs="+", choices=["tenant", "l2vni", "rr", "frr-restart", "all"])
     sc.set_defaults(func=cmd_scenario)
 
     sm = sub.add_parser("summary", help="print the summary again (fresh ping matrix)")
