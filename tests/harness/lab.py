@@ -61,7 +61,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,6 +464,21 @@ end
 # -- FRR -----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def frr_in_new_netns(name: str, config: str | None = None) -> Iterator[FrrInstance]:
+    """A namespace of its own (lo up) with FRR in it, as kernel tests want it; the daemons,
+    their directories and the namespace are gone afterwards."""
+    ip("netns", "add", name)
+    frr = FrrInstance(name)
+    try:
+        ip("link", "set", "lo", "up", netns=name)
+        frr.start(config)
+        yield frr
+    finally:
+        frr.remove()
+        remove_netns(name)
+
+
 class FrrInstance:
     """zebra + bgpd + staticd in network namespace ``name`` with FRR pathspace ``name``.
 
@@ -555,6 +570,11 @@ class FrrInstance:
         self.stop()
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def reload(self, mode: str, path: Path) -> subprocess.CompletedProcess[str]:
+        """``frr-reload.py MODE --stdout`` (--test or --reload) of the file at ``path``."""
+        argv = [str(FRR_BIN / "frr-reload.py"), mode, "--stdout", "-N", self.name, str(path)]
+        return run(argv, check=False, timeout=120)
 
     def vtysh(self, *commands: str, check: bool = True) -> str:
         argv = [VTYSH, "-N", self.name]

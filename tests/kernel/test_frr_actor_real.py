@@ -30,8 +30,8 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
 )
 from pyroute2_cni.metrics import Metrics
+from tests.harness.lab import VTYSH, FrrInstance, frr_in_new_netns
 from tests.harness.waiting import wait_for
-from tests.kernel.test_frr_golden import VTYSH, FrrInstance
 
 pytestmark = pytest.mark.kernel
 
@@ -79,15 +79,8 @@ class CorruptingControl:
 
 @pytest.fixture
 def frr() -> Iterator[FrrInstance]:
-    instance = FrrInstance("p2cni-frractor")
-    try:
-        instance.start()
+    with frr_in_new_netns("p2cni-frractor") as instance:
         yield instance
-    finally:
-        instance.stop()
-        subprocess.run(["/usr/bin/ip", "netns", "del", instance.name], check=False)
-        for directory in (instance.conf_dir, instance.run_dir):
-            subprocess.run(["rm", "-rf", str(directory)], check=False)
 
 
 def running_config(frr: FrrInstance) -> str:

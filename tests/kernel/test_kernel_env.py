@@ -9,28 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import shutil
-import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pyroute2 import IPRoute
 
+from tests.harness.lab import FRR_BIN, VTYSH, FrrInstance
 from tests.harness.netns import ip_json
 
 pytestmark = pytest.mark.kernel
 
-FRR_BIN = Path("/usr/lib/frr")
-VTYSH = "/usr/bin/vtysh"
 NFT = "/usr/sbin/nft"
 IPTABLES_LEGACY = "/usr/sbin/iptables-legacy"
 CMD_TIMEOUT = 60.0
-FRR_STOP_TIMEOUT = 10.0
 
 
 def _link(netns: str, ifname: str) -> dict[str, Any]:
@@ -144,64 +136,14 @@ def test_some_nat_backend_works(netns: str) -> None:
     pytest.fail("neither nft nor iptables-legacy can create a NAT table in this kernel")
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Wait for a process that is not our child; True when it has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def frr_instance(netns: str, daemons: tuple[str, ...] = ("zebra", "bgpd")) -> Iterator[Path]:
-    """Run FRR daemons in `netns` with pathspace `netns`; yield the vty/pid dir.
-
-    Config dir /etc/frr/<netns>, state dir /run/frr/<netns>, both owned by frr.  Daemons
-    daemonize only once their vty sockets exist, so no readiness polling is needed.
-    """
+def test_frr_zebra_bgpd_in_namespace(netns: str) -> None:
     if not (FRR_BIN / "zebra").exists():
         pytest.fail("FRR is not installed: run scripts/install-deps.sh")
-    etc = Path("/etc/frr") / netns
-    run = Path("/run/frr") / netns
-    for d in (etc, run):
-        d.mkdir(parents=True, exist_ok=False)
-        shutil.chown(d, "frr", "frr")
-    (etc / "vtysh.conf").write_text("")
-    shutil.chown(etc / "vtysh.conf", "frr", "frr")
+    frr = FrrInstance(netns)
     try:
-        for daemon in daemons:
-            proc = _run(
-                [str(FRR_BIN / daemon), "-d", "-N", netns, "-P", "0", "-u", "frr", "-g", "frr"],
-                netns,
-            )
-            assert proc.returncode == 0, f"{daemon}: {proc.stderr}"
-        yield run
-    finally:
-        for daemon in reversed(daemons):
-            pidfile = run / f"{daemon}.pid"
-            if not pidfile.exists():
-                continue
-            pid = int(pidfile.read_text().strip())
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            if not _wait_exit(pid, FRR_STOP_TIMEOUT):
-                os.kill(pid, signal.SIGKILL)
-                _wait_exit(pid, FRR_STOP_TIMEOUT)
-        shutil.rmtree(etc, ignore_errors=True)
-        shutil.rmtree(run, ignore_errors=True)
-
-
-def test_frr_zebra_bgpd_in_namespace(netns: str) -> None:
-    with frr_instance(netns) as run:
-        assert (run / "zebra.vty").exists()
-        assert (run / "bgpd.vty").exists()
+        frr.start()
+        assert (frr.run_dir / "zebra.vty").exists()
+        assert (frr.run_dir / "bgpd.vty").exists()
         version = _run([VTYSH, "-N", netns, "-c", "show version"])
         assert version.returncode == 0, version.stderr
         assert "FRRouting" in version.stdout
@@ -223,4 +165,6 @@ def test_frr_zebra_bgpd_in_namespace(netns: str) -> None:
         bgp = _run([VTYSH, "-N", netns, "-c", "show bgp ipv4 unicast json"])
         assert bgp.returncode == 0, bgp.stderr
         assert json.loads(bgp.stdout)["routerId"] == "192.0.2.1"
-    assert not (Path("/run/frr") / netns).exists()
+    finally:
+        frr.remove()
+    assert not frr.run_dir.exists()
