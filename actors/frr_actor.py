@@ -43,6 +43,11 @@ from pyroute2_cni.metrics import Metrics
 
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 RETRY_MAX = 30.0
+# After a reload, zebra reports a new VNI within a second or two; asking
+# again this often (bounded) brings the devices up without waiting for the
+# periodic poll.
+QUICK_POLL_INTERVAL = 0.25
+QUICK_POLLS = 40
 
 
 class FRRActor(BaseActor):
@@ -79,6 +84,7 @@ class FRRActor(BaseActor):
         self._model: FrrConfig | None = None
         self._told: set[tuple[int, int]] = set()
         self._timers: list[threading.Timer] = []
+        self._quick_polls = 0
 
     # -- lifecycle ---------------------------------------------------------
     def on_start(self) -> None:
@@ -126,9 +132,10 @@ class FRRActor(BaseActor):
                 if generation == self._generation:
                     self._pending = False
                     self._apply()
-            case PollFrr():
+            case PollFrr(once=once):
                 self._poll()
-                self._later(self._frr.poll_interval, PollFrr())
+                if not once:
+                    self._later(self._frr.poll_interval, PollFrr())
             case _:
                 return self.unknown(message)
         return Ok()
@@ -161,10 +168,6 @@ class FRRActor(BaseActor):
 
     # -- apply -------------------------------------------------------------
     def _apply(self) -> None:
-        missing = self._control.available()
-        if missing is not None:
-            self._fail("FrrUnavailable", missing, result=None)
-            return
         try:
             model = build_frr_config(
                 node=self._node,
@@ -184,10 +187,18 @@ class FRRActor(BaseActor):
         if text == self._applied:
             self._metrics.frr_reloads.labels("unchanged").inc()
             return
+        began = self._clock()
         check = self._control.validate(text)
         if not check.ok:
-            self._fail("ValidationFailed", _tail(check.output), result="invalid")
+            # Only now ask whether FRR runs at all (one more vtysh, seconds under
+            # load): a missing FRR is told as such, not as an invalid config.
+            missing = self._control.available()
+            if missing is not None:
+                self._fail("FrrUnavailable", missing, result=None)
+            else:
+                self._fail("ValidationFailed", _tail(check.output), result="invalid")
             return
+        validated = self._clock()
         result = self._control.apply(text, render_vrf_bindings(model))
         if not result.ok:
             self._fail("ReloadFailed", _tail(result.output), result="failed")
@@ -199,14 +210,18 @@ class FRRActor(BaseActor):
         self._failures = 0
         self._metrics.frr_reloads.labels("ok").inc()
         self.log.info(
-            "FRR reloaded: %d peers (%s), %d VRFs, %d l2vnis",
+            "FRR reloaded: %d peers (%s), %d VRFs, %d l2vnis "
+            "(validated in %.1f s, reloaded in %.1f s)",
             len(model.neighbors),
             model.mode.value,
             len(model.vrfs),
             len(model.l2vnis),
+            validated - began,
+            self._clock() - validated,
         )
         self.set_ready(True)
         self._report(True, "Applied", f"FRR runs the configuration for {len(model.vrfs)} VRFs")
+        self._quick_polls = QUICK_POLLS
         self._poll()
 
     def _fail(self, reason: str, message: str, result: str | None) -> None:
@@ -238,12 +253,20 @@ class FRRActor(BaseActor):
             counts[session if session in counts else "Idle"] += 1
         for name, count in counts.items():
             self._metrics.bgp_sessions.labels(name).set(count)
+        self._metrics.bgp_established_seconds.set(
+            min(state.uptimes.values(), default=0.0) if state.answered else 0.0
+        )
         if self._keeper is not None:
             sessions = {
                 addr: PeerSession(state=st, uptime=state.uptimes.get(addr, 0.0))
                 for addr, st in state.sessions.items()
             }
-            view = BgpView(answered=state.answered, taken=self._clock(), sessions=sessions)
+            view = BgpView(
+                answered=state.answered,
+                taken=self._clock(),
+                sessions=sessions,
+                nodes=frozenset(self._model.vteps),
+            )
             self._keeper.tell(BgpSessionsSeen(view=view))
         if self._netlink is None:
             return
@@ -258,6 +281,12 @@ class FRRActor(BaseActor):
             if (vrf_id, vni) not in self._told:
                 self._told.add((vrf_id, vni))
                 self._netlink.tell(VniKnown(vrf=vrf_id, vni=vni))
+        wanted = len(self._model.vrfs) + len(self._model.l2vnis)
+        if len(known) < wanted and self._quick_polls > 0:
+            self._quick_polls -= 1
+            self._later(QUICK_POLL_INTERVAL, PollFrr(once=True))
+        else:
+            self._quick_polls = 0
 
 
 def _tail(output: str, lines: int = 5) -> str:

@@ -3,7 +3,8 @@
 Inputs: EvpnChanged / EvpnResync (its monitor thread), BgpSessionsSeen (FRRActor's
 poll), CheckHeld (self, every second while something is held).  The decisions are
 :class:`pyroute2_cni.evpn_hold.EvpnHold`'s; this actor owns the kernel socket, the
-monitor thread and the peer probe (``GET http://<peer>:<metrics_port>/livez``).
+monitor thread and the peer probes (``GET http://<peer>:<metrics_port>/livez``, and
+``/metrics`` for a peer behind route reflectors).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
-from pyroute2_cni.evpn_hold import ROUTE, EvpnEntry, EvpnHold, EvpnKernel
+from pyroute2_cni.evpn_hold import EvpnEntry, EvpnHold, EvpnKernel, PeerSession
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged, EvpnResync
 from pyroute2_cni.metrics import Metrics
@@ -53,6 +56,42 @@ def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bo
     return probe
 
 
+ESTABLISHED_METRIC = "pyroute2_cni_bgp_established_seconds"
+
+
+def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], PeerSession | None]:
+    """How the daemon at ``address`` sees its own BGP sessions (its /metrics); None when
+    it does not answer or does not say."""
+
+    def probe(address: str) -> PeerSession | None:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            if response.status != 200:
+                return None
+            text = response.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        finally:
+            conn.close()
+        return peer_session_from_metrics(text)
+
+    return probe
+
+
+def peer_session_from_metrics(text: str) -> PeerSession | None:
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == ESTABLISHED_METRIC:
+                    up = float(sample.value)
+                    return PeerSession(state="Established" if up > 0 else "Down", uptime=up)
+    except ValueError:
+        return None
+    return None
+
+
 class RouteKeeperActor(BaseActor):
     def __init__(
         self,
@@ -64,6 +103,7 @@ class RouteKeeperActor(BaseActor):
             [Callable[[bool, EvpnEntry], None], Callable[[str], None]], Monitor
         ],
         probe: Callable[[str], bool],
+        remote: Callable[[str], PeerSession | None] = lambda _address: None,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,6 +112,7 @@ class RouteKeeperActor(BaseActor):
         self._kernel_factory = kernel_factory
         self._monitor_factory = monitor_factory
         self._probe = probe
+        self._remote = remote
         self._metrics = metrics
         self._clock = clock
         self._kernel: KeeperKernel | None = None
@@ -87,15 +128,19 @@ class RouteKeeperActor(BaseActor):
             return
         self._kernel = self._kernel_factory()
         self._hold = EvpnHold(
-            kernel=self._kernel, clock=self._clock, probe=self._probe, hold=self._hold_time
+            kernel=self._kernel,
+            clock=self._clock,
+            probe=self._probe,
+            remote=self._remote,
+            hold=self._hold_time,
         )
         # Subscribe before the dump, so nothing between the two is missed.
         self._monitor = self._monitor_factory(self._on_event, self._on_lost)
         self._monitor.start()
         entries = self._kernel.entries()
-        # Route copies a previous instance left (it stopped while a peer was away).
+        # Copies a previous instance left (it stopped while a peer was away).
         for entry in entries:
-            if entry.kind == ROUTE and not entry.owned:
+            if not entry.owned:
                 self.log.info("removing %s left by a previous instance", entry.describe())
                 self._kernel.release(entry)
         self._hold.snapshot(entries)

@@ -22,7 +22,13 @@ class ApplyFrr:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollFrr:
-    """Self-scheduled: read BGP sessions and known VNIs from vtysh."""
+    """Self-scheduled: read BGP sessions and known VNIs from vtysh.
+
+    `once` polls are the quick ones after a reload, while zebra has not
+    reported every VNI yet; they do not reschedule the periodic poll.
+    """
+
+    once: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,9 +10,10 @@ in BGP:
 
 - It follows the entries zebra installs for remote VTEPs (routes of protocol
   bgp in VRF tables, externally learned neighbours and FDB entries).
-- When zebra deletes one whose VTEP is a BGP peer, it puts a copy back at
-  once (routes with their own protocol and a worse metric, so zebra's route
-  wins when it returns), and remembers it as *held*.
+- When zebra deletes one whose VTEP is a BGP peer -- or, in route-reflector
+  mode, another node's VTEP -- it puts a copy back at once (routes with their
+  own protocol and a worse metric, so zebra's route wins when it returns), and
+  remembers it as *held*.
 - Each check decides, per VTEP, whether the hold still makes sense:
 
   * the session to the peer stays up for ``confirm`` seconds after the
@@ -23,6 +24,11 @@ in BGP:
     started) and the peer's daemon does not answer its /livez: the node is gone,
     release;
   * held longer than ``hold`` seconds: release.
+
+  "The session" is ours to the peer in a full mesh.  With route reflectors the
+  peer is not our neighbour (our sessions to the reflectors stay up while it
+  restarts), so the peer's own daemon is asked instead: how long all of its
+  Established sessions have been up (``remote``); no answer means the node is gone.
 
 Pure logic: the kernel, the clock, BGP state and the peer probe are passed in.
 """
@@ -88,6 +94,9 @@ class BgpView:
     answered: bool
     taken: float
     sessions: Mapping[str, PeerSession] = field(default_factory=dict)
+    # The other nodes' VTEP addresses; those that are not our BGP neighbours
+    # (route-reflector mode) are judged by what their daemons say.
+    nodes: frozenset[str] = frozenset()
 
 
 class EvpnKernel(Protocol):
@@ -111,6 +120,7 @@ class EvpnHold:
         kernel: EvpnKernel,
         clock: Callable[[], float],
         probe: Callable[[str], bool],
+        remote: Callable[[str], PeerSession | None] = lambda _vtep: None,
         hold: float = 120.0,
         regrace: float = 10.0,
         confirm: float = 10.0,
@@ -118,6 +128,7 @@ class EvpnHold:
         self._kernel = kernel
         self._clock = clock
         self._probe = probe
+        self._remote = remote
         self._hold = hold
         self._regrace = regrace
         self._confirm = confirm
@@ -125,6 +136,7 @@ class EvpnHold:
         self._held: dict[tuple[object, ...], _Held] = {}
         self._bgp = BgpView(answered=False, taken=float("-inf"))
         self._peers: frozenset[str] = frozenset()
+        self._nodes: frozenset[str] = frozenset()
         self._back_since: dict[str, float] = {}
         self._up_since: dict[str, float] = {}
         self.restored = 0
@@ -141,6 +153,8 @@ class EvpnHold:
         # an empty answer does not forget the peers.
         if view.answered and view.sessions:
             self._peers = frozenset(view.sessions)
+        if view.nodes:
+            self._nodes = view.nodes
 
     def added(self, entry: EvpnEntry) -> None:
         if entry.owned:
@@ -155,7 +169,7 @@ class EvpnHold:
         if known is None or self._hold <= 0 or entry.key in self._held:
             return
         entry = known
-        if entry.vtep not in self._peers:
+        if entry.vtep not in self._peers and entry.vtep not in self._nodes:
             return  # a pod's neighbour, or a peer of the past: nothing to hold for
         try:
             self._kernel.restore(entry)
@@ -200,6 +214,12 @@ class EvpnHold:
             # Our own FRR is away (restarting); the peer may be fine.
             return None if self._probe(vtep) else "peer daemon not answering"
         session = self._bgp.sessions.get(vtep)
+        remote = session is None and vtep not in self._peers and vtep in self._nodes
+        if remote:
+            # Not our neighbour (route reflectors): the peer's daemon tells.
+            session = self._remote(vtep)
+            if session is None:
+                return "peer daemon not answering"
         if session is not None and session.state == "Established":
             if session.uptime > now - oldest:
                 # The session outlived the deletion.  A restarting peer may withdraw
@@ -210,6 +230,8 @@ class EvpnHold:
             return "peer back" if now - back >= self._regrace else None
         self._back_since.pop(vtep, None)
         self._up_since.pop(vtep, None)
+        if remote:
+            return None  # its daemon answered: its FRR is on its way back
         return None if self._probe(vtep) else "peer daemon not answering"
 
     def _release(self, item: _Held, reason: str) -> None:

@@ -12,8 +12,10 @@ Entries followed (IPv4 underlay, the node's own network namespace):
 Copies are plain kernel entries: routes with protocol :data:`HOLD_PROTO` and metric
 :data:`HOLD_METRIC` (zebra's metric-20 route wins as soon as it is back and the
 NetlinkActor's reconcile, which owns protocol 77, leaves them alone), neighbours in
-state NOARP and FDB entries without the externally-learned flag.  A neighbour or FDB
-copy that zebra has taken over again (externally learned) is never deleted.
+state NOARP marked with protocol :data:`HOLD_NEIGH_PROTO`, and FDB entries without the
+externally-learned flag.  A neighbour or FDB copy that zebra has taken over again
+(externally learned) is never deleted.  The dump reports copies too (not owned), so
+a new instance removes what a stopped one left.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -33,6 +36,7 @@ from pyroute2_cni.netlink_backend import (
     NLM_F_REPLACE,
     RT_SCOPE_UNIVERSE,
     RTM_DELROUTE,
+    RTM_GETLINK,
     RTM_GETROUTE,
     RTM_NEWROUTE,
     NetnsWorker,
@@ -41,6 +45,7 @@ from pyroute2_cni.netlink_backend import (
     netns_path,
     split_messages,
 )
+from pyroute2_cni.netlink_model import vxlan_vni_of
 
 # RTPROT_KERNEL: zebra ignores kernel-protocol routes, so a copy never becomes zebra's
 # "kernel route" (distance 0), which would keep zebra from installing its BGP route
@@ -48,6 +53,9 @@ from pyroute2_cni.netlink_backend import (
 HOLD_PROTO = 2
 HOLD_METRIC = 60000
 RTPROT_BGP = 186
+# Marks our neighbour copies (NDA_PROTOCOL; zebra writes 11, ARP leaves it unset).
+HOLD_NEIGH_PROTO = 250
+ZERO_MAC = "00:00:00:00:00:00"
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RTMGRP_NEIGH = 0x4
 RTMGRP_IPV4_ROUTE = 0x40
@@ -108,6 +116,41 @@ def neigh_entry(msg: Any, deleted: bool = False) -> EvpnEntry | None:
             lladdr=str(lladdr),
             vni=int(msg.get_attr("NDA_VNI") or 0),
             owned=owned,
+        )
+    return None
+
+
+def copy_entry(msg: Any, vxlans: frozenset[int]) -> EvpnEntry | None:
+    """A neighbour or FDB copy of ours (not owned): neighbours carry HOLD_NEIGH_PROTO;
+    FDB copies are the unicast entries towards a remote VTEP on our VXLAN devices
+    (``vxlans``: their ifindexes) that zebra did not learn."""
+    family, flags = int(msg["family"]), int(msg["flags"])
+    dst, lladdr = msg.get_attr("NDA_DST"), str(msg.get_attr("NDA_LLADDR") or "")
+    if not dst or flags & NTF_EXT_LEARNED:
+        return None
+    if family == socket.AF_INET and msg.get_attr("NDA_PROTOCOL") == HOLD_NEIGH_PROTO:
+        return EvpnEntry(
+            kind=NEIGH,
+            vtep=str(dst),
+            ifindex=int(msg["ifindex"]),
+            dst=str(dst),
+            lladdr=lladdr,
+            owned=False,
+        )
+    if (
+        family == AF_BRIDGE
+        and flags & NTF_SELF
+        and int(msg["ifindex"]) in vxlans
+        and lladdr not in ("", ZERO_MAC)
+        and ":" not in str(dst)
+    ):
+        return EvpnEntry(
+            kind=FDB,
+            vtep=str(dst),
+            ifindex=int(msg["ifindex"]),
+            lladdr=lladdr,
+            vni=int(msg.get_attr("NDA_VNI") or 0),
+            owned=False,
         )
     return None
 
@@ -214,6 +257,16 @@ class KernelEvpn:
 
             return make
 
+        def links() -> Any:
+            msg = ifinfmsg()
+            msg["family"] = socket.AF_UNSPEC
+            return msg
+
+        vxlans = frozenset(
+            int(msg["index"])
+            for msg in self._nl.dump(links, RTM_GETLINK, ifinfmsg, "dump links")
+            if vxlan_vni_of(str(msg.get_attr("IFLA_IFNAME") or "")) is not None
+        )
         found: list[EvpnEntry] = []
         for msg in self._nl.dump(routes, RTM_GETROUTE, rtmsg, "dump routes"):
             entry = route_entry(msg)
@@ -221,7 +274,7 @@ class KernelEvpn:
                 found.append(entry)
         for family in (socket.AF_INET, AF_BRIDGE):
             for msg in self._nl.dump(neighbours(family), RTM_GETNEIGH, ndmsg, "dump neighbours"):
-                entry = neigh_entry(msg)
+                entry = neigh_entry(msg) or copy_entry(msg, vxlans)
                 if entry is not None:
                     found.append(entry)
         return found
@@ -290,7 +343,11 @@ class KernelEvpn:
         msg["state"] = NUD_NOARP
         if entry.kind == NEIGH:
             msg["family"] = socket.AF_INET
-            msg["attrs"] = [("NDA_DST", entry.dst), ("NDA_LLADDR", entry.lladdr)]
+            msg["attrs"] = [
+                ("NDA_DST", entry.dst),
+                ("NDA_LLADDR", entry.lladdr),
+                ("NDA_PROTOCOL", HOLD_NEIGH_PROTO),
+            ]
         else:
             msg["family"] = AF_BRIDGE
             msg["state"] = NUD_NOARP | NUD_PERMANENT
@@ -302,4 +359,4 @@ class KernelEvpn:
         return msg
 
 
-__all__ = ["EvpnMonitor", "KernelEvpn", "decode", "neigh_entry", "route_entry"]
+__all__ = ["EvpnMonitor", "KernelEvpn", "copy_entry", "decode", "neigh_entry", "route_entry"]

@@ -196,6 +196,9 @@ class FrrConfig:
     timers: BgpTimers = field(default_factory=BgpTimers)
     peer_group: str = PEER_GROUP
     rejected: tuple[Rejection, ...] = ()
+    # The other nodes' underlay (VTEP) addresses, whatever the peering mode; not
+    # rendered: the RouteKeeperActor needs them when the peers are route reflectors.
+    vteps: tuple[str, ...] = ()
 
     @property
     def peer_addresses(self) -> frozenset[str]:
@@ -523,7 +526,24 @@ def build_frr_config(
         vrfs=tuple(vrfs),
         l2vnis=tuple(sorted(l2vnis, key=lambda v: v.vni)),
         rejected=tuple(sorted(set(rejected))),
+        vteps=_other_vteps(node, str(own_address), node_configs, nodes),
     )
+
+
+def _other_vteps(
+    node: str,
+    own_address: str,
+    node_configs: Sequence[VrfNodeConfigSpec],
+    nodes: Sequence[NodeInfo],
+) -> tuple[str, ...]:
+    found = set()
+    for other in nodes:
+        if other.name == node:
+            continue
+        parsed = _ip(_underlay(_node_config(node_configs, other.name), other))
+        if parsed is not None and str(parsed) != own_address:
+            found.add(str(parsed))
+    return tuple(sorted(found, key=_ip_key))
 
 
 # ---------------------------------------------------------------------- render

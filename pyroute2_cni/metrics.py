@@ -79,6 +79,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.bgp_established_seconds = Gauge(
+            "pyroute2_cni_bgp_established_seconds",
+            "Seconds since the latest of this node's Established BGP sessions came up; "
+            "0 while none is Established or bgpd does not answer (peers read it when "
+            "route reflectors hide a restart from them)",
+            registry=r,
+        )
         self.bgp_sessions = Gauge(
             "pyroute2_cni_bgp_sessions",
             "BGP sessions of this node, by state",

@@ -40,7 +40,11 @@ def build_actor_specs(
     from pyroute2_cni.actors.frr_actor import FRRActor
     from pyroute2_cni.actors.ipam_actor import IPAMActor
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
-    from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor, probe_livez
+    from pyroute2_cni.actors.route_keeper_actor import (
+        RouteKeeperActor,
+        probe_bgp,
+        probe_livez,
+    )
     from pyroute2_cni.evpn_kernel import EvpnMonitor, KernelEvpn
     from pyroute2_cni.frr_control import FrrProcessControl
     from pyroute2_cni.ipam_store import KubeBlockStore
@@ -105,6 +109,7 @@ def build_actor_specs(
             kernel_factory=KernelEvpn,
             monitor_factory=EvpnMonitor,
             probe=probe_livez(settings.daemon.metrics_port),
+            remote=probe_bgp(settings.daemon.metrics_port),
             metrics=metrics,
         )
 

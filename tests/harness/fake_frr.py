@@ -28,6 +28,8 @@ class FakeFrrControl:
     def validate(self, text: str) -> CommandResult:
         with self.lock:
             self.validations += 1
+            if self.missing:
+                return CommandResult(ok=False, output="vtysh: failed to connect to any daemons")
             if self.reject_containing and self.reject_containing in text:
                 return CommandResult(ok=False, output="line 12: % Unknown command")
             return CommandResult(ok=True, output="")

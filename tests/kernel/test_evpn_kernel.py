@@ -203,3 +203,31 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
     finally:
         monitor.close()
         kernel.close()
+
+
+def test_copies_a_stopped_instance_left_are_found_and_removed(node: str) -> None:
+    kernel = KernelEvpn(node)
+    fresh = KernelEvpn(node)  # the next instance, after the first stopped mid-hold
+    try:
+        zebras = kernel.entries()
+        assert sorted(e.kind for e in zebras) == sorted([ROUTE, NEIGH, FDB])
+        ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
+        ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
+        _bridge(node, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
+        for entry in zebras:
+            kernel.restore(entry)
+        # zebra's flood entry towards another VTEP is not a copy of ours.
+        flood = ["00:00:00:00:00:00", "dev", "l3vx-42", "dst", "192.168.124.9", "self"]
+        _bridge(node, "fdb", "append", *flood, "permanent")
+
+        copies = [e for e in fresh.entries() if not e.owned]
+        assert sorted(e.kind for e in copies) == sorted([ROUTE, NEIGH, FDB]), copies
+        assert {e.key for e in copies} == {e.key for e in zebras}
+        for entry in copies:
+            fresh.release(entry)
+        assert _routes(node) == [] and _neighbours(node) == [] and _fdb(node) == []
+        assert "192.168.124.9" in _bridge(node, "fdb", "show", "dev", "l3vx-42")
+        assert [e for e in fresh.entries() if not e.owned] == []
+    finally:
+        kernel.close()
+        fresh.close()

@@ -19,7 +19,16 @@ import pytest
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
-from pyroute2_cni.frr_control import CommandResult, FrrProcessControl, FrrState
+from pyroute2_cni.frr_control import (
+    STATE_COMMANDS,
+    CommandResult,
+    FrrProcessControl,
+    FrrState,
+    parse_bgp_sessions,
+    parse_bgp_uptimes,
+    parse_l2vnis,
+    parse_vrf_vnis,
+)
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -93,6 +102,32 @@ def running_config(frr: FrrInstance) -> str:
     ).stdout
 
 
+class CountingControl(FrrProcessControl):
+    def __init__(self, settings: FrrSection) -> None:
+        super().__init__(settings)
+        self.calls = 0
+
+    def _run(self, argv: list[str], timeout: float) -> CommandResult:
+        self.calls += 1
+        return super()._run(argv, timeout)
+
+
+def assert_state_in_one_call(settings: FrrSection) -> None:
+    """The three state commands go through one vtysh and read what three calls read."""
+    control = CountingControl(settings)
+    state = control.state()
+    assert control.calls == 1
+    assert state.answered
+    summary, vrf_vnis, evpn_vnis = (control._json(c) for c in STATE_COMMANDS)
+    assert summary is not None and vrf_vnis is not None and evpn_vnis is not None
+    assert state == FrrState(
+        sessions=parse_bgp_sessions(summary),
+        uptimes=parse_bgp_uptimes(summary),
+        l3vnis=parse_vrf_vnis(vrf_vnis),
+        l2vnis=parse_l2vnis(evpn_vnis),
+    )
+
+
 def test_invalid_rendering_keeps_the_running_config_and_recovers(frr: FrrInstance) -> None:
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
@@ -130,6 +165,7 @@ def test_invalid_rendering_keeps_the_running_config_and_recovers(frr: FrrInstanc
         wait_for(lambda: reloads("ok") == 1, 120, "first reload")
         first = running_config(frr)
         assert "vrf vrf-42" in first and "vni 42" in first
+        assert_state_in_one_call(settings.frr)
 
         control.corrupt = True
         actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=SECOND))

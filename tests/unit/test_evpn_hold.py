@@ -248,3 +248,93 @@ def test_hold_zero_turns_it_off() -> None:
     )
     off.deleted(route())
     assert rig.kernel.copies == {}
+
+
+# -- route-reflector mode: the peer is a node, not our BGP neighbour ------------------
+
+REFLECTOR = "192.168.124.254"
+
+
+class ReflectorRig:
+    """This node peers only with a reflector; PEER is another node whose daemon is asked."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.kernel = RecordingKernel()
+        self.remote_view: PeerSession | None = PeerSession(state="Established", uptime=3600.0)
+        self.asked: list[str] = []
+        self.hold = EvpnHold(
+            kernel=self.kernel,
+            clock=self.clock,
+            probe=lambda _address: True,
+            remote=self.remote,
+            regrace=10.0,
+        )
+        self.entries = [route(), neigh(), fdb()]
+        self.hold.snapshot(self.entries)
+        self.report()
+
+    def remote(self, address: str) -> PeerSession | None:
+        self.asked.append(address)
+        return self.remote_view
+
+    def report(self) -> None:
+        self.clock.now += 0.1
+        sessions = {REFLECTOR: PeerSession(state="Established", uptime=7200.0)}
+        view = BgpView(
+            answered=True, taken=self.clock.now, sessions=sessions, nodes=frozenset({PEER})
+        )
+        self.hold.bgp(view)
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.clock.now += seconds
+        self.report()
+        self.hold.check()
+
+
+def test_reflector_mode_holds_a_node_that_is_no_neighbour_while_its_frr_restarts() -> None:
+    rig = ReflectorRig()
+    for entry in rig.entries:
+        rig.hold.deleted(entry)
+    assert len(rig.kernel.copies) == 3, "held although PEER is not our BGP neighbour"
+    rig.remote_view = PeerSession(state="Down", uptime=0.0)  # its bgpd is away
+    for _ in range(20):
+        rig.tick()
+    assert len(rig.kernel.copies) == 3
+    assert set(rig.asked) == {PEER}
+    # Its sessions (to the reflector) are up again: released after the regrace.
+    rig.remote_view = PeerSession(state="Established", uptime=1.0)
+    rig.tick()
+    rig.hold.added(route())
+    rig.tick()
+    assert route().key not in rig.kernel.copies
+    for _ in range(10):
+        rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"re-learned": 1, "peer back": 2}
+
+
+def test_reflector_mode_a_real_withdrawal_goes_after_the_confirmation() -> None:
+    rig = ReflectorRig()
+    rig.hold.deleted(route())
+    for _ in range(9):
+        rig.tick()
+    assert rig.kernel.copies != {}, "its sessions may still go down"
+    rig.tick(2.0)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"withdrawn by the peer": 1}
+
+
+def test_reflector_mode_a_node_whose_daemon_is_silent_is_released() -> None:
+    rig = ReflectorRig()
+    rig.hold.deleted(route())
+    rig.remote_view = None
+    rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer daemon not answering": 1}
+
+
+def test_reflector_mode_leaves_addresses_that_are_no_node_alone() -> None:
+    rig = ReflectorRig()
+    rig.hold.deleted(neigh("10.244.37.7"))
+    assert rig.kernel.copies == {}

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
 
+from pyroute2_cni.actors import frr_actor
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.evpn_hold import BgpView, PeerSession
-from pyroute2_cni.frr_control import parse_bgp_uptimes
+from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes, split_json_documents
 from pyroute2_cni.messages.base import Ok, Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -74,7 +77,9 @@ class Rig:
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    # A test may set the periodic poll interval with indirect parametrisation.
+    poll_interval = float(getattr(request, "param", 0.05))
     frr = FakeFrrControl()
     metrics = Metrics()
     netlink_seen: list[Any] = []
@@ -91,7 +96,7 @@ def rig() -> Iterator[Rig]:
     keeper.bind(refs[2])
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
-        frr=FrrSection(debounce=0.1, poll_interval=0.05),
+        frr=FrrSection(debounce=0.1, poll_interval=poll_interval),
     )
     actor = FRRActor.start(
         hooks("frr"),
@@ -183,6 +188,34 @@ def test_known_vnis_are_told_to_netlink_once(rig: Rig) -> None:
     assert rig.netlink_seen.count(VniKnown(vrf=42, vni=42)) == 1
 
 
+@pytest.mark.parametrize("rig", [300.0], indirect=True)
+def test_vni_reported_after_reload_is_told_without_waiting_for_the_periodic_poll(
+    rig: Rig,
+) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    rig.frr.l3vnis = {"vrf-42": 42}  # zebra learns the VNI a little after the reload
+    # The periodic poll is 300 s away: only the quick polls can tell it.
+    wait_for(lambda: VniKnown(vrf=42, vni=42) in rig.netlink_seen, 5, "VniKnown told")
+    settled = rig.frr.polls
+    # Every VNI is known: the quick polls stop (no poll in 4 quick intervals).
+    time.sleep(4 * frr_actor.QUICK_POLL_INTERVAL)  # an absence can only be shown by waiting
+    assert rig.frr.polls == settled
+
+
+@pytest.mark.parametrize("rig", [300.0], indirect=True)
+def test_quick_polls_are_bounded_when_zebra_never_reports_the_vni(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frr_actor, "QUICK_POLL_INTERVAL", 0.01)
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.polls >= frr_actor.QUICK_POLLS + 1, 5, "the quick polls")
+    settled = rig.frr.polls
+    time.sleep(0.2)  # an absence can only be shown by waiting
+    assert rig.frr.polls == settled == frr_actor.QUICK_POLLS + 1
+    assert not any(isinstance(m, VniKnown) for m in rig.netlink_seen)
+
+
 def test_bgp_sessions_exported(rig: Rig) -> None:
     rig.frr.sessions = {"192.0.2.2": "Established", "192.0.2.3": "Active"}
     rig.actor.tell(snapshot(DOMAIN))
@@ -221,9 +254,16 @@ def test_sessions_and_uptimes_reach_the_route_keeper(rig: Rig) -> None:
         "192.0.2.2": PeerSession(state="Established", uptime=42.0),
         "192.0.2.3": PeerSession(state="Active", uptime=0.0),
     }
+    assert view.nodes == {"192.0.2.2"}, "the other nodes' VTEPs, for route-reflector mode"
+
+    def established_seconds() -> float | None:
+        return rig.metrics.registry.get_sample_value("pyroute2_cni_bgp_established_seconds")
+
+    wait_for(lambda: established_seconds() == 42.0, 5, "what peers read of this node")
     rig.frr.answered = False
     rig.frr.sessions = {}
     wait_for(lambda: not _views(rig)[-1].answered, 5, "a view saying bgpd did not answer")
+    wait_for(lambda: established_seconds() == 0.0, 5, "0 while bgpd does not answer")
 
 
 def test_parse_bgp_uptimes_reads_established_sessions_only() -> None:
@@ -237,3 +277,31 @@ def test_parse_bgp_uptimes_reads_established_sessions_only() -> None:
     assert parse_bgp_uptimes(summary) == {"192.0.2.2": 61.5}
     assert parse_bgp_uptimes({"l2VpnEvpn": summary}) == {"192.0.2.2": 61.5}
     assert parse_bgp_uptimes(None) == {}
+
+
+def test_json_documents_printed_one_after_another_are_split() -> None:
+    text = '{"peers": {}}\n{"vrfs": [{"vrf": "vrf-42", "vni": 42}]}\n\n{}\n'
+    assert split_json_documents(text) == [
+        {"peers": {}},
+        {"vrfs": [{"vrf": "vrf-42", "vni": 42}]},
+        {},
+    ]
+    assert split_json_documents("") == []
+    # vtysh's error text instead of JSON: no partial answer
+    assert split_json_documents('{"peers": {}}\n% bgpd is not running\n') == []
+
+
+def test_the_real_control_without_frr_says_what_is_missing(tmp_path: Path) -> None:
+    control = FrrProcessControl(
+        FrrSection(
+            vtysh=str(tmp_path / "vtysh"),
+            reload_command=str(tmp_path / "frr-reload.py"),
+            config_file=str(tmp_path / "frr.conf"),
+        )
+    )
+    check = control.validate("frr defaults datacenter\n")
+    assert not check.ok and "frr-reload.py" in check.output
+    missing = control.available()
+    assert missing is not None
+    assert "vtysh is missing or not executable" in missing and "frr-pythontools" in missing
+    assert list(tmp_path.iterdir()) == [], "no candidate file left behind"

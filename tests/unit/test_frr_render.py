@@ -261,6 +261,7 @@ def test_mesh_skips_nodes_that_use_route_reflectors() -> None:
         nodes=THREE,
     )
     assert [n.address for n in config.neighbors] == ["192.168.124.2"]
+    assert config.vteps == ("192.168.124.2", "192.168.124.3")
 
 
 def test_route_reflectors_dedup_sort_and_skip_self() -> None:
@@ -280,6 +281,8 @@ def test_route_reflectors_dedup_sort_and_skip_self() -> None:
     assert config.mode is PeeringMode.ROUTE_REFLECTORS
     assert [n.address for n in config.neighbors] == ["10.0.0.9", "10.0.0.10"]
     assert {n.description for n in config.neighbors} == {"route-reflector"}
+    # The other nodes' VTEPs are known whatever the peering (the EVPN hold needs them).
+    assert config.vteps == ("192.168.124.1", "192.168.124.3")
 
 
 def test_rt_override_and_four_byte_asn() -> None:

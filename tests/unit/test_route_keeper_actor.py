@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor
+from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor, peer_session_from_metrics
 from pyroute2_cni.config import FrrSection, Settings
-from pyroute2_cni.evpn_hold import ROUTE, BgpView, EvpnEntry, PeerSession
+from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, PeerSession
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
 from pyroute2_cni.metrics import Metrics
@@ -21,6 +22,10 @@ pytestmark = pytest.mark.unit
 PEER = "192.0.2.1"
 ZEBRA_ROUTE = EvpnEntry(kind=ROUTE, vtep=PEER, table=42, dst="10.244.1.0/26", onlink=True)
 LEFTOVER = EvpnEntry(kind=ROUTE, vtep=PEER, table=42, dst="10.244.9.0/26", owned=False)
+RMAC = "02:00:00:00:00:09"
+LEFTOVER_NEIGH = EvpnEntry(kind=NEIGH, vtep=PEER, ifindex=7, dst=PEER, lladdr=RMAC, owned=False)
+LEFTOVER_FDB = EvpnEntry(kind=FDB, vtep=PEER, ifindex=8, lladdr=RMAC, owned=False)
+ZEBRA_NEIGH = EvpnEntry(kind=NEIGH, vtep="192.0.2.7", ifindex=7, dst="192.0.2.7", lladdr=RMAC)
 
 
 class FakeKernel:
@@ -61,7 +66,7 @@ class FakeMonitor:
 
 class Rig:
     def __init__(self, hold: float = 120.0) -> None:
-        self.kernel = FakeKernel([ZEBRA_ROUTE, LEFTOVER])
+        self.kernel = FakeKernel([ZEBRA_ROUTE, LEFTOVER, LEFTOVER_NEIGH, LEFTOVER_FDB, ZEBRA_NEIGH])
         self.monitors: list[FakeMonitor] = []
         self.metrics = Metrics()
         self.crashes: list[BaseException | None] = []
@@ -99,7 +104,8 @@ def rig() -> Iterator[Rig]:
 
 def test_start_removes_leftover_copies_and_keeps_zebras_routes(rig: Rig) -> None:
     assert isinstance(rig.ask(CheckHeld()), Ok)
-    assert set(rig.kernel.present) == {ZEBRA_ROUTE.key}
+    # Route, neighbour and FDB copies go; zebra's own entries stay.
+    assert set(rig.kernel.present) == {ZEBRA_ROUTE.key, ZEBRA_NEIGH.key}
     assert rig.monitors and rig.monitors[0].started
 
 
@@ -122,7 +128,7 @@ def test_hold_zero_opens_nothing() -> None:
     rig = Rig(hold=0)
     try:
         assert isinstance(rig.ask(CheckHeld()), Ok)
-        assert rig.monitors == [] and len(rig.kernel.present) == 2
+        assert rig.monitors == [] and len(rig.kernel.present) == 5, "nothing touched"
     finally:
         rig.ref.stop()
 
@@ -150,3 +156,15 @@ def test_an_overrun_reads_the_kernel_again(rig: Rig) -> None:
     rig.kernel.present.pop(extra.key)
     rig.ask(EvpnChanged(added=False, entry=extra))
     assert extra.key in rig.kernel.present, "known from the re-read, so held"
+
+
+def test_a_peers_bgp_view_is_read_from_its_metrics() -> None:
+    peer = Metrics()
+    peer.bgp_established_seconds.set(42.5)
+    text = generate_latest(peer.registry).decode()
+    assert peer_session_from_metrics(text) == PeerSession(state="Established", uptime=42.5)
+    peer.bgp_established_seconds.set(0)
+    text = generate_latest(peer.registry).decode()
+    assert peer_session_from_metrics(text) == PeerSession(state="Down", uptime=0.0)
+    assert peer_session_from_metrics("# an older daemon says nothing about it\n") is None
+    assert peer_session_from_metrics("not prometheus {{{") is None
