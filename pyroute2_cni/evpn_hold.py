@@ -178,7 +178,7 @@ class EvpnHold:
             return
         self._held[entry.key] = _Held(entry, self._clock())
         self.restored += 1
-        log.info("holding %s while BGP peer %s is away", entry.describe(), entry.vtep)
+        log.info("holding %s while the routes of %s are away", entry.describe(), entry.vtep)
 
     # -- the periodic decision ------------------------------------------------
     @property

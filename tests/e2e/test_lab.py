@@ -206,6 +206,18 @@ def test_route_reflector_mode(lab: Lab) -> None:
         assert not _matrix_failures(result.matrix), result.text()
         for node in lab.nodes:
             assert "192.168.124." in lab.nodes[node].frr.vtysh("show bgp l2vpn evpn route type 5")
+        # FRR restarting behind the reflector: the others' sessions (to the reflector) stay
+        # up, so they ask the restarting node's daemon and hold its entries meanwhile.
+        (restart,) = lab.scenario("frr-restart")
+        assert len(restart.extra["cross_lost"]) <= MAX_LOST_FRR_RESTART, restart.text()
+        assert len(restart.extra["local_lost"]) <= MAX_LOST_FRR_RESTART, restart.text()
+        assert restart.extra["held"] > 0, f"nothing held in RR mode: {restart.text()}"
+        wait_until(
+            lambda: all(lab.metric(n, "pyroute2_cni_evpn_held_entries") == 0 for n in lab.nodes),
+            HOLD_RELEASE_TIMEOUT,
+            "held EVPN copies released on every node (RR mode)",
+            0.5,
+        )
     finally:
         lab.revert_rr()
 

@@ -14,7 +14,11 @@ it through scripts/run-in-vrf-kernel, so inside User-Mode Linux when the host ha
    (tests.harness.shim_bench.measure_shim_overhead);
 5. prints a table: p50/p99 per verb and concurrency, ADD/s sustained (pods / wall time of
    the ADD phase), and the ratios to the reference.  Timings inside User-Mode Linux are
-   only comparable to timings of the same run: read the ratios.
+   only comparable to timings of the same run: read the ratios;
+6. splits our latency: the time inside the daemon per phase, from its own
+   ``pyroute2_cni_request_duration_seconds`` histogram (mean, and the share of calls
+   under 100 ms), next to one fork+exec of /bin/true in the same run -- what a process
+   start alone costs here.
 
 A JSON copy of the numbers goes to lab-state/bench/cni-bench.json.  Exit status 1 when any
 CNI call failed (the table still prints).
@@ -39,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.lab import REPO, Lab, LabOptions, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness.lab import METRICS_PORT, REPO, Lab, LabOptions, http_get, wait_until
 from tests.harness.shim_bench import measure_shim_overhead
 
 NODE = "lab-n1"
@@ -89,6 +95,8 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     wall: float = 0.0
+    # Inside the daemon (ours only): the histogram's growth over the phase.
+    daemon: DaemonTime | None = None
 
     @property
     def p50_ms(self) -> float:
@@ -113,7 +121,58 @@ class Phase:
             "p99_ms": round(self.p99_ms, 2),
             "per_second": round(self.rate, 2),
             "wall_s": round(self.wall, 2),
+            "daemon": self.daemon.to_json() if self.daemon else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonTime:
+    """Cumulative ``pyroute2_cni_request_duration_seconds`` samples for one verb."""
+
+    count: float
+    total: float
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
+
+    def __sub__(self, before: DaemonTime) -> DaemonTime:
+        earlier = dict(before.buckets)
+        return DaemonTime(
+            count=self.count - before.count,
+            total=self.total - before.total,
+            buckets=tuple((le, n - earlier.get(le, 0.0)) for le, n in self.buckets),
+        )
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total / self.count * 1000 if self.count else math.nan
+
+    def share_within(self, seconds: float) -> float:
+        within = dict(self.buckets).get(seconds)
+        return within / self.count if within is not None and self.count else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.count,
+            "mean_ms": round(self.mean_ms, 2),
+            "share_within_100ms": round(self.share_within(0.1), 4),
+        }
+
+
+def daemon_time(metrics_text: str, verb: str) -> DaemonTime:
+    count = total = 0.0
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "pyroute2_cni_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("verb") != verb:
+                continue
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+    return DaemonTime(count=count, total=total, buckets=tuple(sorted(buckets)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +315,8 @@ class CniBench:
         call: Callable[[BenchPod], tuple[float, str | None]],
     ) -> Phase:
         phase = Phase(plugin=plugin, verb=verb, concurrency=concurrency)
+        ours = plugin == "pyroute2-cni"
+        before = self.daemon_time(verb) if ours else None
         began = time.monotonic()
         with ThreadPoolExecutor(concurrency, initializer=_enter_netns, initargs=(NODE,)) as pool:
             for elapsed, error in pool.map(call, self.pods):
@@ -264,6 +325,8 @@ class CniBench:
                 else:
                     phase.failures.append(error)
         phase.wall = time.monotonic() - began
+        if before is not None:
+            phase.daemon = self.daemon_time(verb) - before
         _say(
             f"{plugin:<18} {verb:<3} c={concurrency}: p50 {phase.p50_ms:7.1f} ms, "
             f"p99 {phase.p99_ms:7.1f} ms, {phase.rate:6.1f}/s, {len(phase.failures)} failed"
@@ -271,6 +334,12 @@ class CniBench:
         for error in phase.failures[:3]:
             _say(f"  failure: {error}")
         return phase
+
+    def daemon_time(self, verb: str) -> DaemonTime:
+        status, body = http_get(NODE, METRICS_PORT, "/metrics", timeout=10)
+        if status != 200:
+            raise RuntimeError(f"/metrics of {NODE} answered {status}")
+        return daemon_time(body, verb)
 
     def round(self, concurrency: int) -> list[Phase]:
         """ADD then DEL of every pod, ours and then the reference, at one concurrency."""
@@ -352,6 +421,13 @@ def render(phases: Sequence[Phase], shim: dict[str, Any], pods: int, kernel: str
         f"p99 {shim['shim']['p99_ms']:.2f} ms; fork+exec of /bin/true p50 "
         f"{shim['bin_true']['p50_ms']:.2f} ms; overhead p50 {shim['overhead_p50_ms']:.2f} ms"
     )
+    for p in phases:
+        if p.daemon is not None and p.daemon.count:
+            lines.append(
+                f"inside the daemon, {p.verb} c={p.concurrency}: mean {p.daemon.mean_ms:.1f} ms, "
+                f"{p.daemon.share_within(0.1):.0%} within 100 ms (its histogram); "
+                f"through the shim p50 {p.p50_ms:.1f} ms"
+            )
     failures = sum(len(p.failures) for p in phases)
     lines.append(f"failed CNI calls: {failures}")
     return "\n".join(lines)

@@ -28,3 +28,21 @@ def test_only_reloads_after_the_round_began_count(tmp_path: Path) -> None:
     log.write_text(BEFORE + ROUND)
     assert frr_seconds(log, len(BEFORE.encode())) == pytest.approx(8.1 + 20.3 + 1.0 + 2.0)
     assert frr_seconds(log, log.stat().st_size) == 0.0
+
+
+def test_the_cni_bench_reads_the_daemons_own_latency_per_phase() -> None:
+    from prometheus_client import generate_latest
+
+    from pyroute2_cni.metrics import Metrics
+    from tests.harness.cni_bench import daemon_time
+
+    metrics = Metrics()
+    metrics.request_duration.labels("ADD").observe(0.030)
+    metrics.request_duration.labels("DEL").observe(5.0)
+    before = daemon_time(generate_latest(metrics.registry).decode(), "ADD")
+    for seconds in (0.040, 0.060, 0.300):
+        metrics.request_duration.labels("ADD").observe(seconds)
+    phase = daemon_time(generate_latest(metrics.registry).decode(), "ADD") - before
+    assert phase.count == 3
+    assert phase.mean_ms == pytest.approx(400 / 3)
+    assert phase.share_within(0.1) == pytest.approx(2 / 3)
