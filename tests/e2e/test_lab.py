@@ -126,19 +126,23 @@ def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
     first), and so do pods across nodes: FRR's graceful restart does not cover EVPN, so
     the peers withdraw lab-n1's routes, and their RouteKeeperActor puts them back until
     lab-n1's sessions are up again.  Afterwards no held copy is left anywhere."""
+    _frr_restart_keeps_forwarding(lab, "full mesh")
+
+
+def _frr_restart_keeps_forwarding(lab: Lab, mode: str) -> None:
     (result,) = lab.scenario("frr-restart")
     local_lost, cross_lost = result.extra["local_lost"], result.extra["cross_lost"]
-    assert len(local_lost) <= MAX_LOST_FRR_RESTART, result.text()
-    assert len(cross_lost) <= MAX_LOST_FRR_RESTART, result.text()
-    assert result.extra["held"] > 0, f"lab-n2 held nothing meanwhile: {result.text()}"
+    assert len(local_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
+    assert len(cross_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
+    assert result.extra["held"] > 0, f"{mode}: lab-n2 held nothing meanwhile: {result.text()}"
     wait_until(
         lambda: all(lab.metric(n, "pyroute2_cni_evpn_held_entries") == 0 for n in lab.nodes),
         HOLD_RELEASE_TIMEOUT,
-        "held EVPN copies released on every node",
+        f"held EVPN copies released on every node ({mode})",
         0.5,
     )
     leftovers = {n: lab.held_copies(n, SYSTEM_TABLE) for n in lab.nodes}
-    assert not any(leftovers.values()), f"held route copies left behind: {leftovers}"
+    assert not any(leftovers.values()), f"{mode}: held route copies left behind: {leftovers}"
     # zebra's own entries carry on once the copies are gone.
     matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
     assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)
@@ -208,16 +212,7 @@ def test_route_reflector_mode(lab: Lab) -> None:
             assert "192.168.124." in lab.nodes[node].frr.vtysh("show bgp l2vpn evpn route type 5")
         # FRR restarting behind the reflector: the others' sessions (to the reflector) stay
         # up, so they ask the restarting node's daemon and hold its entries meanwhile.
-        (restart,) = lab.scenario("frr-restart")
-        assert len(restart.extra["cross_lost"]) <= MAX_LOST_FRR_RESTART, restart.text()
-        assert len(restart.extra["local_lost"]) <= MAX_LOST_FRR_RESTART, restart.text()
-        assert restart.extra["held"] > 0, f"nothing held in RR mode: {restart.text()}"
-        wait_until(
-            lambda: all(lab.metric(n, "pyroute2_cni_evpn_held_entries") == 0 for n in lab.nodes),
-            HOLD_RELEASE_TIMEOUT,
-            "held EVPN copies released on every node (RR mode)",
-            0.5,
-        )
+        _frr_restart_keeps_forwarding(lab, "behind a route reflector")
     finally:
         lab.revert_rr()
 
