@@ -129,8 +129,8 @@ def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
     _frr_restart_keeps_forwarding(lab, "full mesh")
 
 
-def _frr_restart_keeps_forwarding(lab: Lab, mode: str) -> None:
-    (result,) = lab.scenario("frr-restart")
+def _frr_restart_keeps_forwarding(lab: Lab, mode: str, scenario: str = "frr-restart") -> None:
+    (result,) = lab.scenario(scenario)
     local_lost, cross_lost = result.extra["local_lost"], result.extra["cross_lost"]
     assert len(local_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
     assert len(cross_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
@@ -213,6 +213,9 @@ def test_route_reflector_mode(lab: Lab) -> None:
         # FRR restarting behind the reflector: the others' sessions (to the reflector) stay
         # up, so they ask the restarting node's daemon and hold its entries meanwhile.
         _frr_restart_keeps_forwarding(lab, "behind a route reflector")
+        # The reflector itself restarting: every node loses its only session; each holds
+        # the others' entries (their daemons say their sessions are down) until re-learned.
+        _frr_restart_keeps_forwarding(lab, "reflector restart", scenario="rr-restart")
     finally:
         lab.revert_rr()
 

@@ -1711,6 +1711,31 @@ class Lab:
     def scenario_frr_restart(self) -> ScenarioResult:
         """FRR on the first node restarts (zebra first) while pods ping within and across."""
         node = next(iter(self.nodes))
+        return self._restart_under_ping(
+            "frr-restart",
+            f"FRR on {node} stopped (zebra first) and started",
+            lambda: self.restart_frr(node),
+        )
+
+    def scenario_rr_restart(self) -> ScenarioResult:
+        """The route reflector's FRR restarts while pods ping within and across nodes."""
+        rr = self.rr
+        if rr is None or not rr.running():
+            raise LabError("scenario rr-restart needs the route reflector: run scenario rr first")
+
+        def restart() -> None:
+            rr.stop()
+            rr.start()
+
+        return self._restart_under_ping(
+            "rr-restart", f"route reflector {RR_NAME} stopped and started", restart
+        )
+
+    def _restart_under_ping(
+        self, name: str, what: str, restart: Callable[[], None]
+    ) -> ScenarioResult:
+        """Pings on the first node and from another node to it while ``restart`` runs."""
+        node = next(iter(self.nodes))
         pods = self.system_pods()
         here = [p for p in pods if p.node == node][:2]
         there = next(p for p in pods if p.node != node)
@@ -1722,7 +1747,7 @@ class Lab:
             local.wait_replies(5, timeout=30)
             cross.wait_replies(5, timeout=30)
             began = time.monotonic()
-            self.restart_frr(node)
+            restart()
             self.wait_sessions()
             self.wait_converged()
             back = time.monotonic() - began
@@ -1731,14 +1756,13 @@ class Lab:
             local_lost, cross_lost = local.lost(), cross.lost()
         held = self.metric(there.node, "pyroute2_cni_evpn_released_total") - held_before
         lines = [
-            f"FRR on {node} stopped (zebra first) and started; sessions and routes back in "
-            f"{back:.1f} s",
+            f"{what}; sessions and routes back in {back:.1f} s",
             f"echoes lost (one every 0.2 s): {here[0].name} -> {here[1].name}: "
             f"{len(local_lost)}, {there.name} -> {here[0].name}: {len(cross_lost)}",
-            f"entries {there.node} held for {node} meanwhile: {held:.0f}",
+            f"entries {there.node} held meanwhile: {held:.0f}",
         ]
         return ScenarioResult(
-            name="frr-restart",
+            name=name,
             ok=len(local_lost) <= 1 and len(cross_lost) <= 1,
             lines=tuple(lines),
             pods=tuple(pods),
@@ -1838,6 +1862,7 @@ class Lab:
             "l2vni": self.scenario_l2vni,
             "rr": self.scenario_rr,
             "frr-restart": self.scenario_frr_restart,
+            "rr-restart": self.scenario_rr_restart,
         }
         if name == "all":
             return [r for each in runners for r in self.scenario(each)]
@@ -2277,7 +2302,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print(
         "lab: scripts/lab kubectl ... | exec NETNS CMD ... "
-        "| scenario tenant|l2vni|rr|frr-restart | down"
+        "| scenario tenant|l2vni|rr|frr-restart|rr-restart | down"
     )
     launcher.returncode = 0  # detached on purpose: it keeps the guest running
     return 0 if green else 1
@@ -2446,7 +2471,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         default=[],
-        choices=["tenant", "l2vni", "rr", "frr-restart", "all"],
+        choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"],
         help="also run these scenarios",
     )
     up.add_argument(
@@ -2470,10 +2495,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     sc = sub.add_parser(
-        "scenario", help="run scenarios in the running lab: tenant l2vni rr frr-restart all"
+        "scenario",
+        help="run scenarios in the running lab: tenant l2vni rr frr-restart rr-restart all",
     )
     sc.add_argument("--timeout", type=float, default=600.0)
-    sc.add_argument("names", nargs="+", choices=["tenant", "l2vni", "rr", "frr-restart", "all"])
+    sc.add_argument(
+        "names", nargs="+", choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"]
+    )
     sc.set_defaults(func=cmd_scenario)
 
     sm = sub.add_parser("summary", help="print the summary again (fresh ping matrix)")
