@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import os
@@ -2158,9 +2159,25 @@ def _launcher_pid(state_dir: Path) -> int | None:
     return pid
 
 
+# The guest mounts tmpfs on these (scripts/uml-run's GUEST_TMPFS); the host files below
+# them are hidden from it, so uml-run refuses a work dir there.
+GUEST_TMPFS = ("/run", "/tmp", "/etc/frr", "/var/log", "/var/tmp", "/dev/shm")
+
+
+def _uml_workdir(state_dir: Path) -> Path:
+    """uml-run's work dir for the lab: ``<state>/uml``; when the checkout is below a guest
+    tmpfs (a clone in /tmp), one keyed by the state dir in the user's cache instead."""
+    text = str(state_dir)
+    if not any(text == t or text.startswith(t + "/") for t in GUEST_TMPFS):
+        return state_dir / "uml"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return base / "pyroute2-cni" / "uml" / f"lab-{key}"
+
+
 def _uml_pids(state_dir: Path) -> list[int]:
     """linux.uml processes whose uml_dir is our work dir (other users' guests are not ours)."""
-    marker = f"uml_dir={state_dir / 'uml'}".encode()
+    marker = f"uml_dir={_uml_workdir(state_dir)}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -2188,7 +2205,7 @@ def _clean_state(state_dir: Path) -> None:
         return
     for name in UP_STATE_FILES:
         _remove(state_dir / name)
-    uml = state_dir / "uml"
+    uml = _uml_workdir(state_dir)
     if uml.is_dir():
         for sub in uml.iterdir():
             if sub.name != "console.log":
@@ -2242,7 +2259,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "--timeout",
             str(int(lifetime + 900)),
             "--workdir",
-            str(state_dir / "uml"),
+            str(_uml_workdir(state_dir)),
             "--",
             *serve_argv,
         ]
