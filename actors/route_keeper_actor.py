@@ -40,18 +40,25 @@ class Monitor(Protocol):
     def close(self) -> None: ...
 
 
+def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] | None:
+    """(status, body) of ``GET http://address:port/path``; None when it cannot be had."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
 def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bool]:
     """True when the pyroute2-cni daemon at ``address`` answers /livez with 200."""
 
     def probe(address: str) -> bool:
-        conn = http.client.HTTPConnection(address, port, timeout=timeout)
-        try:
-            conn.request("GET", "/livez")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        answer = _get(address, port, "/livez", timeout)
+        return answer is not None and answer[0] == 200
 
     return probe
 
@@ -64,18 +71,10 @@ def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], Peer
     it does not answer or does not say."""
 
     def probe(address: str) -> PeerSession | None:
-        conn = http.client.HTTPConnection(address, port, timeout=timeout)
-        try:
-            conn.request("GET", "/metrics")
-            response = conn.getresponse()
-            if response.status != 200:
-                return None
-            text = response.read().decode("utf-8", "replace")
-        except OSError:
+        answer = _get(address, port, "/metrics", timeout)
+        if answer is None or answer[0] != 200:
             return None
-        finally:
-            conn.close()
-        return peer_session_from_metrics(text)
+        return peer_session_from_metrics(answer[1])
 
     return probe
 

@@ -94,11 +94,34 @@ def route_entry(msg: Any) -> EvpnEntry | None:
 def neigh_entry(msg: Any, deleted: bool = False) -> EvpnEntry | None:
     """Externally learned (zebra's) neighbours and FDB entries; for a deletion any entry,
     as the notice may lack the flag (EvpnHold matches it against what it saw added)."""
+    owned = bool(int(msg["flags"]) & NTF_EXT_LEARNED)
+    if not (owned or deleted):
+        return None  # ARP and our own copies: nothing to follow (and pods' ARP is busy)
+    return _neigh_or_fdb(msg, owned)
+
+
+def copy_entry(msg: Any, vxlans: frozenset[int]) -> EvpnEntry | None:
+    """A neighbour or FDB copy of ours (not owned): neighbours carry HOLD_NEIGH_PROTO;
+    FDB copies are the unicast entries towards a remote VTEP on our VXLAN devices
+    (``vxlans``: their ifindexes) that zebra did not learn."""
+    if int(msg["flags"]) & NTF_EXT_LEARNED:
+        return None
+    family = int(msg["family"])
+    if family == socket.AF_INET and msg.get_attr("NDA_PROTOCOL") != HOLD_NEIGH_PROTO:
+        return None
+    if family == AF_BRIDGE and (
+        int(msg["ifindex"]) not in vxlans or msg.get_attr("NDA_LLADDR") == ZERO_MAC
+    ):
+        return None
+    return _neigh_or_fdb(msg, owned=False)
+
+
+def _neigh_or_fdb(msg: Any, owned: bool) -> EvpnEntry | None:
+    """An IPv4 neighbour, or a VXLAN FDB entry towards an IPv4 VTEP, as an EvpnEntry."""
     family, flags = int(msg["family"]), int(msg["flags"])
     dst, lladdr = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR") or ""
-    owned = bool(flags & NTF_EXT_LEARNED)
-    if not dst or not (owned or deleted):
-        return None  # ARP and our own copies: nothing to follow (and pods' ARP is busy)
+    if not dst:
+        return None
     if family == socket.AF_INET:
         return EvpnEntry(
             kind=NEIGH,
@@ -116,41 +139,6 @@ def neigh_entry(msg: Any, deleted: bool = False) -> EvpnEntry | None:
             lladdr=str(lladdr),
             vni=int(msg.get_attr("NDA_VNI") or 0),
             owned=owned,
-        )
-    return None
-
-
-def copy_entry(msg: Any, vxlans: frozenset[int]) -> EvpnEntry | None:
-    """A neighbour or FDB copy of ours (not owned): neighbours carry HOLD_NEIGH_PROTO;
-    FDB copies are the unicast entries towards a remote VTEP on our VXLAN devices
-    (``vxlans``: their ifindexes) that zebra did not learn."""
-    family, flags = int(msg["family"]), int(msg["flags"])
-    dst, lladdr = msg.get_attr("NDA_DST"), str(msg.get_attr("NDA_LLADDR") or "")
-    if not dst or flags & NTF_EXT_LEARNED:
-        return None
-    if family == socket.AF_INET and msg.get_attr("NDA_PROTOCOL") == HOLD_NEIGH_PROTO:
-        return EvpnEntry(
-            kind=NEIGH,
-            vtep=str(dst),
-            ifindex=int(msg["ifindex"]),
-            dst=str(dst),
-            lladdr=lladdr,
-            owned=False,
-        )
-    if (
-        family == AF_BRIDGE
-        and flags & NTF_SELF
-        and int(msg["ifindex"]) in vxlans
-        and lladdr not in ("", ZERO_MAC)
-        and ":" not in str(dst)
-    ):
-        return EvpnEntry(
-            kind=FDB,
-            vtep=str(dst),
-            ifindex=int(msg["ifindex"]),
-            lladdr=lladdr,
-            vni=int(msg.get_attr("NDA_VNI") or 0),
-            owned=False,
         )
     return None
 
