@@ -62,12 +62,15 @@ class FRRActor(BaseActor):
         metrics: Metrics,
         keeper: Address | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hostname: str = "",
     ) -> None:
         super().__init__(hooks)
         self._settings = settings
+        self._hostname = hostname
         self._frr = settings.frr
         self._node = settings.daemon.node_name
         self._control_factory = control_factory
+        self._control: FrrControl | None = None  # made in on_start when FRR is managed
         self._netlink = netlink
         self._watcher = watcher
         self._keeper = keeper
@@ -98,6 +101,13 @@ class FRRActor(BaseActor):
     def release(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._control is not None:
+            self._control.close()
+
+    def _made_control(self) -> FrrControl:
+        if self._control is None:  # messages are handled only when FRR is managed
+            raise RuntimeError("FRR control used with FRR management disabled")
+        return self._control
 
     def _later(self, delay: float, message: Any) -> None:
         if self.stopping.is_set():
@@ -175,6 +185,7 @@ class FRRActor(BaseActor):
                 domains=list(self._domains.values()),
                 node_configs=list(self._node_configs.values()),
                 nodes=list(self._nodes.values()),
+                hostname=self._hostname,
             )
         except FrrModelError as exc:
             self._fail("InvalidInput", str(exc), result="invalid")
@@ -188,18 +199,22 @@ class FRRActor(BaseActor):
             self._metrics.frr_reloads.labels("unchanged").inc()
             return
         began = self._clock()
-        check = self._control.validate(text)
+        check = self._made_control().validate(text)
         if not check.ok:
             # Only now ask whether FRR runs at all (one more vtysh, seconds under
             # load): a missing FRR is told as such, not as an invalid config.
-            missing = self._control.available()
+            missing = self._made_control().available()
             if missing is not None:
                 self._fail("FrrUnavailable", missing, result=None)
             else:
                 self._fail("ValidationFailed", _tail(check.output), result="invalid")
             return
         validated = self._clock()
-        result = self._control.apply(text, render_vrf_bindings(model))
+        bindings = render_vrf_bindings(model)
+        if self._model is not None and bindings == render_vrf_bindings(self._model):
+            # FRR has them: from the last reload, or from frr.conf after a restart.
+            bindings = ""
+        result = self._made_control().apply(text, bindings)
         if not result.ok:
             self._fail("ReloadFailed", _tail(result.output), result="failed")
             return
@@ -211,7 +226,7 @@ class FRRActor(BaseActor):
         self._metrics.frr_reloads.labels("ok").inc()
         self.log.info(
             "FRR reloaded: %d peers (%s), %d VRFs, %d l2vnis "
-            "(validated in %.1f s, reloaded in %.1f s)",
+            "(validated in %.2f s, reloaded in %.2f s)",
             len(model.neighbors),
             model.mode.value,
             len(model.vrfs),
@@ -247,7 +262,7 @@ class FRRActor(BaseActor):
     def _poll(self) -> None:
         if self._model is None:
             return
-        state = self._control.state()
+        state = self._made_control().state()
         counts = dict.fromkeys(BGP_STATES, 0)
         for session in state.sessions.values():
             counts[session if session in counts else "Idle"] += 1

@@ -172,6 +172,9 @@ class FrrSection:
     pathspace: str = _opt("", "an FRR pathspace name or empty", _text)
     reload_command: str = _opt("/usr/lib/frr/frr-reload.py", "a file path", _text)
     vtysh: str = _opt("/usr/bin/vtysh", "a file path", _text)
+    # Where the FRR daemons' vty sockets are (the pathspace adds a level), as vtysh
+    # finds them; state is read through them.
+    vty_dir: str = _opt("/var/run/frr", "a directory path", _text)
     debounce: float = _opt(1.0, "seconds from 0 to 60", _float_range(0, 60))
     poll_interval: float = _opt(2.0, "seconds from 0.1 to 300", _float_range(0.1, 300))
     # How long a peer's EVPN routes are kept in the kernel while its FRR restarts

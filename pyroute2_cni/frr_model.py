@@ -69,10 +69,10 @@ Applying it (FRRActor; measured with Debian's FRR 8.4, see the kernel tests)
        (say a node joins in the same debounce window).  With the bindings
        loaded first, no ``vrf`` block is new to frr-reload.py.
     2. ``frr-reload.py --test`` (validation), then ``--reload``.
-    3. ``frr-reload.py --test`` afterwards lists exactly one difference,
-       ``no hostname <host>``: FRR always shows the host's name and the
-       rendered file has none on purpose.  Ignore ``hostname`` lines when
-       checking that FRR runs what was rendered.
+    3. ``frr-reload.py --test`` afterwards lists no difference, when the
+       model carries the host's name (``hostname``, from uname): FRR always
+       shows one.  Without it (golden files) the one difference is
+       ``no hostname <host>``.
 """
 
 from __future__ import annotations
@@ -199,6 +199,8 @@ class FrrConfig:
     # The other nodes' underlay (VTEP) addresses, whatever the peering mode; not
     # rendered: the RouteKeeperActor needs them when the peers are route reflectors.
     vteps: tuple[str, ...] = ()
+    # The host's name as FRR shows it (uname); "" renders no `hostname` line.
+    hostname: str = ""
 
     @property
     def peer_addresses(self) -> frozenset[str]:
@@ -220,6 +222,13 @@ def _ip_key(address: str) -> tuple[int, int, str]:
     if parsed is None:  # not reached: only parsed addresses become peers
         return (99, 0, address)
     return (parsed.version, int(parsed), address)
+
+
+def _check_hostname(hostname: str) -> str:
+    # A line break or blank would smuggle config lines into frr.conf.
+    if hostname and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", hostname):
+        raise FrrModelError(f"host name {hostname!r} is not a DNS name FRR accepts")
+    return hostname
 
 
 def _check_asn(asn: int) -> None:
@@ -413,6 +422,7 @@ def build_frr_config(
     node_configs: Sequence[VrfNodeConfigSpec],
     nodes: Sequence[NodeInfo],
     rt_overrides: Mapping[int, str] | None = None,
+    hostname: str = "",
 ) -> FrrConfig:
     """Build this node's routing model from cluster state (see module docstring)."""
     _check_asn(asn)
@@ -527,6 +537,7 @@ def build_frr_config(
         l2vnis=tuple(sorted(l2vnis, key=lambda v: v.vni)),
         rejected=tuple(sorted(set(rejected))),
         vteps=_other_vteps(node, str(own_address), node_configs, nodes),
+        hostname=_check_hostname(hostname),
     )
 
 

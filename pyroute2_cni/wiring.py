@@ -13,6 +13,7 @@ restarted subscriber asks the watcher for a fresh snapshot.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,6 +101,9 @@ def build_actor_specs(
             watcher=watcher,
             metrics=metrics,
             keeper=keeper,
+            # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
+            # shows this name; rendering it leaves frr-reload.py nothing to change.
+            hostname=os.uname().nodename,
         )
 
     def start_keeper(hooks: ActorHooks) -> pykka.ActorRef[Any]:

@@ -13,6 +13,8 @@ class FakeFrrControl:
         self.running: str | None = None  # what "FRR" runs now
         self.validations = 0
         self.reloads = 0
+        self.bindings_loaded: list[str] = []  # vrf_bindings of each apply
+        self.closed = False
         self.polls = 0
         self.reject_containing: str | None = None
         self.missing: str | None = None
@@ -38,7 +40,12 @@ class FakeFrrControl:
         with self.lock:
             self.reloads += 1
             self.running = text
+            self.bindings_loaded.append(vrf_bindings)
             return CommandResult(ok=True, output="")
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
 
     def state(self) -> FrrState:
         with self.lock:

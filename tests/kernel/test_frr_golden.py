@@ -17,11 +17,14 @@ import pwd
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pyroute2_cni.frr_model import render, render_vrf_bindings
 from tests.harness.lab import FRR_BIN, FRR_DAEMONS, IP, VTYSH, FrrInstance, frr_in_new_netns
+from tests.unit.test_frr_render import SCENARIOS
 
 pytestmark = pytest.mark.kernel
 
@@ -58,11 +61,11 @@ def frr() -> Iterator[FrrInstance]:
         yield instance
 
 
-def _differences(output: str) -> list[str]:
+def _differences(output: str, *, keep_hostname: bool = False) -> list[str]:
     """The lines frr-reload.py --test would change, minus the host's hostname.
 
-    FRR always shows `hostname <uname>`; the rendered file has no hostname
-    line on purpose, so `no hostname ...` is the one expected difference.
+    FRR always shows `hostname <uname>`; golden files have no hostname line
+    (they do not depend on the host), so `no hostname ...` is expected there.
     """
     lines = []
     section = False
@@ -72,7 +75,7 @@ def _differences(output: str) -> list[str]:
             continue
         if not section or not line.strip() or set(line) == {"="}:
             continue
-        if line.startswith(("no hostname ", "hostname ")):
+        if line.startswith(("no hostname ", "hostname ")) and not keep_hostname:
             continue
         lines.append(line)
     return lines
@@ -122,3 +125,22 @@ def test_reload_adds_a_domain_and_peers_then_nothing_left_to_change(
     again = frr.reload("--test", golden)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _differences(again.stdout) == []
+
+
+def test_rendered_with_the_host_name_nothing_is_left_to_change(
+    frr: FrrInstance, tmp_path: Path
+) -> None:
+    """The daemon renders `hostname <uname>` (FRR shows it whatever the file says):
+    after one reload, frr-reload.py finds no difference at all, so later reloads
+    spend no vtysh call on the host name."""
+    model = replace(SCENARIOS["l2vni-l3vni"].build(), hostname=os.uname().nodename)
+    rendered = tmp_path / "frr.conf"
+    rendered.write_text(render(model))
+    bindings = tmp_path / "bindings.conf"
+    bindings.write_text(render_vrf_bindings(model))
+    _run(VTYSH, "-N", frr.name, "-f", str(bindings))
+    applied = frr.reload("--reload", rendered)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    again = frr.reload("--test", rendered)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _differences(again.stdout, keep_hostname=True) == []

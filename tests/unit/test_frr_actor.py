@@ -15,7 +15,7 @@ from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.evpn_hold import BgpView, PeerSession
-from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes, split_json_documents
+from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes
 from pyroute2_cni.messages.base import Ok, Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -106,6 +106,7 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
         watcher=watcher,
         metrics=metrics,
         keeper=keeper,
+        hostname="host-of-n1",
     )
     yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen)
     actor.stop()
@@ -131,6 +132,7 @@ def test_not_ready_until_first_apply_then_ready(rig: Rig) -> None:
     wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
     assert rig.frr.running is not None and "vni 42" in rig.frr.running
     assert "neighbor 192.0.2.2 peer-group fabric" in rig.frr.running
+    assert "\nhostname host-of-n1\n" in rig.frr.running  # what FRR shows: no diff
     wait_for(lambda: ask_ping(rig, 2).ready, 5, "ready")
     assert any(isinstance(m, FrrApplyReported) and m.ok for m in rig.watcher_seen)
 
@@ -146,6 +148,23 @@ def test_burst_is_debounced_and_identical_config_reloads_nothing(rig: Rig) -> No
     rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.MODIFIED, obj=DOMAIN))
     wait_for(lambda: rig.reloads("unchanged") == 1, 5, "unchanged counted")
     assert rig.frr.reloads == 1
+
+
+def test_vrf_bindings_are_loaded_only_when_they_change(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    node = NodeInfo(name="n3", internal_ip="192.0.2.3")
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=node))
+    wait_for(lambda: rig.frr.reloads == 2, 5, "reload for the new peer")
+    other = replace(
+        DOMAIN, name="vrf-7", vrf=7, table=7, attachments=(replace(DOMAIN.attachments[0], vni=7),)
+    )
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=other))
+    wait_for(lambda: rig.frr.reloads == 3, 5, "reload for the new domain")
+    first, peer_only, new_domain = rig.frr.bindings_loaded
+    assert "vrf vrf-42\n vni 42\n" in first
+    assert peer_only == ""  # FRR has them: one vtysh call saved
+    assert "vrf vrf-7\n vni 7\n" in new_domain and "vrf vrf-42\n" in new_domain
 
 
 def test_invalid_config_keeps_last_good_and_recovers(rig: Rig) -> None:
@@ -277,18 +296,6 @@ def test_parse_bgp_uptimes_reads_established_sessions_only() -> None:
     assert parse_bgp_uptimes(summary) == {"192.0.2.2": 61.5}
     assert parse_bgp_uptimes({"l2VpnEvpn": summary}) == {"192.0.2.2": 61.5}
     assert parse_bgp_uptimes(None) == {}
-
-
-def test_json_documents_printed_one_after_another_are_split() -> None:
-    text = '{"peers": {}}\n{"vrfs": [{"vrf": "vrf-42", "vni": 42}]}\n\n{}\n'
-    assert split_json_documents(text) == [
-        {"peers": {}},
-        {"vrfs": [{"vrf": "vrf-42", "vni": 42}]},
-        {},
-    ]
-    assert split_json_documents("") == []
-    # vtysh's error text instead of JSON: no partial answer
-    assert split_json_documents('{"peers": {}}\n% bgpd is not running\n') == []
 
 
 def test_the_real_control_without_frr_says_what_is_missing(tmp_path: Path) -> None:

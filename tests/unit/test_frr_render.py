@@ -156,6 +156,28 @@ def test_golden_has_no_host_specific_lines() -> None:
         assert text.endswith("end\n")
 
 
+def test_hostname_is_rendered_when_known_and_checked() -> None:
+    model = SCENARIOS["mesh-3-nodes"].build()
+    assert "\nhostname " not in render(model)
+    named = replace(model, hostname="worker-7.example")
+    lines = render(named).splitlines()
+    assert lines[1:3] == ["frr defaults traditional", "hostname worker-7.example"]
+    built = build_frr_config(
+        node="k8s01", asn=65000, domains=(VRF_42,), node_configs=(), nodes=THREE, hostname="h1"
+    )
+    assert built.hostname == "h1"
+    for bad in ("two words", "x\nrouter bgp 1", "-leading", "a" * 254):
+        with pytest.raises(FrrModelError, match="host name"):
+            build_frr_config(
+                node="k8s01",
+                asn=65000,
+                domains=(VRF_42,),
+                node_configs=(),
+                nodes=THREE,
+                hostname=bad,
+            )
+
+
 def test_domain_removed_leaves_nothing_behind() -> None:
     with_200 = Scenario(node="k8s01", domains=(VRF_42, VRF_200, VRF_300), nodes=THREE)
     without = SCENARIOS["domain-removed"]

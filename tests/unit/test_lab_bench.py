@@ -46,3 +46,25 @@ def test_the_cni_bench_reads_the_daemons_own_latency_per_phase() -> None:
     assert phase.count == 3
     assert phase.mean_ms == pytest.approx(400 / 3)
     assert phase.share_within(0.1) == pytest.approx(2 / 3)
+
+
+def test_the_frr_apply_bench_reads_the_actor_s_reload_line_and_reports_ratios() -> None:
+    import logging
+
+    from tests.harness.frr_apply_bench import ReloadLog, report
+
+    log = ReloadLog()
+    line = (
+        "FRR reloaded: 2 peers (mesh), 3 VRFs, 0 l2vnis (validated in 0.12 s, reloaded in 0.40 s)"
+    )
+    log.emit(logging.LogRecord("pyroute2_cni.actor.frr", logging.INFO, "", 0, line, (), None))
+    log.emit(logging.LogRecord("x", logging.INFO, "", 0, "ready", (), None))
+    assert log.splits == [(0.12, 0.40)]
+    series = {"total": [1.5, 1.7], "validate": [0.1, 0.2], "reload": [0.4, 0.5]}
+    lines: list[str] = []
+    report(
+        {"rounds": 2, "reference_test": [0.25, 0.25], "domain": series, "peer": series},
+        lines.append,
+    )
+    domain = next(x for x in lines if x.startswith("domain: change -> applied"))
+    assert domain.split()[-3:] == ["1.50", "1.70", "6.0x"]
