@@ -372,23 +372,26 @@ class CNIServerActor(BaseActor):
     def _add(self, request: Request) -> dict[str, Any]:
         domain = self._domain_for(request)
         pod = PodRef(namespace=request.pod_namespace, name=request.pod_name, uid=request.pod_uid)
-        allocated: AddressAllocated = self._ask(
-            self._ipam, AllocateAddress(key=request.key, pod=pod, domain=domain)
-        )
-        try:
-            plumbed: PodPlumbed = self._ask(
-                self._netlink,
-                PlumbPod(
-                    container_id=request.container_id,
-                    ifname=request.ifname,
-                    netns=request.netns,
-                    vrf=allocated.vrf,
-                    attachment=allocated.attachment,
-                    address=allocated.address,
-                    prefixlen=allocated.prefixlen,
-                    gateway=allocated.gateway,
-                ),
+        phases = self._metrics.add_phase_duration
+        with phases.labels("ipam").time():
+            allocated: AddressAllocated = self._ask(
+                self._ipam, AllocateAddress(key=request.key, pod=pod, domain=domain)
             )
+        try:
+            with phases.labels("netlink").time():
+                plumbed: PodPlumbed = self._ask(
+                    self._netlink,
+                    PlumbPod(
+                        container_id=request.container_id,
+                        ifname=request.ifname,
+                        netns=request.netns,
+                        vrf=allocated.vrf,
+                        attachment=allocated.attachment,
+                        address=allocated.address,
+                        prefixlen=allocated.prefixlen,
+                        gateway=allocated.gateway,
+                    ),
+                )
         except CniError:
             self._rollback(request)
             raise

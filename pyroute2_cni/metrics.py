@@ -58,6 +58,14 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        # Where an ADD's time goes: the address (API server writes) or the interfaces (kernel).
+        self.add_phase_duration = Histogram(
+            "pyroute2_cni_add_phase_seconds",
+            "Time of each ADD phase inside the daemon: ipam (address) or netlink (interfaces)",
+            ["phase"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
         self.ipam_blocks = Gauge(
             "pyroute2_cni_ipam_blocks", "IP blocks held by this node", ["vrf"], registry=r
         )

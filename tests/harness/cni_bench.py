@@ -18,7 +18,10 @@ it through scripts/run-in-vrf-kernel, so inside User-Mode Linux when the host ha
 6. splits our latency: the time inside the daemon per phase, from its own
    ``pyroute2_cni_request_duration_seconds`` histogram (mean, and the share of calls
    under 100 ms), next to one fork+exec of /bin/true in the same run -- what a process
-   start alone costs here.
+   start alone costs here;
+7. runs our ADD/DEL once more without any plugin process: the bench sends the shim's
+   frames itself over zmq (one REQ socket per worker) -- what the daemon serves when
+   process starts cost nothing, e.g. on a node rather than in User-Mode Linux.
 
 A JSON copy of the numbers goes to lab-state/bench/cni-bench.json.  Exit status 1 when any
 CNI call failed (the table still prints).
@@ -35,6 +38,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,12 +47,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from pyroute2_cni.shim_protocol import ShimRequest, encode_request
 from tests.harness.lab import METRICS_PORT, REPO, Lab, LabOptions, http_get, wait_until
 from tests.harness.shim_bench import measure_shim_overhead
 
 NODE = "lab-n1"
+OURS = "pyroute2-cni"
+DIRECT = "pyroute2-cni, no process"
+REFERENCE = "bridge+host-local"
+ADD_PARTS = ("ipam", "netlink")
 STATE_DIR = REPO / "lab-state" / "bench" / "cni"
 RESULT_FILE = REPO / "lab-state" / "bench" / "cni-bench.json"
 IP = "/usr/bin/ip"
@@ -97,6 +107,8 @@ class Phase:
     wall: float = 0.0
     # Inside the daemon (ours only): the histogram's growth over the phase.
     daemon: DaemonTime | None = None
+    # ADD only: the same for its ipam and netlink parts.
+    parts: dict[str, DaemonTime] = field(default_factory=dict)
 
     @property
     def p50_ms(self) -> float:
@@ -122,6 +134,7 @@ class Phase:
             "per_second": round(self.rate, 2),
             "wall_s": round(self.wall, 2),
             "daemon": self.daemon.to_json() if self.daemon else None,
+            "parts": {name: part.to_json() for name, part in self.parts.items()},
         }
 
 
@@ -157,14 +170,20 @@ class DaemonTime:
         }
 
 
-def daemon_time(metrics_text: str, verb: str) -> DaemonTime:
+def daemon_time(
+    metrics_text: str,
+    verb: str,
+    family_name: str = "pyroute2_cni_request_duration_seconds",
+    label: str = "verb",
+) -> DaemonTime:
+    """One series of a daemon histogram (by default: requests of ``verb``)."""
     count = total = 0.0
     buckets: list[tuple[float, float]] = []
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != "pyroute2_cni_request_duration_seconds":
+        if family.name != family_name:
             continue
         for sample in family.samples:
-            if sample.labels.get("verb") != verb:
+            if sample.labels.get(label) != verb:
                 continue
             if sample.name.endswith("_count"):
                 count = sample.value
@@ -223,6 +242,9 @@ class CniBench:
         }
         self.ref_binary = PLUGINS_DIR / "bridge"
         self.pods: list[BenchPod] = []
+        self.zmq = zmq.Context()
+        self._sockets: list[zmq.Socket[bytes]] = []
+        self._local = threading.local()
 
     # -- setup / teardown --------------------------------------------------------------
     def make_pods(self) -> None:
@@ -307,6 +329,45 @@ class CniBench:
             return elapsed, f"{env['CNI_COMMAND']} {env['CNI_CONTAINERID'][:12]}: {out[:300]}"
         return elapsed, None
 
+    def _socket(self) -> zmq.Socket[bytes]:
+        """This worker thread's REQ socket to the daemon (where the conflist says)."""
+        sock: zmq.Socket[bytes] | None = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = self.zmq.socket(zmq.REQ)
+            sock.setsockopt(zmq.RCVTIMEO, int(CALL_TIMEOUT * 1000))
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.ours_config["socket"])
+            self._local.sock = sock
+            self._sockets.append(sock)
+        return sock
+
+    def _direct(self, verb: str, tag: str, pod: BenchPod) -> tuple[float, str | None]:
+        """The shim's request, sent by this process: the daemon's part of a CNI call."""
+        container_id = f"{tag}zmq{pod.index:05d}".ljust(64, "0")
+        env = self._env(verb, pod, container_id, str(self.node.cni_bin_dir))
+        request = ShimRequest(
+            command=verb,
+            container_id=container_id,
+            netns=env["CNI_NETNS"],
+            ifname=env["CNI_IFNAME"],
+            args=env["CNI_ARGS"],
+            path=env["CNI_PATH"],
+            stdin=json.dumps(self.ours_config).encode(),
+        )
+        sock = self._socket()
+        began = time.perf_counter()
+        sock.send_multipart(encode_request(request))  # REQ adds the empty delimiter
+        status, out = sock.recv_multipart()
+        elapsed = time.perf_counter() - began
+        if status != b"0":
+            return elapsed, f"{verb} {container_id[:12]}: {out.decode(errors='replace')[:300]}"
+        return elapsed, None
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self.zmq.term()
+
     def run_phase(
         self,
         plugin: str,
@@ -315,8 +376,9 @@ class CniBench:
         call: Callable[[BenchPod], tuple[float, str | None]],
     ) -> Phase:
         phase = Phase(plugin=plugin, verb=verb, concurrency=concurrency)
-        ours = plugin == "pyroute2-cni"
+        ours = plugin in (OURS, DIRECT)
         before = self.daemon_time(verb) if ours else None
+        parts_before = self.add_parts() if ours and verb == "ADD" else {}
         began = time.monotonic()
         with ThreadPoolExecutor(concurrency, initializer=_enter_netns, initargs=(NODE,)) as pool:
             for elapsed, error in pool.map(call, self.pods):
@@ -327,6 +389,9 @@ class CniBench:
         phase.wall = time.monotonic() - began
         if before is not None:
             phase.daemon = self.daemon_time(verb) - before
+        if parts_before:
+            after = self.add_parts()
+            phase.parts = {name: after[name] - parts_before[name] for name in ADD_PARTS}
         _say(
             f"{plugin:<18} {verb:<3} c={concurrency}: p50 {phase.p50_ms:7.1f} ms, "
             f"p99 {phase.p99_ms:7.1f} ms, {phase.rate:6.1f}/s, {len(phase.failures)} failed"
@@ -335,28 +400,44 @@ class CniBench:
             _say(f"  failure: {error}")
         return phase
 
-    def daemon_time(self, verb: str) -> DaemonTime:
+    def _metrics(self) -> str:
         status, body = http_get(NODE, METRICS_PORT, "/metrics", timeout=10)
         if status != 200:
             raise RuntimeError(f"/metrics of {NODE} answered {status}")
-        return daemon_time(body, verb)
+        return body
+
+    def daemon_time(self, verb: str) -> DaemonTime:
+        return daemon_time(self._metrics(), verb)
+
+    def add_parts(self) -> dict[str, DaemonTime]:
+        body = self._metrics()
+        return {
+            name: daemon_time(body, name, "pyroute2_cni_add_phase_seconds", "phase")
+            for name in ADD_PARTS
+        }
 
     def round(self, concurrency: int) -> list[Phase]:
         """ADD then DEL of every pod, ours and then the reference, at one concurrency."""
         tag = uuid.uuid4().hex[:8]
         phases: list[Phase] = []
         plugins = (
-            Plugin("pyroute2-cni", self.ours_binary, self.ours_config, str(self.node.cni_bin_dir)),
-            Plugin("bridge+host-local", self.ref_binary, self.ref_config, str(PLUGINS_DIR)),
+            Plugin(OURS, self.ours_binary, self.ours_config, str(self.node.cni_bin_dir)),
+            Plugin(REFERENCE, self.ref_binary, self.ref_config, str(PLUGINS_DIR)),
         )
         for plugin in plugins:
             for verb in ("ADD", "DEL"):
                 call = functools.partial(self._exec, plugin, verb, tag)
                 phase = self.run_phase(plugin.name, verb, concurrency, call)
                 phases.append(phase)
-                if plugin.name == "pyroute2-cni":
+                if plugin.name == OURS:
                     held = len(self.pods) - len(phase.failures) if verb == "ADD" else 0
                     self.check_allocated(expected=held)
+        for verb in ("ADD", "DEL"):
+            call = functools.partial(self._direct, verb, tag)
+            phase = self.run_phase(DIRECT, verb, concurrency, call)
+            phases.append(phase)
+            held = len(self.pods) - len(phase.failures) if verb == "ADD" else 0
+            self.check_allocated(expected=held)
         return phases
 
     def _exec(self, plugin: Plugin, verb: str, tag: str, pod: BenchPod) -> tuple[float, str | None]:
@@ -396,8 +477,8 @@ def render(phases: Sequence[Phase], shim: dict[str, Any], pods: int, kernel: str
     ]
     for c in concurrencies:
         for verb in ("ADD", "DEL"):
-            ours = by_key.get(("pyroute2-cni", verb, c))
-            ref = by_key.get(("bridge+host-local", verb, c))
+            ours = by_key.get((OURS, verb, c))
+            ref = by_key.get((REFERENCE, verb, c))
             if ours is None or ref is None:
                 continue
             lines.append(
@@ -408,8 +489,8 @@ def render(phases: Sequence[Phase], shim: dict[str, Any], pods: int, kernel: str
             )
     lines.append("")
     for c in concurrencies:
-        ours = by_key.get(("pyroute2-cni", "ADD", c))
-        ref = by_key.get(("bridge+host-local", "ADD", c))
+        ours = by_key.get((OURS, "ADD", c))
+        ref = by_key.get((REFERENCE, "ADD", c))
         if ours and ref:
             lines.append(
                 f"ADD/s sustained at concurrency {c}: pyroute2-cni {ours.rate:.1f}, "
@@ -423,10 +504,20 @@ def render(phases: Sequence[Phase], shim: dict[str, Any], pods: int, kernel: str
     )
     for p in phases:
         if p.daemon is not None and p.daemon.count:
+            parts = ", ".join(f"{name} {t.mean_ms:.1f} ms" for name, t in p.parts.items())
+            how = "through the shim" if p.plugin == OURS else "over zmq, no process"
             lines.append(
-                f"inside the daemon, {p.verb} c={p.concurrency}: mean {p.daemon.mean_ms:.1f} ms, "
-                f"{p.daemon.share_within(0.1):.0%} within 100 ms (its histogram); "
-                f"through the shim p50 {p.p50_ms:.1f} ms"
+                f"inside the daemon, {p.verb} c={p.concurrency} ({how}): mean "
+                f"{p.daemon.mean_ms:.1f} ms{f' ({parts})' if parts else ''}, "
+                f"{p.daemon.share_within(0.1):.0%} within 100 ms (its histograms); "
+                f"the call p50 {p.p50_ms:.1f} ms"
+            )
+    for p in phases:
+        if p.plugin == DIRECT:
+            lines.append(
+                f"without a plugin process (the bench sends the shim's frames over zmq), "
+                f"{p.verb} c={p.concurrency}: p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms, "
+                f"{p.rate:.1f}/s"
             )
     failures = sum(len(p.failures) for p in phases)
     lines.append(f"failed CNI calls: {failures}")
@@ -466,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases += bench.round(concurrency)
         shim = measure_shim_overhead(args.shim_n, binary=bench.ours_binary)
         bench.remove_pods()
+        bench.close()
     finally:
         lab.stop()
         shutil.rmtree(WORK, ignore_errors=True)

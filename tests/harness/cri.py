@@ -40,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from tests.harness.waiting import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TOOLS = REPO / "scripts" / "build-tools.sh"
 CONTAINERD = "/usr/bin/containerd"
@@ -74,14 +76,7 @@ class CriError(RuntimeError):
 
 
 def _wait(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise CriError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(probe, timeout, what, interval, error=CriError)
 
 
 # -- the tools build-tools.sh made --------------------------------------------------------

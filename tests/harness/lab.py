@@ -69,7 +69,10 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.harness.apiserver import ApiServer
+from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -142,14 +145,7 @@ def wait_until(
     probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
 ) -> T:
     """Poll ``probe`` until it returns a truthy value; LabError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(probe, timeout, what, interval, error=LabError)
 
 
 def run(
@@ -1109,11 +1105,12 @@ class Lab:
         status, body = http_get(name, METRICS_PORT, "/metrics", timeout=5)
         if status != 200:
             raise LabError(f"/metrics of {name} answered {status}")
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith(metric) and line[len(metric) : len(metric) + 1] in ("{", " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+            if sample.name == metric
+        )
 
     def readyz(self, name: str) -> str:
         try:
@@ -2159,8 +2156,8 @@ def _launcher_pid(state_dir: Path) -> int | None:
     return pid
 
 
-# The guest mounts tmpfs on these (scripts/uml-run's GUEST_TMPFS); the host files below
-# them are hidden from it, so uml-run refuses a work dir there.
+# The guest mounts tmpfs on these (scripts/uml-run's GUEST_TMPFS; a unit test keeps the two
+# equal); the host files below them are hidden from it, so uml-run refuses a work dir there.
 GUEST_TMPFS = ("/run", "/tmp", "/etc/frr", "/var/log", "/var/tmp", "/dev/shm")
 
 

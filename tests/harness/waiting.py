@@ -15,8 +15,9 @@ def wait_for(
     timeout: float,
     what: str,
     interval: float = 0.02,
+    error: type[Exception] = AssertionError,
 ) -> T:
-    """Poll `condition` until it returns a truthy value; fail naming `what` after `timeout`."""
+    """Poll `condition` until it returns a truthy value; `error` naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:
@@ -24,9 +25,7 @@ def wait_for(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g} s waiting for {what} (last: {last!r})"
-            )
+            raise error(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
         time.sleep(interval)
 
 

@@ -309,3 +309,8 @@ def test_requests_are_counted(shim: Path, node: Node) -> None:
     assert get("pyroute2_cni_requests_total", {"verb": "ADD", "result": "ok"}) == 1
     assert get("pyroute2_cni_requests_total", {"verb": "ADD", "result": "1"}) == 1
     assert get("pyroute2_cni_request_duration_seconds_count", {"verb": "ADD"}) == 2
+    # Only the good ADD got as far as its two phases; each took part of its time.
+    total = get("pyroute2_cni_request_duration_seconds_sum", {"verb": "ADD"}) or 0.0
+    for phase in ("ipam", "netlink"):
+        assert get("pyroute2_cni_add_phase_seconds_count", {"phase": phase}) == 1
+        assert 0 < (get("pyroute2_cni_add_phase_seconds_sum", {"phase": phase}) or 0) < total

@@ -68,3 +68,37 @@ def test_the_frr_apply_bench_reads_the_actor_s_reload_line_and_reports_ratios() 
     )
     domain = next(x for x in lines if x.startswith("domain: change -> applied"))
     assert domain.split()[-3:] == ["1.50", "1.70", "6.0x"]
+
+
+def test_the_cni_bench_reports_the_daemon_without_a_plugin_process() -> None:
+    from dataclasses import replace
+
+    from tests.harness.cni_bench import DIRECT, OURS, REFERENCE, DaemonTime, Phase, render
+
+    def phase(plugin: str, verb: str, seconds: float) -> Phase:
+        return Phase(plugin, verb, 8, latencies=[seconds] * 10, wall=seconds * 10 / 8)
+
+    phases = [
+        phase(plugin, verb, seconds)
+        for plugin, seconds in ((OURS, 0.2), (REFERENCE, 0.8), (DIRECT, 0.05))
+        for verb in ("ADD", "DEL")
+    ]
+    shim = {
+        "binary_bytes": 58512,
+        "n": 10,
+        "shim": {"p50_ms": 1.5, "p99_ms": 2.0},
+        "bin_true": {"p50_ms": 1.1},
+        "overhead_p50_ms": 0.4,
+    }
+    one = DaemonTime(count=10, total=1.0, buckets=((0.1, 10.0),))
+    phases[0].daemon = one
+    phases[0].parts = {"ipam": replace(one, total=0.6), "netlink": replace(one, total=0.3)}
+    text = render(phases, shim, 10, "Linux test")
+    assert (
+        "inside the daemon, ADD c=8 (through the shim): mean 100.0 ms "
+        "(ipam 60.0 ms, netlink 30.0 ms), 100% within 100 ms"
+    ) in text
+    assert "ADD/s sustained at concurrency 8: pyroute2-cni 40.0, bridge+host-local 10.0" in text
+    direct = [line for line in text.splitlines() if line.startswith("without a plugin process")]
+    assert len(direct) == 2
+    assert direct[0].endswith("ADD c=8: p50 50.0 ms, p99 50.0 ms, 160.0/s")
