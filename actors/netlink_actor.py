@@ -171,6 +171,9 @@ class NetlinkActor(BaseActor):
         self._node_configs: dict[str, VrfNodeConfigSpec] = {}
         self._vtep: Vtep | None = None
         self._pods: dict[str, PodAlias] = {}
+        # What each pod this instance plumbed asked for, by host veth: a pair deleted by
+        # hand is plumbed again from it (the alias alone lacks the address).
+        self._plumbed: dict[str, PlumbPod] = {}
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
         self._repairs: list[str] | None = None  # collecting during a Reconcile
@@ -641,6 +644,7 @@ class NetlinkActor(BaseActor):
         links = backend.links("veth")
         view = LiveView.build([*links, *backend.links("bridge")], (), (), ())
         self._pods = self._pods_from(links)
+        missing = sorted(set(self._plumbed) - set(self._pods))
         for name, record in sorted(self._pods.items()):
             link = view.by_name[name]
             bridge = bridge_name(record.attachment, record.vrf)
@@ -661,6 +665,30 @@ class NetlinkActor(BaseActor):
             self._done(
                 "pod", f"set {name} ({record.container_id}/{record.ifname}) {change.describe()}"
             )
+        for host in missing:
+            self._replumb(self._plumbed.pop(host))
+
+    def _replumb(self, msg: PlumbPod) -> None:
+        """The pod's pair is gone (deleted by hand: the pod end goes with it) while its
+        namespace is still there: plumb it again, same names, MACs and address."""
+        what = f"{msg.container_id[:12]}/{msg.ifname} {msg.address}/{msg.prefixlen}"
+        try:
+            self.backend.open_netns(msg.netns).close()
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return  # the sandbox went without a DEL; GC and IPAM reclaim the rest
+            raise
+        try:
+            result = self._on_plumb(msg)
+        except OSError:
+            self._plumbed[host_veth_name(msg.container_id, msg.ifname)] = msg  # next round
+            raise
+        if isinstance(result, Failure):
+            self.log.warning("could not plumb %s again: %s", what, result.reason)
+            if result.kind is ErrorKind.TEMPORARY:  # e.g. its VRF is being rebuilt
+                self._plumbed[host_veth_name(msg.container_id, msg.ifname)] = msg
+            return
+        self._done("pod", f"plumbed {what} again on {result.host.name}")
 
     # -- pods --------------------------------------------------------------------------
     def _on_plumb(self, msg: PlumbPod) -> PodPlumbed | Failure:
@@ -753,6 +781,7 @@ class NetlinkActor(BaseActor):
                 return self._on_plumb(msg)
             return self._plumb_failure(msg, exc)
         self._pods[host] = record
+        self._plumbed[host] = msg
         self.log.info(
             "plumbed %s/%s: %s %s/%d via %s on %s",
             msg.container_id[:12],
@@ -844,12 +873,14 @@ class NetlinkActor(BaseActor):
             if exc.errno != errno.ENODEV:
                 raise
         self._pods.pop(host, None)
+        self._plumbed.pop(host, None)
 
     def _on_unplumb(self, msg: UnplumbPod) -> Ok | Failure:
         host = host_veth_name(msg.container_id, msg.ifname)
         live = self.backend.link_get(host)
         if live is None:
             self._pods.pop(host, None)
+            self._plumbed.pop(host, None)
             return Ok()
         owner = parse_pod_alias(live.alias)
         if live.alias and (

@@ -410,6 +410,22 @@ def test_a_device_deleted_by_hand_comes_back(lab: Lab) -> None:
     assert pings(lab.node, "10.42.0.2")
 
 
+def test_a_pod_veth_deleted_by_hand_is_plumbed_again(lab: Lab) -> None:
+    first = lab.plumb("byhand", "10.42.0.61")
+    netns = lab.pods["byhand"]
+    assert pings(netns, "10.42.0.1")
+    ip(["link", "del", first.host.name], lab.node)  # the pod end goes with it
+    assert "eth0" not in {link["ifname"] for link in ip_json(["link", "show"], netns)}
+    result = lab.ask(Reconcile())
+    assert isinstance(result, ReconcileResult) and result.errors == ()
+    assert f"plumbed cid-byhand/eth0 10.42.0.61/26 again on {first.host.name}" in result.repairs
+    pod = ip_json(["addr", "show", "dev", "eth0"], netns)[0]
+    assert pod["address"] == first.container.mac
+    assert [a["local"] for a in pod["addr_info"] if a["family"] == "inet"] == ["10.42.0.61"]
+    assert pings(netns, "10.42.0.1") and pings(netns, "10.42.0.2")
+    assert lab.ask(Reconcile()).repairs == ()
+
+
 def test_check_and_unplumb_with_the_netns_gone(lab: Lab) -> None:
     result = lab.plumb("gone", "10.42.0.9")
     netns = lab.pods.pop("gone")

@@ -598,6 +598,36 @@ def test_reconcile_repairs_drift_and_counts_it(rig: Rig) -> None:
     assert rig.ask(Reconcile()).repairs == ()
 
 
+def test_a_pod_pair_deleted_by_hand_is_plumbed_again(rig: Rig) -> None:
+    rig.ready()
+    ns = rig.pod("pod1")
+    first = rig.ask(plumb(ns, "c0ffee", "10.42.0.2"))
+    gone_ns = rig.pod("pod2")
+    gone = rig.ask(plumb(gone_ns, "c2", "10.42.0.3"))
+    assert isinstance(first, PodPlumbed) and isinstance(gone, PodPlumbed)
+    rig.kernel.delete_link(first.host.name)  # `ip link del` on the node: the pod end goes too
+    assert FakeNetlink(rig.kernel).open_netns(ns).link_get("eth0") is None
+    rig.kernel.remove_namespace(gone_ns)  # a sandbox gone without DEL: nothing to plumb into
+    result = rig.ask(Reconcile())
+    assert isinstance(result, ReconcileResult) and result.errors == ()
+    assert result.repairs == (f"plumbed c0ffee/eth0 10.42.0.2/26 again on {first.host.name}",)
+    link, bridge = rig.link(first.host.name), rig.link("l3br-42")
+    assert link is not None and bridge is not None
+    assert (link.master, link.up, link.mac) == (bridge.index, True, first.host.mac)
+    pod = FakeNetlink(rig.kernel).open_netns(ns)
+    peer = pod.link_get("eth0")
+    assert peer is not None and peer.up and peer.mac == first.container.mac
+    assert {(a.address, a.prefixlen) for a in pod.addresses(peer.index)} == {("10.42.0.2", 26)}
+    assert [r.gateway for r in pod.routes(254) if r.dst == "0.0.0.0/0"] == ["10.42.0.1"]
+    assert rig.link(gone.host.name) is None
+    assert rig.repairs("pod") == 1
+    assert rig.ask(Reconcile()).repairs == ()
+    # After a DEL there is nothing to put back.
+    assert rig.ask(UnplumbPod(container_id="c0ffee", ifname="eth0", netns=ns)) == Ok()
+    assert rig.ask(Reconcile()).repairs == ()
+    assert rig.link(first.host.name) is None
+
+
 def test_scheduled_reconcile_rearms_itself() -> None:
     kernel = FakeKernel()
     kernel.add_uplink("eth0", "192.168.50.2", 24, "192.168.50.1")
