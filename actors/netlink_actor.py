@@ -271,6 +271,7 @@ class NetlinkActor(BaseActor):
 
     def _inventory(self) -> None:
         self._pods = self._pods_from(self.backend.links("veth"))
+        self._remember(self._pods)
         self._up_at_start = frozenset(
             link.name for link in self._fabric_links() if link.up and is_fabric_name(link.name)
         )
@@ -644,6 +645,7 @@ class NetlinkActor(BaseActor):
         links = backend.links("veth")
         view = LiveView.build([*links, *backend.links("bridge")], (), (), ())
         self._pods = self._pods_from(links)
+        self._remember(self._pods)
         missing = sorted(set(self._plumbed) - set(self._pods))
         for name, record in sorted(self._pods.items()):
             link = view.by_name[name]
@@ -667,6 +669,22 @@ class NetlinkActor(BaseActor):
             )
         for host in missing:
             self._replumb(self._plumbed.pop(host))
+
+    def _remember(self, pods: dict[str, PodAlias]) -> None:
+        """Pods plumbed by an earlier instance: what their aliases say they were given."""
+        for host, record in pods.items():
+            if host in self._plumbed or not (record.address and record.netns):
+                continue
+            self._plumbed[host] = PlumbPod(
+                container_id=record.container_id,
+                ifname=record.ifname,
+                netns=record.netns,
+                vrf=record.vrf,
+                attachment=record.attachment,
+                address=record.address,
+                prefixlen=record.prefixlen,
+                gateway=record.gateway,
+            )
 
     def _replumb(self, msg: PlumbPod) -> None:
         """The pod's pair is gone (deleted by hand: the pod end goes with it) while its
@@ -718,6 +736,9 @@ class NetlinkActor(BaseActor):
             container_id=msg.container_id,
             ifname=msg.ifname,
             netns=msg.netns,
+            address=msg.address,
+            prefixlen=msg.prefixlen,
+            gateway=msg.gateway,
         )
         mtu = self._mtu()
         live = backend.link_get(host)

@@ -994,6 +994,11 @@ class PodAlias:
     container_id: str
     ifname: str
     netns: str = ""
+    # What the pod was given, so that any later instance can plumb it again ("" in
+    # aliases written before these fields existed).
+    address: str = ""
+    prefixlen: int = 0
+    gateway: str = ""
 
 
 def pod_alias(record: PodAlias) -> str:
@@ -1001,6 +1006,8 @@ def pod_alias(record: PodAlias) -> str:
         f"{ALIAS_PREFIX} vrf={record.vrf} att={record.attachment.value}"
         f" cid={record.container_id} if={record.ifname}"
     )
+    if record.address:
+        head += f" ip={record.address}/{record.prefixlen} gw={record.gateway}"
     full = f"{head} ns={record.netns}"
     # The netns path is informational: drop it rather than exceed IFALIASZ - 1.
     return full if len(full.encode()) <= MAX_ALIAS else f"{head} ns="
@@ -1019,12 +1026,16 @@ def parse_pod_alias(alias: str) -> PodAlias | None:
             return None
         fields_[key] = value
     try:
+        address, _, prefixlen = fields_.get("ip", "").partition("/")
         return PodAlias(
             vrf=int(fields_["vrf"]),
             attachment=AttachmentType(fields_["att"]),
             container_id=fields_["cid"],
             ifname=fields_["if"],
             netns=netns,
+            address=address,
+            prefixlen=int(prefixlen) if address else 0,
+            gateway=fields_.get("gw", "") if address else "",
         )
     except (KeyError, ValueError):
         return None

@@ -424,6 +424,14 @@ def test_a_pod_veth_deleted_by_hand_is_plumbed_again(lab: Lab) -> None:
     assert [a["local"] for a in pod["addr_info"] if a["family"] == "inet"] == ["10.42.0.61"]
     assert pings(netns, "10.42.0.1") and pings(netns, "10.42.0.2")
     assert lab.ask(Reconcile()).repairs == ()
+    # A restarted actor reads from the veth's alias what the pod was given.
+    lab.stop()
+    lab.start()
+    lab.ensure()
+    ip(["link", "del", first.host.name], lab.node)
+    again = lab.ask(Reconcile())
+    assert f"plumbed cid-byhand/eth0 10.42.0.61/26 again on {first.host.name}" in again.repairs
+    assert pings(netns, "10.42.0.1")
 
 
 def test_check_and_unplumb_with_the_netns_gone(lab: Lab) -> None:

@@ -442,7 +442,14 @@ def test_plumb_check_unplumb(rig: Rig) -> None:
     assert (link.master, link.up, link.mtu, link.mac) == (bridge.index, True, 1450, result.host.mac)
     record = parse_pod_alias(link.alias)
     assert record == PodAlias(
-        vrf=42, attachment=AttachmentType.L3VNI, container_id="c0ffee", ifname="eth0", netns=ns
+        vrf=42,
+        attachment=AttachmentType.L3VNI,
+        container_id="c0ffee",
+        ifname="eth0",
+        netns=ns,
+        address="10.42.0.2",
+        prefixlen=26,
+        gateway="10.42.0.1",
     )
     pod = FakeNetlink(rig.kernel).open_netns(ns)
     peer = pod.link_get("eth0")
@@ -622,6 +629,12 @@ def test_a_pod_pair_deleted_by_hand_is_plumbed_again(rig: Rig) -> None:
     assert rig.link(gone.host.name) is None
     assert rig.repairs("pod") == 1
     assert rig.ask(Reconcile()).repairs == ()
+    # A restarted instance knows from the alias what the pod was given.
+    rig.restart()
+    rig.ready()
+    rig.kernel.delete_link(first.host.name)
+    again = rig.ask(Reconcile())
+    assert again.repairs == (f"plumbed c0ffee/eth0 10.42.0.2/26 again on {first.host.name}",)
     # After a DEL there is nothing to put back.
     assert rig.ask(UnplumbPod(container_id="c0ffee", ifname="eth0", netns=ns)) == Ok()
     assert rig.ask(Reconcile()).repairs == ()
@@ -670,6 +683,9 @@ def test_names_fit_ifnamsiz(vrf: int, vni: int, cid: str, ifname: str) -> None:
         container_id=cid,
         ifname=ifname,
         netns="/run/netns/" + "x" * 200,
+        address="255.255.255.254",
+        prefixlen=31,
+        gateway="255.255.255.253",
     )
     alias = pod_alias(record)
     assert len(alias.encode()) <= 255
@@ -679,6 +695,14 @@ def test_names_fit_ifnamsiz(vrf: int, vni: int, cid: str, ifname: str) -> None:
         ifname,
         vrf,
     )
+    assert (parsed.address, parsed.prefixlen, parsed.gateway) == (
+        "255.255.255.254",
+        31,
+        "255.255.255.253",
+    )
+    # An alias from before the address fields still reads, without them.
+    old = parse_pod_alias(pod_alias(replace(record, address="", netns="/run/netns/p")))
+    assert old is not None and (old.address, old.prefixlen, old.netns) == ("", 0, "/run/netns/p")
 
 
 def test_macs_are_stable_local_unicast_and_the_l2_gateway_is_anycast() -> None:
