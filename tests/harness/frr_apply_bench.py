@@ -13,6 +13,9 @@ sends the CRD watcher):
 - ``domain``: a new l3vni VRFDomain (new VRF-to-VNI bindings: ``vtysh -f`` first);
 - ``peer``: a new node (bindings unchanged: no ``vtysh -f``).
 
+It also times the actor's state read (BGP sessions, VNIs), as the actor does it -- over the
+daemons' vty sockets -- next to one vtysh with the same three commands, 50 times each.
+
 Each time splits into the debounce, ``validate`` (frr-reload.py --test) and ``reload``
 (bindings + frr-reload.py --reload), from the actor's own log line.  The reference,
 measured in the same run on the same configuration: one ``frr-reload.py --test``.
@@ -206,11 +209,35 @@ def bench(rounds: int) -> dict[str, Any]:
                 elapsed = r.change(obj)
                 series[kind].add(elapsed, r.log.splits[-1])
                 reference.append(r.reference())
+        state = state_read(r.frr, rounds=STATE_READS)
     return {
         "rounds": rounds,
         "reference_test": reference,
         **{k: vars(s) for k, s in series.items()},
+        **state,
     }
+
+
+STATE_READS = 50
+STATE_COMMANDS = ("show bgp l2vpn evpn summary json", "show vrf vni json", "show evpn vni json")
+
+
+def state_read(frr: FrrInstance, rounds: int) -> dict[str, list[float]]:
+    """Seconds per state read: FrrProcessControl.state() and one vtysh doing the same."""
+    control = FrrProcessControl(FrrSection(config_file=str(frr.config_file), pathspace=frr.name))
+    sockets, vtysh = [], []
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            if not control.state().answered:
+                raise RuntimeError("bgpd did not answer on its vty socket")
+            sockets.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            frr.vtysh(*STATE_COMMANDS)
+            vtysh.append(time.perf_counter() - started)
+    finally:
+        control.close()
+    return {"state_vty_sockets": sockets, "state_vtysh": vtysh}
 
 
 def _row(label: str, values: Sequence[float], ref: float) -> str:
@@ -229,6 +256,13 @@ def report(result: dict[str, Any], out: Callable[[str], None] = print) -> None:
         out(_row(f"{kind}:   reload", data["reload"], ref))
     out(_row("reference: one --test", result["reference_test"], ref))
     out("change -> applied includes the 1 s debounce (FrrSection.debounce)")
+    sockets, vtysh = result["state_vty_sockets"], result["state_vtysh"]
+    out(
+        f"state read ({len(sockets)} each): vty sockets p50 {percentile(sockets, 0.5) * 1e3:.2f} ms"
+        f" p99 {percentile(sockets, 0.99) * 1e3:.2f} ms; one vtysh with the same commands p50 "
+        f"{percentile(vtysh, 0.5) * 1e3:.2f} ms p99 {percentile(vtysh, 0.99) * 1e3:.2f} ms "
+        f"({percentile(vtysh, 0.5) / percentile(sockets, 0.5):.0f}x)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,8 +63,19 @@ def test_the_frr_apply_bench_reads_the_actor_s_reload_line_and_reports_ratios() 
     series = {"total": [1.5, 1.7], "validate": [0.1, 0.2], "reload": [0.4, 0.5]}
     lines: list[str] = []
     report(
-        {"rounds": 2, "reference_test": [0.25, 0.25], "domain": series, "peer": series},
+        {
+            "rounds": 2,
+            "reference_test": [0.25, 0.25],
+            "domain": series,
+            "peer": series,
+            "state_vty_sockets": [0.0002, 0.0004],
+            "state_vtysh": [0.04, 0.05],
+        },
         lines.append,
+    )
+    assert lines[-1] == (
+        "state read (2 each): vty sockets p50 0.20 ms p99 0.40 ms; "
+        "one vtysh with the same commands p50 40.00 ms p99 50.00 ms (200x)"
     )
     domain = next(x for x in lines if x.startswith("domain: change -> applied"))
     assert domain.split()[-3:] == ["1.50", "1.70", "6.0x"]
