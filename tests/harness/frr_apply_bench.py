@@ -42,11 +42,10 @@ from typing import Any
 import pykka
 
 from pyroute2_cni.actors.address import Address
-from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.frr_control import FrrProcessControl
-from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -61,21 +60,10 @@ from pyroute2_cni.metrics import Metrics
 from tests.harness.lab import FRR_BIN, FrrInstance, frr_in_new_netns, wait_until
 from tests.harness.lab_bench import FRR_TIMES
 from tests.harness.plumb_bench import percentile
+from tests.harness.toy_actors import Recorder
 
 NODE = "bench-n1"
 APPLY_TIMEOUT = 120.0
-
-
-class Inbox(BaseActor):
-    """Stands in for the actors FRRActor reports to; keeps what it is told."""
-
-    def __init__(self, hooks: ActorHooks, *, seen: list[Any]) -> None:
-        super().__init__(hooks)
-        self.seen = seen
-
-    def handle(self, message: Any) -> Any:
-        self.seen.append(message)
-        return Ok()
 
 
 class ReloadLog(logging.Handler):
@@ -149,7 +137,9 @@ def rig() -> Iterator[Rig]:
             frr=FrrSection(config_file=str(frr.config_file), pathspace=name),
         )
         reports: list[Any] = []
-        inboxes = [Inbox.start(_hooks(n), seen=reports) for n in ("netlink", "watcher", "keeper")]
+        inboxes = [
+            Recorder.start(_hooks(n), seen=reports) for n in ("netlink", "watcher", "keeper")
+        ]
         addresses = [Address(n) for n in ("netlink", "watcher", "keeper")]
         for address, ref in zip(addresses, inboxes, strict=True):
             address.bind(ref)

@@ -91,3 +91,15 @@ def toy_specs_builder(
         ]
 
     return build
+
+
+class Recorder(BaseActor):
+    """Stands in for an actor others report to; keeps every message it is told."""
+
+    def __init__(self, hooks: ActorHooks, *, seen: list[Any]) -> None:
+        super().__init__(hooks)
+        self.seen = seen
+
+    def handle(self, message: Any) -> Any:
+        self.seen.append(message)
+        return Ok()

@@ -11,12 +11,12 @@ import pytest
 
 from pyroute2_cni.actors import frr_actor
 from pyroute2_cni.actors.address import Address
-from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.evpn_hold import BgpView, PeerSession
 from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes
-from pyroute2_cni.messages.base import Ok, Ping, Pong
+from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -30,6 +30,7 @@ from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
 from pyroute2_cni.metrics import Metrics
 from tests.harness.fake_frr import FakeFrrControl
+from tests.harness.toy_actors import Recorder
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -44,16 +45,6 @@ DOMAIN = VrfDomainSpec(
     attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
 )
 NODES = (NodeInfo(name="n1", internal_ip="192.0.2.1"), NodeInfo(name="n2", internal_ip="192.0.2.2"))
-
-
-class Recorder(BaseActor):
-    def __init__(self, hooks: ActorHooks, *, seen: list[Any]) -> None:
-        super().__init__(hooks)
-        self.seen = seen
-
-    def handle(self, message: Any) -> Any:
-        self.seen.append(message)
-        return Ok()
 
 
 def hooks(name: str) -> ActorHooks:
