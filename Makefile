@@ -5,18 +5,19 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-CACHE  ?= /var/cache/pyroute2-cni
+# The cache root: CACHE=... or PYROUTE2_CNI_CACHE=... (CI points it at an empty directory).
+CACHE  ?= $(or $(PYROUTE2_CNI_CACHE),/var/cache/pyroute2-cni)
 export PYROUTE2_CNI_CACHE := $(CACHE)
 
-.PHONY: all deps venv shim kube-apiserver tools test test-unit test-api test-kernel test-e2e \
-        lint bench lab lab-down clean
+.PHONY: all deps venv shim kube-apiserver tools uml test test-unit test-api test-kernel \
+        test-e2e shim-check lint bench lab lab-down clean
 
 all: venv shim
 
 deps:
 	scripts/install-deps.sh
 
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' wheel
 	$(PY) -m pip install -q -e '.[dev]'
@@ -24,7 +25,8 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp
 
-build/pyroute2-cni: $(wildcard shim/*.c shim/*.h) shim/build.sh
+# deps first (musl-gcc); order-only, so a present binary is not rebuilt for it.
+build/pyroute2-cni: $(wildcard shim/*.c shim/*.h) shim/build.sh | deps
 	mkdir -p build
 	shim/build.sh $@
 
@@ -36,20 +38,31 @@ kube-apiserver:
 tools: deps venv shim
 	scripts/build-tools.sh
 
+# A User-Mode Linux kernel that boots on this CPU (Debian's, or one built from Debian's
+# kernel source where Debian 12's cannot run guests): the kernel tiers, the lab, bench.
+uml: deps
+	scripts/install-uml.sh
+
+# Each entry point names everything it needs, so any one of them works first on a fresh
+# machine; a guest (User-Mode Linux) never installs or builds: the host does it here.
 test-unit: venv
 	scripts/pytest-tier unit
 
-test-api: venv kube-apiserver
+test-api: deps venv kube-apiserver
 	scripts/pytest-tier api
 
-test-kernel: venv shim kube-apiserver
+test-kernel: deps venv shim kube-apiserver uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
-test-e2e: venv shim kube-apiserver tools
+test-e2e: venv shim kube-apiserver tools uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
+# The shim's C under AddressSanitizer/UBSan, against the shim tests (gcc, not musl).
+shim-check: venv
+	shim/check.sh
+
 # Every tier, even when an earlier one fails; the exit status is the worst.
-test: deps venv shim kube-apiserver tools
+test: deps venv shim kube-apiserver tools uml
 	scripts/test-all
 
 lint: venv
@@ -57,10 +70,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p pyroute2_cni -p tests
 
-bench: deps venv shim kube-apiserver tools
+bench: deps venv shim kube-apiserver tools uml
 	scripts/bench
 
-lab: tools
+lab: deps venv shim kube-apiserver tools uml
 	scripts/lab up
 
 lab-down:

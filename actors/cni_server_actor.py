@@ -26,6 +26,8 @@ import zmq
 from pyroute2_cni import cni_install
 from pyroute2_cni.actors.address import ActorUnavailable, Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.attachment import attachment_key
+from pyroute2_cni.attachment_gate import AttachmentGate
 from pyroute2_cni.cni_spec import (
     CniError,
     Code,
@@ -73,9 +75,6 @@ from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.shim_protocol import BadRequest, encode_reply, split_envelope
 from pyroute2_cni.shim_protocol import parse_request as parse_frames
 
-# Bounded waits for the actors a request needs; the shim's own default is 30 s.
-ASK_TIMEOUT = 20.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterView:
@@ -106,6 +105,7 @@ class CNIServerActor(BaseActor):
         self._metrics = metrics
         self._workers = workers
         self._view = ClusterView(domains={}, bindings={}, synced=False)
+        self._gate = AttachmentGate()
         self._replies: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = -1, -1
         self._pump: threading.Thread | None = None
@@ -306,12 +306,15 @@ class CNIServerActor(BaseActor):
     def _run(self, request: Request) -> dict[str, Any] | None:
         match request.command:
             case "ADD":
-                return self._add(request)
+                with self._gate.working(request.key):
+                    return self._add(request)
             case "DEL":
-                self._del(request)
+                with self._gate.working(request.key):
+                    self._del(request)
                 return None
             case "CHECK":
-                self._check(request)
+                with self._gate.working(request.key):
+                    self._check(request)
                 return None
             case "STATUS":
                 self._status()
@@ -322,9 +325,20 @@ class CNIServerActor(BaseActor):
             case _:
                 return render_version()
 
-    def _ask(self, address: Address, message: Any) -> Any:
+    def _ask(self, address: Address, message: Any, deadline: float | None = None) -> Any:
+        # server.ini [cni] ask_timeout; within an ADD also what is left of add_timeout.
+        timeout = self._settings.cni.ask_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise CniError(
+                    Code.TRY_AGAIN_LATER,
+                    f"ADD did not finish within server.ini [cni] add_timeout "
+                    f"({self._settings.cni.add_timeout:g} s)",
+                    f"{address.name} was not asked; the runtime will retry",
+                )
         try:
-            reply = address.ask(message, timeout=ASK_TIMEOUT)
+            reply = address.ask(message, timeout=timeout)
         except ActorUnavailable as exc:
             raise CniError(
                 Code.TRY_AGAIN_LATER,
@@ -373,9 +387,11 @@ class CNIServerActor(BaseActor):
         domain = self._domain_for(request)
         pod = PodRef(namespace=request.pod_namespace, name=request.pod_name, uid=request.pod_uid)
         phases = self._metrics.add_phase_duration
+        # Answered within add_timeout, before the shim (shim_timeout) gives up.
+        deadline = time.monotonic() + self._settings.cni.add_timeout
         with phases.labels("ipam").time():
             allocated: AddressAllocated = self._ask(
-                self._ipam, AllocateAddress(key=request.key, pod=pod, domain=domain)
+                self._ipam, AllocateAddress(key=request.key, pod=pod, domain=domain), deadline
             )
         try:
             with phases.labels("netlink").time():
@@ -384,6 +400,7 @@ class CNIServerActor(BaseActor):
                     PlumbPod(
                         container_id=request.container_id,
                         ifname=request.ifname,
+                        network=request.network,
                         netns=request.netns,
                         vrf=allocated.vrf,
                         attachment=allocated.attachment,
@@ -391,25 +408,43 @@ class CNIServerActor(BaseActor):
                         prefixlen=allocated.prefixlen,
                         gateway=allocated.gateway,
                     ),
+                    deadline,
                 )
         except CniError:
-            self._rollback(request)
+            self._rollback(request, deadline)
             raise
         dns = request.config.get("dns") or {}
         return render_add_result(request.cni_version, plumbed, dns if isinstance(dns, dict) else {})
 
-    def _rollback(self, request: Request) -> None:
-        """A failed ADD leaves nothing behind: devices removed, address released."""
+    def _rollback(self, request: Request, deadline: float | None = None) -> None:
+        """A failed ADD leaves nothing behind: devices removed, address released.
+
+        Within the ADD's budget when time is left; a step the budget cannot cover
+        (and those after it) runs after the error is answered, in the attachment's
+        own queue, so a retried ADD or a DEL of it still comes after.
+        """
         unplumb = UnplumbPod(
-            container_id=request.container_id, ifname=request.ifname, netns=request.netns
+            container_id=request.container_id,
+            ifname=request.ifname,
+            netns=request.netns,
+            network=request.network,
         )
         for address, message in (
             (self._netlink, unplumb),
             (self._ipam, ReleaseAddress(key=request.key)),
         ):
             try:
-                self._ask(address, message)
+                self._ask(address, message, deadline)
             except CniError as exc:
+                if deadline is not None and time.monotonic() >= deadline and self._executor:
+                    # Unplumb and release are idempotent: the whole rollback again.
+                    key = f"{request.container_id}/{request.ifname}"
+                    self._executor.submit(key, lambda: self._rollback(request))
+                    self.log.info(
+                        "rollback of %s continues after the answer (add_timeout spent)",
+                        request.key,
+                    )
+                    return
                 self.log.error(
                     "rollback of %s: %s failed: %s", request.key, type(message).__name__, exc
                 )
@@ -421,7 +456,10 @@ class CNIServerActor(BaseActor):
             self._ask(
                 self._netlink,
                 UnplumbPod(
-                    container_id=request.container_id, ifname=request.ifname, netns=request.netns
+                    container_id=request.container_id,
+                    ifname=request.ifname,
+                    netns=request.netns,
+                    network=request.network,
                 ),
             )
         except CniError as exc:
@@ -451,6 +489,7 @@ class CNIServerActor(BaseActor):
                 container_id=request.container_id,
                 ifname=request.ifname,
                 netns=request.netns,
+                network=request.network,
                 address=expected.address,
                 prefixlen=expected.prefixlen,
                 gateway=expected.gateway,
@@ -475,14 +514,38 @@ class CNIServerActor(BaseActor):
             )
 
     def _gc(self, request: Request) -> None:
-        keep = valid_attachments(request.config)
-        released: AddressesReleased = self._ask(self._ipam, ReleaseAllExcept(keep=keep))
-        plumbed: PlumbedPods = self._ask(self._netlink, ListPlumbedPods())
-        for pod in plumbed.pods:
-            if f"{pod.container_id}/{pod.ifname}" not in keep:
+        """Release and unplumb this network's attachments that are neither in the runtime's
+        valid list nor being worked on; other networks' attachments are not ours to judge."""
+        network = request.network
+        listed = valid_attachments(request.config)
+        with self._gate.exclusive() as in_flight:
+            keep = listed | in_flight
+            released: AddressesReleased = self._ask(
+                self._ipam, ReleaseAllExcept(network=network, keep=keep)
+            )
+            plumbed: PlumbedPods = self._ask(self._netlink, ListPlumbedPods())
+            unplumbed = 0
+            for pod in plumbed.pods:
+                key = attachment_key(pod.network, pod.container_id, pod.ifname)
+                if pod.network != network or key in keep:
+                    continue
                 self._ask(
                     self._netlink,
-                    UnplumbPod(container_id=pod.container_id, ifname=pod.ifname, netns=""),
+                    UnplumbPod(
+                        container_id=pod.container_id,
+                        ifname=pod.ifname,
+                        netns="",
+                        network=pod.network,
+                    ),
                 )
-        if released.keys:
-            self.log.info("GC released %d attachments", len(released.keys))
+                unplumbed += 1
+        if released.keys or unplumbed:
+            self.log.info(
+                "GC of network %s: released %d addresses, unplumbed %d pods (kept %d listed, "
+                "%d in flight)",
+                network,
+                len(released.keys),
+                unplumbed,
+                len(listed),
+                len(in_flight - listed),
+            )

@@ -12,9 +12,10 @@ the VRFDomains (pyroute2_cni.crd_validate) and tells every subscriber:
   change that leaves the typed value unchanged (a status write, a Node
   heartbeat) is not published.
 
-It also writes the Accepted and Ready conditions of every VRFDomain (only when
-they differ from what the object says, conditional on its resourceVersion;
-a 409 means another node wrote first and the next event re-evaluates), and
+It also writes the Accepted and Ready conditions and status.acceptedCut of every
+VRFDomain (only when they differ from what the object says, conditional on its
+resourceVersion; a 409 means another node wrote first and the next event
+re-evaluates), and
 creates the default VRFDomain ``vrf-<vrf>`` from ``[default]`` when none exists
 after the initial list (a fixed name, so when every node starts at once one
 create wins and the others' 409 AlreadyExists counts as success).
@@ -26,6 +27,13 @@ Invariants:
   subscriber asks for one with :class:`SendSnapshot`.
 - State is rebuilt from the API in on_start, never carried over from a dead
   instance.
+- A VRFDomain whose vrf/prefix/prefixlen/ipblocklen differ from the cut its
+  IPBlocks were made from (status.acceptedCut, else what this instance
+  published) is checked against the IPBlocks, listed then and every
+  ``recut_recheck`` seconds while the change is refused: subscribers go on
+  seeing the old cut (PrefixChangeRefused, see crd_validate) until no block is
+  left outside the new one.  This is the fallback for API servers that do not
+  run the CRD's CEL immutability rules (before 1.25).
 
 Not done here yet: FRRActor's FrrApplyReported is accepted and logged, but not
 written to this node's VRFNodeConfig status (accepted/ready, FrrApplied).
@@ -36,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,7 +53,15 @@ import pykka
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
-from pyroute2_cni.crd_validate import DomainCandidate, Verdict, validate_domains
+from pyroute2_cni.crd_validate import (
+    REASON_PREFIX_CHANGE_REFUSED,
+    BlockCut,
+    DomainCandidate,
+    LiveBlock,
+    Verdict,
+    validate_domains,
+)
+from pyroute2_cni.ipam_store import BlockStore, KubeBlockStore, StoreError
 from pyroute2_cni.kube_watch import (
     DEFAULT_VXLAN_PORT,
     ApiError,
@@ -112,6 +128,14 @@ def default_domain(settings: Settings) -> VrfDomainSpec:
     )
 
 
+def live_blocks(store: BlockStore) -> tuple[LiveBlock, ...]:
+    """Every IPBlock of the cluster (one LIST) as re-cut checks need it; raises StoreError."""
+    return tuple(
+        LiveBlock(name=b.name, cidr=b.cidr, vrf=b.vrf, pods=b.pod_count)
+        for b in store.list_blocks()
+    )
+
+
 class CRDWatcherActor(BaseActor):
     actor_name = "crd-watcher"
 
@@ -125,11 +149,15 @@ class CRDWatcherActor(BaseActor):
         timings: WatchTimings | None = None,
         edge_factory: Callable[[], KubeApi] | None = None,
         control: WatchControl | None = None,
+        block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
     ) -> None:
         """`api_factory` returns a kubernetes ApiClient; each pump and the writer get one.
 
         `edge_factory` replaces the whole API edge (unit tests pass a fake);
         `control` is the test hook that cuts streams (see WatchControl).
+        `block_lister` lists the IPBlocks (raises StoreError); by default an
+        IPBlock store on `api_factory`, or no blocks at all when `edge_factory`
+        is given without it.
         """
         super().__init__(hooks)
         self._settings = settings
@@ -143,6 +171,10 @@ class CRDWatcherActor(BaseActor):
 
         self._edge_factory = edge_factory
         self._control = control
+        self._api_factory = api_factory
+        self._block_lister = block_lister
+        self._block_store: KubeBlockStore | None = None
+        self._own_block_store = block_lister is None and edge_factory is None
         self._writer: DomainWriter | None = None
         self._pumps: WatchPumps | None = None
         self._timer: threading.Timer | None = None
@@ -166,11 +198,15 @@ class CRDWatcherActor(BaseActor):
         # last status write.
         self._last_write: dict[str, tuple[tuple[int, tuple[DesiredCondition, ...]], float]] = {}
         self._frr_report: FrrApplyReported | None = None
+        # Names whose change of cut is refused: re-checked on a timer.
+        self._recut_refused: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     def on_start(self) -> None:
         self.set_ready(False, "listing " + ", ".join(r.value for r in Resource))
         self._writer = DomainWriter(self._edge_factory())
+        if self._own_block_store:
+            self._block_store = KubeBlockStore(self._api_factory())
         ref = self.actor_ref
         log = self.log
 
@@ -198,6 +234,8 @@ class CRDWatcherActor(BaseActor):
             self.log.warning("watch pumps did not stop within %gs", self._timings.stop_timeout)
         if self._writer is not None:
             self._writer.api.close()
+        if self._block_store is not None:
+            self._block_store.close()
 
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
@@ -222,7 +260,11 @@ class CRDWatcherActor(BaseActor):
             case RetryWrites():
                 with self._timer_lock:
                     self._timer = None
-                self._reconcile_writes()
+                if self._recut_refused:
+                    # Re-list the IPBlocks: drained ones let the change through.
+                    self._recompute_domains()
+                else:
+                    self._reconcile_writes()
                 return None
             case _:
                 return self.unknown(message)
@@ -327,17 +369,63 @@ class CRDWatcherActor(BaseActor):
         if self._synced:
             self._publish_change(resource, name, old, new)
 
+    def _list_blocks(self) -> tuple[tuple[LiveBlock, ...] | None, str]:
+        """Every IPBlock, or (None, why) when they cannot be listed."""
+        if self._block_lister is not None:
+            try:
+                return tuple(self._block_lister()), ""
+            except StoreError as exc:
+                return None, str(exc)
+        if self._block_store is None:
+            return (), ""
+        try:
+            return live_blocks(self._block_store), ""
+        except StoreError as exc:
+            return None, str(exc)
+
+    def _candidates(self) -> list[DomainCandidate]:
+        candidates: list[DomainCandidate] = []
+        listed: tuple[LiveBlock, ...] | None = ()
+        error = ""
+        fetched = False
+        for o in self._domains.values():
+            # The status is what every node sees; this instance's own memory
+            # covers the time before the first status write.
+            deployed = self._accepted.get(o.name)
+            cut = o.accepted_cut or (BlockCut.of(deployed) if deployed is not None else None)
+            blocks: tuple[LiveBlock, ...] | None = ()
+            if o.spec is not None and cut is not None and cut != BlockCut.of(o.spec):
+                if not fetched:
+                    listed, error = self._list_blocks()
+                    fetched = True
+                blocks = None if listed is None else tuple(b for b in listed if b.vrf == cut.vrf)
+            candidates.append(
+                DomainCandidate(
+                    name=o.name,
+                    created=o.created,
+                    spec=o.spec,
+                    error=o.error,
+                    cut=cut,
+                    blocks=blocks,
+                    blocks_error=error,
+                )
+            )
+        return candidates
+
     def _recompute_domains(self) -> None:
-        candidates = [
-            DomainCandidate(name=o.name, created=o.created, spec=o.spec, error=o.error)
-            for o in self._domains.values()
-        ]
-        self._verdicts = validate_domains(candidates, self._settings.default.vrf)
+        earlier = self._verdicts
+        self._verdicts = validate_domains(self._candidates(), self._settings.default.vrf)
         accepted: dict[str, VrfDomainSpec] = {}
-        for name, domain in self._domains.items():
-            verdict = self._verdicts.get(name)
-            if domain.spec is not None and verdict is not None and verdict.accepted:
-                accepted[name] = domain.spec
+        refused: set[str] = set()
+        for name, verdict in self._verdicts.items():
+            if verdict.deployed is not None:
+                accepted[name] = verdict.deployed
+            if verdict.reason == REASON_PREFIX_CHANGE_REFUSED:
+                refused.add(name)
+                last = earlier.get(name)
+                if last is None or last.message != verdict.message:
+                    self.log.warning("VRFDomain %s: %s", name, verdict.message)
+        self._recut_refused = refused
         old, self._accepted = self._accepted, accepted
         if not self._synced:
             return
@@ -346,9 +434,9 @@ class CRDWatcherActor(BaseActor):
             if before is None and after is not None:
                 self._publish(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=after))
             elif before is not None and after is None:
-                verdict = self._verdicts.get(name)
-                if verdict is not None:
-                    self.log.warning("VRFDomain %s rejected: %s", name, verdict.message)
+                rejection = self._verdicts.get(name)
+                if rejection is not None:
+                    self.log.warning("VRFDomain %s rejected: %s", name, rejection.message)
                 self._publish(ClusterObjectChanged(kind=ChangeKind.DELETED, obj=before))
             elif before is not None and after is not None and not _same_domain(before, after):
                 self._publish(ClusterObjectChanged(kind=ChangeKind.MODIFIED, obj=after))
@@ -404,6 +492,8 @@ class CRDWatcherActor(BaseActor):
         created = self._ensure_default()
         written, wake_in = self._write_statuses()
         delays = [] if wake_in is None else [wake_in]
+        if self._recut_refused:
+            delays.append(self._timings.recut_recheck)
         if created and written:
             self._retry_failures = 0
         else:
@@ -458,8 +548,12 @@ class CRDWatcherActor(BaseActor):
                 continue
             wanted = desired_conditions(verdict)
             conditions = merged_conditions(domain, wanted, now)
+            # A rejected domain keeps its recorded cut: its IPBlocks still exist.
+            cut = verdict.cut or domain.accepted_cut
             if conditions is None:
-                continue
+                if domain.accepted_cut == cut:
+                    continue
+                conditions = domain.conditions
             last = self._last_write.get(name)
             if last is not None and last[0] == (domain.generation, wanted):
                 # We wrote exactly this already and someone wrote it over: a node
@@ -470,7 +564,7 @@ class CRDWatcherActor(BaseActor):
                     wake_in = due if wake_in is None else min(wake_in, due)
                     continue
             try:
-                updated = self._writer.write_conditions(domain, conditions)
+                updated = self._writer.write_conditions(domain, conditions, cut)
             except ApiError as exc:
                 if exc.status in (404, 409):
                     # Deleted or changed meanwhile: its next event re-evaluates it.

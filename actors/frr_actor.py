@@ -2,7 +2,13 @@
 
 Changes are debounced; an identical rendering reloads nothing; a failed
 validation or reload keeps the last good configuration running and is
-retried with backoff.  zebra's view of the VNIs is polled and each VNI it
+retried with backoff.  A reload that fails midway leaves FRR running a mix
+of old and new: the last good configuration is put back (RestoreFrr) and
+checked with ``frr-reload.py --test``.  Every periodic poll also reads the
+running configuration and looks for the model's key lines
+(frr_model.key_lines): when they are missing twice in a row (a daemon that
+restarted without its configuration, a change by hand), the model is
+applied again, bindings included.  zebra's view of the VNIs is polled and each VNI it
 knows is told to the NetlinkActor, which brings the devices up only then
 (the order EVPN needs).
 """
@@ -23,6 +29,7 @@ from pyroute2_cni.frr_model import (
     FrrConfig,
     FrrModelError,
     build_frr_config,
+    missing_key_lines,
     render,
     render_vrf_bindings,
 )
@@ -38,16 +45,12 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
-from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, VniKnown
+from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, RestoreFrr, VniKnown
 from pyroute2_cni.metrics import Metrics
 
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
-RETRY_MAX = 30.0
-# After a reload, zebra reports a new VNI within a second or two; asking
-# again this often (bounded) brings the devices up without waiting for the
-# periodic poll.
-QUICK_POLL_INTERVAL = 0.25
-QUICK_POLLS = 40
+# The retry backoff's cap and the quick polls after a reload are server.ini
+# [frr] retry_max, quick_poll_interval and quick_polls.
 
 
 class FRRActor(BaseActor):
@@ -82,7 +85,10 @@ class FRRActor(BaseActor):
         self._synced = False
         self._generation = 0
         self._pending = False
-        self._applied: str | None = None
+        self._applied: str | None = None  # the text FRR runs, as far as we know
+        self._bindings: str | None = None  # the VRF-to-VNI bindings FRR has
+        self._applies = 0  # successful applies: a RestoreFrr older than one is moot
+        self._drift_seen: tuple[str, ...] = ()
         self._failures = 0
         self._model: FrrConfig | None = None
         self._told: set[tuple[int, int]] = set()
@@ -145,7 +151,10 @@ class FRRActor(BaseActor):
             case PollFrr(once=once):
                 self._poll()
                 if not once:
+                    self._check_drift()
                     self._later(self._frr.poll_interval, PollFrr())
+            case RestoreFrr():
+                self._restore(message)
             case _:
                 return self.unknown(message)
         return Ok()
@@ -210,15 +219,19 @@ class FRRActor(BaseActor):
                 self._fail("ValidationFailed", _tail(check.output), result="invalid")
             return
         validated = self._clock()
-        bindings = render_vrf_bindings(model)
-        if self._model is not None and bindings == render_vrf_bindings(self._model):
-            # FRR has them: from the last reload, or from frr.conf after a restart.
-            bindings = ""
+        rendered = render_vrf_bindings(model)
+        # FRR has them (from the last reload, or from frr.conf after a restart)
+        # unless drift was seen or a restore failed since.
+        bindings = "" if rendered == self._bindings else rendered
         result = self._made_control().apply(text, bindings)
         if not result.ok:
-            self._fail("ReloadFailed", _tail(result.output), result="failed")
+            self._metrics.frr_reloads.labels("failed").inc()
+            self.actor_ref.tell(RestoreFrr(applied=self._applies, failure=_tail(result.output)))
             return
         self._applied = text
+        self._bindings = rendered
+        self._applies += 1
+        self._drift_seen = ()
         self._model = model
         current = {(v.vrf, v.l3vni) for v in model.vrfs} | {(v.vrf, v.vni) for v in model.l2vnis}
         self._told &= current
@@ -236,15 +249,71 @@ class FRRActor(BaseActor):
         )
         self.set_ready(True)
         self._report(True, "Applied", f"FRR runs the configuration for {len(model.vrfs)} VRFs")
-        self._quick_polls = QUICK_POLLS
+        self._quick_polls = self._frr.quick_polls
         self._poll()
+
+    def _restore(self, message: RestoreFrr) -> None:
+        """FRR runs the last good configuration again, checked, or says it does not."""
+        if message.applied != self._applies:
+            return  # an apply has succeeded since: FRR runs that one
+        restored = self._made_control().restore(self._applied)
+        if restored.ok:
+            self._metrics.frr_restores.labels("verified").inc()
+            self._fail(
+                "ReloadFailed",
+                f"{message.failure}; FRR runs the last good configuration again "
+                "(frr-reload.py --test finds no difference)",
+                result=None,
+            )
+            return
+        self._metrics.frr_restores.labels("failed").inc()
+        # FRR runs an unknown mix: the next apply sends everything, bindings included.
+        self._applied = None
+        self._bindings = None
+        self._fail(
+            "RestoreFailed",
+            f"{message.failure}; putting the last good configuration back failed too: "
+            f"{_tail(restored.output)}",
+            result=None,
+        )
+
+    def _check_drift(self) -> None:
+        """Apply again when FRR lacks the model's key lines twice in a row.
+
+        Twice: watchfrr loads a restarted daemon's part of frr.conf right after
+        starting it; one poll later it has it, or it will not get it.
+        """
+        if self._model is None or self._applied is None or self._pending:
+            self._drift_seen = ()
+            return
+        running = self._made_control().running_config()
+        if running is None:  # a daemon restarting: look again at the next poll
+            self._drift_seen = ()
+            return
+        missing = tuple(missing_key_lines(self._model, running))
+        if not missing or missing != self._drift_seen:
+            self._drift_seen = missing
+            return
+        self._drift_seen = ()
+        self._metrics.frr_drift.inc()
+        self.log.warning(
+            "FRR does not run the configuration applied last (missing: %s): a daemon "
+            "restarted without it, or it was changed by hand; applying it again",
+            ", ".join(missing[:5]),
+        )
+        self._applied = None
+        self._bindings = None
+        # In a handler of its own: each handler stays within config.frr_apply_bound.
+        self._generation += 1
+        self._pending = True
+        self.actor_ref.tell(ApplyFrr(generation=self._generation))
 
     def _fail(self, reason: str, message: str, result: str | None) -> None:
         """Keep the last good config; retry with backoff; make it visible."""
         self._failures += 1
         if result is not None:
             self._metrics.frr_reloads.labels(result).inc()
-        delay = min(RETRY_MAX, 2.0 ** min(self._failures, 5))
+        delay = min(self._frr.retry_max, 2.0 ** min(self._failures, 5))
         self.log.error("FRR apply failed (%s): %s; retrying in %.0f s", reason, message, delay)
         if self._applied is None:
             self.set_ready(False, f"{reason}: {message}")
@@ -299,7 +368,7 @@ class FRRActor(BaseActor):
         wanted = len(self._model.vrfs) + len(self._model.l2vnis)
         if len(known) < wanted and self._quick_polls > 0:
             self._quick_polls -= 1
-            self._later(QUICK_POLL_INTERVAL, PollFrr(once=True))
+            self._later(self._frr.quick_poll_interval, PollFrr(once=True))
         else:
             self._quick_polls = 0
 

@@ -7,6 +7,14 @@ conditional on the block's resourceVersion (409 means re-read and retry,
 bounded by ``settings.write_retries``).  The cache changes only from what a
 successful write or a re-read returned.
 
+A write whose outcome is unknown (StoreUnavailable: timeout, connection error,
+5xx; e.g. it committed but the API server restarted before replying) makes its
+block *suspect* (for a create: the name).  Before any later operation, lookup or
+reconcile round, suspect blocks are re-read; until a re-read succeeds nothing that
+may depend on them is answered (TEMPORARY failure), so a runtime's DEL for an ADD
+that "failed" never hears "nothing held" while the API holds the address.  A 409
+is a known outcome (Conflict: re-read and retry; BlockTaken: the name is held).
+
 Allocations and releases that queue up while a write is in flight are served
 together: the actor takes the consecutive AllocateAddress/ReleaseAddress
 messages at the head of its inbox (up to ``max_batch``), applies them in order
@@ -43,6 +51,7 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.attachment import key_network
 from pyroute2_cni.config import IpamSection
 from pyroute2_cni.ipam_blocks import (
     GATEWAY_KEY,
@@ -89,7 +98,9 @@ from pyroute2_cni.messages.ipam import (
     AddressLookupResult,
     AddressReleased,
     AllocateAddress,
+    AllocationConfirmed,
     BlockInfo,
+    ConfirmAllocation,
     LookupAddress,
     NodeBlocksChanged,
     Reconcile,
@@ -105,9 +116,8 @@ DEFAULT_LEASE_NAMESPACE = "pyroute2-cni"
 DEFAULT_MAX_BATCH = 64
 # Block names known to be held by other nodes that one claim may try again.
 REPROBE_LIMIT = 8
-# Retry delays for the initial read of this node's blocks when the API is down.
-LOAD_RETRY_INITIAL = 0.5
-LOAD_RETRY_MAX = 30.0
+# Retry delays for the initial read of this node's blocks when the API is down:
+# server.ini [ipam] load_retry_initial, load_retry_max.
 
 Op = AllocateAddress | ReleaseAddress
 
@@ -167,6 +177,9 @@ class IPAMActor(BaseActor):
         self._index: dict[str, tuple[str, str]] = {}  # attachment key -> (block, address)
         self._domains: dict[int, VrfDomainSpec] = {}  # by VRF, from requests and the watcher
         self._taken: dict[str, float] = {}  # block names held by other nodes -> when learned
+        # Blocks (or names of creates) whose last write had an unknown outcome, or whose
+        # cached copy is known to be stale: re-read before anything is answered from them.
+        self._suspect: set[str] = set()
         self._empty_seen: dict[str, int] = {}
         self._missing: dict[tuple[str, str, str], _Missing] = {}
         self._foreign_missing: dict[str, int] = {}
@@ -203,8 +216,8 @@ class IPAMActor(BaseActor):
     def _next_delay(self) -> float:
         if self._loaded:
             return self._settings.reconcile_interval
-        delay = LOAD_RETRY_INITIAL * 2.0 ** max(0, self._load_failures - 1)
-        return min(delay, LOAD_RETRY_MAX, self._settings.reconcile_interval)
+        delay = self._settings.load_retry_initial * 2.0 ** max(0, self._load_failures - 1)
+        return min(delay, self._settings.load_retry_max, self._settings.reconcile_interval)
 
     def _schedule(self, delay: float) -> None:
         with self._timer_lock:
@@ -240,6 +253,7 @@ class IPAMActor(BaseActor):
             return
         self._blocks.clear()
         self._index.clear()
+        self._suspect.clear()
         for block in blocks:
             try:
                 block.network  # noqa: B018 - validates the CIDR
@@ -275,10 +289,11 @@ class IPAMActor(BaseActor):
         try:
             stored = self.store.replace_status(normalized(block, self._since()))
         except Conflict:
-            with contextlib.suppress(StoreError):  # the next write re-reads anyway
-                self._refresh(block.name)
+            self._refresh_or_suspect(block.name)
             return
         except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                self._suspect.add(block.name)
             self.log.warning("node %s: cannot repair IPBlock %s: %s", self._node, block.name, exc)
             return
         self._set_cached(stored)
@@ -289,8 +304,11 @@ class IPAMActor(BaseActor):
         match message:
             case AllocateAddress() | ReleaseAddress():
                 return self._serve_batch(message)
-            case ReleaseAllExcept(keep=keep):
-                return self._release_all_except(keep)
+            case ReleaseAllExcept(network=network, keep=keep):
+                return self._release_all_except(network, keep)
+            case ConfirmAllocation():
+                self._confirm(message)
+                return None
             case LookupAddress(key=key):
                 return self._lookup(key)
             case Reconcile():
@@ -386,6 +404,8 @@ class IPAMActor(BaseActor):
                 )
             pending = []
         while pending:
+            # Writes of the previous round may have left blocks suspect.
+            self._settle_suspects()
             work: dict[str, Block] = {}
             index = dict(self._index)
             touched: dict[str, str] = {}
@@ -424,6 +444,10 @@ class IPAMActor(BaseActor):
                     else:
                         retry.append(i)
             pending = sorted(retry + deferred)
+        for op, reply in zip(ops, replies, strict=True):
+            # The domain a request names is learned only once the allocation stands.
+            if isinstance(op, AllocateAddress) and isinstance(reply, AddressAllocated):
+                self._domains[op.domain.vrf] = op.domain
         if self._loaded:
             self._after_change()
         return replies
@@ -437,6 +461,7 @@ class IPAMActor(BaseActor):
             try:
                 self._refresh(block.name)
             except StoreError as err:
+                self._suspect.add(block.name)  # the cached copy is known to be stale
                 return self._store_failure(f"cannot re-read IPBlock {block.name}", err)
             return exc
         except BlockGone:
@@ -444,6 +469,16 @@ class IPAMActor(BaseActor):
             self._drop_cached(block.name)
             return Conflict(block.name)
         except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                # It may have committed: the cache must not answer for this block until
+                # a re-read says what the API holds.
+                self._suspect.add(block.name)
+                self.log.warning(
+                    "node %s: IPBlock %s: outcome of the status write unknown: %s",
+                    self._node,
+                    block.name,
+                    exc,
+                )
             return self._store_failure(f"cannot update IPBlock {block.name}", exc)
         self._set_cached(stored)
         return None
@@ -454,18 +489,75 @@ class IPAMActor(BaseActor):
         return Failure(reason=f"{what}: {exc}", kind=kind)
 
     def _refresh(self, name: str) -> None:
+        """Re-read one block into the cache (adopting it when it is ours but not cached)."""
         fresh = self.store.get_block(name)
+        self._suspect.discard(name)
         if fresh is None or fresh.node != self._node:
-            if fresh is not None:
+            if fresh is not None and name in self._blocks:
                 self.log.error(
                     "node %s: IPBlock %s now belongs to %s; forgetting it",
                     self._node,
                     name,
                     fresh.node,
                 )
+            elif fresh is not None:  # a create of ours that did not commit; theirs did
+                self._taken[name] = self._clock()
             self._drop_cached(name)
         else:
+            if name not in self._blocks:
+                self.log.info("node %s: adopted IPBlock %s (%s)", self._node, name, fresh.cidr)
             self._set_cached(fresh)
+
+    def _refresh_or_suspect(self, name: str) -> None:
+        try:
+            self._refresh(name)
+        except StoreError as exc:
+            self._suspect.add(name)
+            self.log.warning("node %s: cannot re-read IPBlock %s: %s", self._node, name, exc)
+
+    def _settle_suspects(self) -> None:
+        """Re-read the suspect blocks; stop at the first failure (the API is still away).
+
+        A GET per suspect block rather than a LIST of the node's blocks: suspects
+        are the few blocks of one failed batch, and a GET is what tells us exactly
+        what the API holds for each of them.
+        """
+        if not self._suspect:
+            return
+        changed = False
+        for name in sorted(self._suspect):
+            try:
+                self._refresh(name)
+            except StoreError as exc:
+                self.log.info("node %s: IPBlock %s still not re-read: %s", self._node, name, exc)
+                break
+            changed = True
+        if changed:
+            self._after_change()
+
+    def _unknown(self, name: str, key: str) -> Failure:
+        return Failure(
+            reason=f"IPBlock {name} may hold attachment {key}, but the outcome of its last "
+            "write is unknown and it could not be re-read: retry once the API server answers",
+            kind=ErrorKind.TEMPORARY,
+        )
+
+    def _unsettled_for(self, key: str, held: tuple[str, str] | None) -> Failure | None:
+        """A failure when `key` cannot be answered for while blocks are suspect.
+
+        A key held in a settled block is answered from it.  A key not in the cache
+        may sit in a suspect block (a write that committed without a reply), so it
+        waits for the re-read.  With nothing suspect, a key not in the cache is not
+        held: only this actor writes its node's blocks, every write it made either
+        succeeded (cached), conflicted (re-read) or was marked suspect, and any other
+        change is caught by the resourceVersion precondition of the next write.  So an
+        ordinary DEL miss costs no API request.
+        """
+        if held is not None:
+            return self._unknown(held[0], key) if held[0] in self._suspect else None
+        if self._suspect:
+            return self._unknown(", ".join(sorted(self._suspect)), key)
+        return None
 
     def _current(self, name: str, work: dict[str, Block]) -> Block:
         block = work.get(name)
@@ -491,8 +583,10 @@ class IPAMActor(BaseActor):
         failed_vrfs: dict[int, Failure],
     ) -> tuple[str | None, Any]:
         domain = op.domain
-        self._domains[domain.vrf] = domain
         held = index.get(op.key)
+        unsettled = self._unsettled_for(op.key, held)
+        if unsettled is not None:
+            return None, unsettled
         if held is not None:
             held_name, held_address = held
             held_block = self._current(held_name, work)
@@ -542,6 +636,9 @@ class IPAMActor(BaseActor):
         touched: dict[str, str],
     ) -> tuple[str | None, Any]:
         held = index.get(op.key)
+        unsettled = self._unsettled_for(op.key, held)
+        if unsettled is not None:
+            return None, unsettled
         if held is None:
             return None, AddressReleased(key=op.key, address=None)
         name, address = held
@@ -610,6 +707,11 @@ class IPAMActor(BaseActor):
         name = block_name(domain.vrf, network)
         try:
             created = self.store.create_block(new_block(domain.vrf, network, self._node))
+        except StoreUnavailable:
+            # It may exist now, ours and uncached: re-read before the next operation so
+            # it is adopted (used, published, returned when empty) rather than leaked.
+            self._suspect.add(name)
+            raise
         except BlockTaken:
             existing = self.store.get_block(name)
             if existing is None:
@@ -693,7 +795,11 @@ class IPAMActor(BaseActor):
     # -- other commands ----------------------------------------------------------------
 
     def _lookup(self, key: str) -> AddressLookupResult | Failure:
+        self._settle_suspects()
         held = self._index.get(key)
+        unsettled = self._unsettled_for(key, held)
+        if unsettled is not None:
+            return unsettled
         if held is None:
             return AddressLookupResult(allocation=None)
         name, address = held
@@ -707,8 +813,22 @@ class IPAMActor(BaseActor):
             )
         return AddressLookupResult(allocation=self._reply(key, block, address, domain))
 
-    def _release_all_except(self, keep: frozenset[str]) -> AddressesReleased | Failure:
-        keys = sorted(k for k in self._index if k not in keep)
+    def _confirm(self, msg: ConfirmAllocation) -> None:
+        held = self._index.get(msg.key)
+        msg.reply_to.tell(
+            AllocationConfirmed(
+                key=msg.key,
+                address=msg.address,
+                held=(held is not None and held[1] == msg.address) if self._loaded else None,
+            )
+        )
+
+    def _release_all_except(
+        self, network: str, keep: frozenset[str]
+    ) -> AddressesReleased | Failure:
+        # Only GC's own network: another network's GC must not touch ours (CNI spec: an
+        # attachment is network name + container id + ifname).
+        keys = sorted(k for k in self._index if k not in keep and key_network(k) == network)
         released: list[str] = []
         failures: list[tuple[str, Failure]] = []
         for start in range(0, len(keys), self._max_batch):
@@ -739,7 +859,11 @@ class IPAMActor(BaseActor):
                 self._load()
                 if not self._loaded:
                     return ReconcileResult(loaded=False, errors=(self._ready_detail,))
-            errors: list[str] = []
+            self._settle_suspects()
+            errors: list[str] = [
+                f"IPBlock {name}: outcome of the last write unknown, not re-read yet"
+                for name in sorted(self._suspect)
+            ]
             reclaimed = self._reclaim_leaks(errors)
             returned = self._return_empty_blocks(errors)
             lease_held, foreign = self._reclaim_foreign_blocks(errors)
@@ -826,15 +950,20 @@ class IPAMActor(BaseActor):
                 keep = min(unripe or ripe, key=lambda b: b.network)
                 ripe = [b for b in ripe if b.name != keep.name]
             for block in sorted(ripe, key=lambda b: b.network):
+                if block.name in self._suspect:
+                    continue  # its content is not known; the precondition would tell anyway
                 try:
                     self.store.delete_block(block.name, block.resource_version)
                 except Conflict:
                     try:
                         self._refresh(block.name)
                     except StoreError as exc:
+                        self._suspect.add(block.name)
                         errors.append(f"cannot re-read IPBlock {block.name}: {exc}")
                     continue
                 except StoreError as exc:
+                    if isinstance(exc, StoreUnavailable):
+                        self._suspect.add(block.name)  # it may be gone: re-read next time
                     errors.append(f"cannot return IPBlock {block.name}: {exc}")
                     continue
                 self.log.info(

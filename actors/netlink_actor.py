@@ -14,6 +14,11 @@ Invariants:
 
 - The kernel is the record.  Plumbed pods are found again from the alias on their host
   veth; domains from device names.  A restarted actor neither duplicates nor forgets.
+- An attachment is network name + container id + ifname: an UnplumbPod or CheckPod of
+  another network never touches ours.
+- A pod whose pair vanished is plumbed again only after IPAM confirms its attachment
+  still holds the address (ConfirmAllocation, answered by tell): IPAM may have reclaimed
+  it meanwhile, and then two pods would share it.
 - Nothing is deleted before it is known to be unwanted: devices of domains that are not
   desired go only after a ClusterSnapshot (the complete desired set) or a
   RemoveVrfDomain; gateway addresses are pruned only after the first NodeBlocksChanged.
@@ -37,7 +42,9 @@ from typing import Any
 
 import pykka
 
+from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.attachment import attachment_key, parse_key
 from pyroute2_cni.config import Settings
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.crd import (
@@ -49,7 +56,12 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.frr import VniKnown
-from pyroute2_cni.messages.ipam import BlockInfo, NodeBlocksChanged
+from pyroute2_cni.messages.ipam import (
+    AllocationConfirmed,
+    BlockInfo,
+    ConfirmAllocation,
+    NodeBlocksChanged,
+)
 from pyroute2_cni.messages.netlink import (
     BringUpVrfDomain,
     CheckPod,
@@ -154,9 +166,13 @@ class NetlinkActor(BaseActor):
         settings: Settings,
         backend_factory: Callable[[], NetlinkBackend],
         metrics: Metrics,
+        ipam: Address | None = None,
     ) -> None:
         super().__init__(hooks)
         self._node = node
+        # Confirms a pod's address before it is plumbed again; without it (tests of the
+        # fabric alone) nothing is plumbed again.
+        self._ipam = ipam
         self._settings = settings
         self._backend_factory = backend_factory
         self._metrics = metrics
@@ -174,6 +190,8 @@ class NetlinkActor(BaseActor):
         # What each pod this instance plumbed asked for, by host veth: a pair deleted by
         # hand is plumbed again from it (the alias alone lacks the address).
         self._plumbed: dict[str, PlumbPod] = {}
+        # Pods to plumb again once IPAM confirms their address, by host veth.
+        self._awaiting: dict[str, PlumbPod] = {}
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
         self._repairs: list[str] | None = None  # collecting during a Reconcile
@@ -245,6 +263,8 @@ class NetlinkActor(BaseActor):
                 return None  # published to every watcher subscriber; not ours
             case Reconcile():
                 return self._on_reconcile(message)
+            case AllocationConfirmed():
+                return self._guard(message, lambda: self._on_confirmed(message))
             case _:
                 return self.unknown(message)
 
@@ -668,7 +688,41 @@ class NetlinkActor(BaseActor):
                 "pod", f"set {name} ({record.container_id}/{record.ifname}) {change.describe()}"
             )
         for host in missing:
-            self._replumb(self._plumbed.pop(host))
+            self._confirm_then_replumb(self._plumbed.pop(host))
+
+    def _confirm_then_replumb(self, msg: PlumbPod) -> None:
+        host = host_veth_name(msg.container_id, msg.ifname)
+        key = attachment_key(msg.network, msg.container_id, msg.ifname)
+        if self._ipam is None:
+            self.log.warning("%s: pair gone; no IPAM to confirm %s with, not plumbed", key, host)
+            return
+        self._awaiting[host] = msg
+        if not self._ipam.tell(
+            ConfirmAllocation(key=key, address=msg.address, reply_to=self.actor_ref)
+        ):
+            self._plumbed[host] = self._awaiting.pop(host)  # IPAM restarting: next round
+
+    def _on_confirmed(self, reply: AllocationConfirmed) -> Ok:
+        parsed = parse_key(reply.key)
+        if parsed is None:
+            return Ok()
+        host = host_veth_name(parsed.container_id, parsed.ifname)
+        msg = self._awaiting.get(host)
+        if msg is None or msg.address != reply.address:
+            return Ok()  # unplumbed or plumbed afresh meanwhile: nothing to put back
+        del self._awaiting[host]
+        if reply.held is None:
+            self._plumbed[host] = msg  # IPAM has not read its blocks yet: next round
+        elif not reply.held:
+            self.log.warning(
+                "%s: not plumbed again: IPAM no longer holds %s for it (reclaimed); "
+                "its runtime will DEL or GC it",
+                reply.key,
+                reply.address,
+            )
+        else:
+            self._replumb(msg)
+        return Ok()
 
     def _remember(self, pods: dict[str, PodAlias]) -> None:
         """Pods plumbed by an earlier instance: what their aliases say they were given."""
@@ -678,6 +732,7 @@ class NetlinkActor(BaseActor):
             self._plumbed[host] = PlumbPod(
                 container_id=record.container_id,
                 ifname=record.ifname,
+                network=record.network,
                 netns=record.netns,
                 vrf=record.vrf,
                 attachment=record.attachment,
@@ -706,7 +761,12 @@ class NetlinkActor(BaseActor):
             if result.kind is ErrorKind.TEMPORARY:  # e.g. its VRF is being rebuilt
                 self._plumbed[host_veth_name(msg.container_id, msg.ifname)] = msg
             return
-        self._done("pod", f"plumbed {what} again on {result.host.name}")
+        # Counted here: the confirmation arrives outside the Reconcile that asked for it.
+        repair = f"plumbed {what} again on {result.host.name}"
+        self._metrics.netlink_repairs.labels("pod").inc()
+        if self._repairs is not None:
+            self._repairs.append(repair)
+        self.log.warning("repaired: %s", repair)
 
     # -- pods --------------------------------------------------------------------------
     def _on_plumb(self, msg: PlumbPod) -> PodPlumbed | Failure:
@@ -730,11 +790,13 @@ class NetlinkActor(BaseActor):
         bridge = bridge_name(msg.attachment, msg.vrf)
         host = host_veth_name(msg.container_id, msg.ifname)
         host_mac, pod_mac = pod_macs(self._node, msg.container_id, msg.ifname)
+        self._awaiting.pop(host, None)  # this ADD supersedes a pending re-plumb
         record = PodAlias(
             vrf=msg.vrf,
             attachment=msg.attachment,
             container_id=msg.container_id,
             ifname=msg.ifname,
+            network=msg.network,
             netns=msg.netns,
             address=msg.address,
             prefixlen=msg.prefixlen,
@@ -757,6 +819,14 @@ class NetlinkActor(BaseActor):
                     reason=f"host interface {host} exists and is not this attachment's",
                     kind=ErrorKind.CONFLICT,
                     details=live.alias,
+                )
+            if owner.network != msg.network:
+                return Failure(
+                    reason=f"{msg.container_id}/{msg.ifname} is attached to network "
+                    f"{owner.network}, not {msg.network}",
+                    kind=ErrorKind.CONFLICT,
+                    details="one interface name per container: use another CNI_IFNAME "
+                    "for the second network",
                 )
             if owner.netns != msg.netns and owner.netns:
                 # Same attachment, another sandbox path: the old pair cannot be reused.
@@ -899,11 +969,24 @@ class NetlinkActor(BaseActor):
     def _on_unplumb(self, msg: UnplumbPod) -> Ok | Failure:
         host = host_veth_name(msg.container_id, msg.ifname)
         live = self.backend.link_get(host)
+        owner = parse_pod_alias(live.alias) if live is not None else None
+        if owner is not None and owner.network != msg.network:
+            # Another network's attachment with the same container id and ifname: not
+            # this DEL's (nothing of msg.network is here), so it stays.
+            self.log.info(
+                "DEL of %s/%s for network %s: %s belongs to network %s; left alone",
+                msg.container_id[:12],
+                msg.ifname,
+                msg.network,
+                host,
+                owner.network,
+            )
+            return Ok()
+        self._awaiting.pop(host, None)
         if live is None:
             self._pods.pop(host, None)
             self._plumbed.pop(host, None)
             return Ok()
-        owner = parse_pod_alias(live.alias)
         if live.alias and (
             owner is None or (owner.container_id, owner.ifname) != (msg.container_id, msg.ifname)
         ):
@@ -922,6 +1005,11 @@ class NetlinkActor(BaseActor):
         backend = self.backend
         live = backend.link_get(host)
         record = parse_pod_alias(live.alias) if live is not None else self._pods.get(host)
+        if record is not None and record.network != msg.network:
+            return PodCheckResult(
+                ok=False,
+                differences=(f"{host} is attached to network {record.network}, not {msg.network}",),
+            )
         bridge = bridge_name(record.attachment, record.vrf) if record else "(unknown)"
         master = ""
         if live is not None and live.master:
@@ -968,6 +1056,8 @@ class NetlinkActor(BaseActor):
                     ifname=record.ifname,
                     host_ifname=name,
                     vrf=record.vrf,
+                    network=record.network,
+                    address=record.address,
                 )
                 for name, record in sorted(self._pods.items())
             )

@@ -1,10 +1,13 @@
 """RouteKeeperActor: keeps a peer's EVPN forwarding entries while its FRR restarts.
 
-Inputs: EvpnChanged / EvpnResync (its monitor thread), BgpSessionsSeen (FRRActor's
-poll), CheckHeld (self, every second while something is held).  The decisions are
+Inputs: EvpnChanges / EvpnResync (its monitor thread: one message per burst read),
+EvpnChanged (one change), BgpSessionsSeen (FRRActor's poll), CheckHeld (self, every
+second while something is held).  The decisions are
 :class:`pyroute2_cni.evpn_hold.EvpnHold`'s; this actor owns the kernel socket, the
 monitor thread and the peer probes (``GET http://<peer>:<metrics_port>/livez``, and
-``/metrics`` for a peer behind route reflectors).
+``/metrics`` for a peer behind route reflectors).  A probe that connects but gets no
+answer in time says the daemon is there (its listener accepted us), busy: under load
+/metrics may be slow, which is no sign of a dead node.
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
-from pyroute2_cni.evpn_hold import EvpnEntry, EvpnHold, EvpnKernel, PeerSession
+from pyroute2_cni.evpn_hold import (
+    NO_ANSWER_IN_TIME,
+    EvpnEntry,
+    EvpnHold,
+    EvpnKernel,
+    PeerSession,
+)
 from pyroute2_cni.messages.base import Ok
-from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged, EvpnResync
+from pyroute2_cni.messages.evpn import (
+    BgpSessionsSeen,
+    CheckHeld,
+    EvpnChanged,
+    EvpnChanges,
+    EvpnResync,
+)
 from pyroute2_cni.metrics import Metrics
 
 CHECK_INTERVAL = 1.0
@@ -40,13 +55,25 @@ class Monitor(Protocol):
     def close(self) -> None: ...
 
 
+# The answer of a daemon that accepted the connection and did not answer in time.
+SLOW = (0, "")
+
+
 def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] | None:
-    """(status, body) of ``GET http://address:port/path``; None when it cannot be had."""
+    """(status, body) of ``GET http://address:port/path``; :data:`SLOW` when connected
+    but the answer did not come within ``timeout``; None when nothing listens there."""
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.connect()
+    except OSError:
+        conn.close()
+        return None
     try:
         conn.request("GET", path)
         response = conn.getresponse()
         return response.status, response.read().decode("utf-8", "replace")
+    except TimeoutError:
+        return SLOW
     except OSError:
         return None
     finally:
@@ -54,11 +81,12 @@ def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] 
 
 
 def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bool]:
-    """True when the pyroute2-cni daemon at ``address`` answers /livez with 200."""
+    """True when the pyroute2-cni daemon at ``address`` answers /livez with 200, or
+    accepts the connection and is too busy to answer in time."""
 
     def probe(address: str) -> bool:
         answer = _get(address, port, "/livez", timeout)
-        return answer is not None and answer[0] == 200
+        return answer is not None and (answer == SLOW or answer[0] == 200)
 
     return probe
 
@@ -68,10 +96,12 @@ ESTABLISHED_METRIC = "pyroute2_cni_bgp_established_seconds"
 
 def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], PeerSession | None]:
     """How the daemon at ``address`` sees its own BGP sessions (its /metrics); None when
-    it does not answer or does not say."""
+    it does not answer or does not say; state NO_ANSWER_IN_TIME when it is too slow."""
 
     def probe(address: str) -> PeerSession | None:
         answer = _get(address, port, "/metrics", timeout)
+        if answer == SLOW:
+            return PeerSession(state=NO_ANSWER_IN_TIME, uptime=0.0)
         if answer is None or answer[0] != 200:
             return None
         return peer_session_from_metrics(answer[1])
@@ -99,7 +129,8 @@ class RouteKeeperActor(BaseActor):
         settings: Settings,
         kernel_factory: Callable[[], KeeperKernel],
         monitor_factory: Callable[
-            [Callable[[bool, EvpnEntry], None], Callable[[str], None]], Monitor
+            [Callable[[tuple[tuple[bool, EvpnEntry], ...]], None], Callable[[str], None]],
+            Monitor,
         ],
         probe: Callable[[str], bool],
         remote: Callable[[str], PeerSession | None] = lambda _address: None,
@@ -134,7 +165,7 @@ class RouteKeeperActor(BaseActor):
             hold=self._hold_time,
         )
         # Subscribe before the dump, so nothing between the two is missed.
-        self._monitor = self._monitor_factory(self._on_event, self._on_lost)
+        self._monitor = self._monitor_factory(self._on_events, self._on_lost)
         self._monitor.start()
         entries = self._kernel.entries()
         # Copies a previous instance left (it stopped while a peer was away).
@@ -153,9 +184,9 @@ class RouteKeeperActor(BaseActor):
         if self._kernel is not None:
             self._kernel.close()
 
-    def _on_event(self, added: bool, entry: EvpnEntry) -> None:
+    def _on_events(self, changes: tuple[tuple[bool, EvpnEntry], ...]) -> None:
         if not self.stopping.is_set():
-            self.actor_ref.tell(EvpnChanged(added=added, entry=entry))
+            self.actor_ref.tell(EvpnChanges(changes=changes))
 
     def _on_lost(self, error: str) -> None:
         if not self.stopping.is_set():
@@ -183,6 +214,8 @@ class RouteKeeperActor(BaseActor):
                 hold.added(entry)
             case EvpnChanged(added=False, entry=entry):
                 hold.deleted(entry)
+            case EvpnChanges(changes=changes):
+                hold.changed(changes)
             case EvpnResync(error=error) if error:
                 # The monitor thread is gone: a new instance starts a new one.
                 raise RuntimeError(f"EVPN monitor failed: {error}")

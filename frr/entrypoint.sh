@@ -8,7 +8,11 @@
 # 2. Forward FRR's syslog messages to stdout (`kubectl logs -c pyroute2-frr`).
 # 3. Run watchfrr in the foreground; it starts zebra, bgpd and staticd (as
 #    listed in /etc/frr/daemons), loads their configuration with `vtysh -b`
-#    and restarts any daemon that dies.
+#    and restarts any daemon that dies; the restarted daemon gets its part of
+#    frr.conf back (watchfrr.sh -> frrcommon.sh daemon_start -> `vtysh -b -d
+#    <daemon>`).  So frr.conf must always hold the last good configuration:
+#    the FRRActor puts it back after a failed reload (frr-reload.py's closing
+#    `write` saves whatever FRR runs, a half-applied mix included).
 # 4. On SIGTERM/SIGINT stop watchfrr, then the daemons (zebra first; it keeps
 #    its kernel routes, see zebra_options in daemons), and exit 0.  If watchfrr
 #    itself dies, stop the daemons and exit 1 so the kubelet restarts us.

@@ -16,6 +16,13 @@ class EvpnChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EvpnChanges:
+    """Changes the monitor read together (a burst), in order: (added, entry) each."""
+
+    changes: tuple[tuple[bool, EvpnEntry], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EvpnResync:
     """Notifications were lost: read the kernel's entries again.  With ``error`` the
     monitor itself failed, and the actor fails too, to be restarted."""

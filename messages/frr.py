@@ -39,3 +39,16 @@ class FrrApplyReported:
     ok: bool
     reason: str
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreFrr:
+    """Self-told after a reload failed midway: put the last good configuration back.
+
+    `applied` is the count of successful applies when the reload failed: when
+    another apply has succeeded since, FRR runs that one and nothing is restored.
+    A handler of its own keeps each handler within config.frr_apply_bound.
+    """
+
+    applied: int
+    failure: str

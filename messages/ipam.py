@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2_cni.messages.crd import AttachmentType, VrfDomainSpec
 
@@ -16,7 +17,7 @@ class PodRef:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllocateAddress:
-    """Allocate one address for attachment `key` ("<containerid>/<ifname>") in `domain`.
+    """Allocate one address for attachment `key` (pyroute2_cni/attachment.py) in `domain`.
 
     Idempotent: a key that already holds an address in the domain gets it back.
     """
@@ -54,9 +55,31 @@ class AddressReleased:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReleaseAllExcept:
-    """CNI GC: release every attachment of this node not in `keep`."""
+    """CNI GC: release every attachment of `network` on this node whose key is not in
+    `keep`; other networks' attachments are not touched (pyroute2_cni/attachment.py)."""
 
+    network: str
     keep: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmAllocation:
+    """Does `key` still hold `address`?  Asked (by tell) before a pod is plumbed again from
+    what its veth alias recorded; the answer goes to `reply_to` as AllocationConfirmed."""
+
+    key: str
+    address: str
+    reply_to: Any  # an Address; typed loosely so messages import nothing of the actors
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllocationConfirmed:
+    key: str
+    address: str
+    # True: plumb it again; False: IPAM holds another address or none for key (reclaimed
+    # meanwhile), so plumbing it would share an address; None: IPAM has not read this
+    # node's blocks yet, ask again later.
+    held: bool | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

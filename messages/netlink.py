@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyroute2_cni.attachment import DEFAULT_NETWORK
 from pyroute2_cni.messages.crd import AttachmentType, VrfDomainSpec
 
 
@@ -48,6 +49,7 @@ class DomainState:
 class PlumbPod:
     container_id: str
     ifname: str
+    network: str = DEFAULT_NETWORK  # with container_id and ifname: the attachment
     netns: str  # path of the pod's network namespace
     vrf: int
     attachment: AttachmentType
@@ -76,11 +78,13 @@ class PodPlumbed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnplumbPod:
-    """Remove a pod's interface; succeeds when the netns or the link is already gone."""
+    """Remove a pod's interface; succeeds when the netns or the link is already gone, and
+    leaves an interface of another network's attachment alone."""
 
     container_id: str
     ifname: str
     netns: str
+    network: str = DEFAULT_NETWORK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +92,7 @@ class CheckPod:
     container_id: str
     ifname: str
     netns: str
+    network: str = DEFAULT_NETWORK
     address: str
     prefixlen: int
     gateway: str
@@ -106,6 +111,8 @@ class PlumbedPod:
     ifname: str
     host_ifname: str
     vrf: int
+    network: str = DEFAULT_NETWORK
+    address: str = ""  # as the alias records it ("" for pods plumbed by old versions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,7 +45,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_ipam_check(args: argparse.Namespace) -> int:
     from pyroute2_cni.ipam_check import run_ipam_check
 
-    return run_ipam_check(kubeconfig=args.kubeconfig, as_json=args.json)
+    return run_ipam_check(kubeconfig=args.kubeconfig, as_json=args.json, node=args.node)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: in-cluster)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--node",
+        metavar="NAME",
+        default="",
+        help="also compare this node's pod interfaces with its records (run it on that node: "
+        "an address plumbed without a record, a record without an interface)",
+    )
     check.set_defaults(func=_cmd_ipam_check)
     return parser
 

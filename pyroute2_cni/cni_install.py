@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pyroute2_cni.attachment import DEFAULT_NETWORK
+
 CONFLIST_NAME = "10-pyroute2-cni.conflist"
 SHIM_NAME = "pyroute2-cni"
 
@@ -38,7 +40,7 @@ def conflist(socket: str, cni_version: str = "1.0.0") -> dict[str, Any]:
     return {
         "cniVersion": cni_version,
         "cniVersions": ["1.0.0", "1.1.0"],
-        "name": "pyroute2-cni",
+        "name": DEFAULT_NETWORK,
         "plugins": [
             {"type": SHIM_NAME, "socket": socket},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},

@@ -2,18 +2,26 @@
 
 Parses and validates what the runtime sends (environment and network
 configuration) before anything has a side effect, and renders results and
-errors in the version the runtime asked for.  No I/O here.
+errors in the version the runtime asked for.  The one piece of I/O is
+:func:`netns_problem`: ADD and CHECK open CNI_NETNS to make sure it is a network
+namespace, so a wrong path gets an error naming CNI_NETNS instead of a netlink
+EINVAL from deep inside plumbing.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from pyroute2_cni.attachment import attachment_key
 from pyroute2_cni.messages.netlink import PodPlumbed
 
 SUPPORTED_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -21,6 +29,23 @@ LATEST = "1.1.0"
 PLUGIN_TYPE = "pyroute2-cni"
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+# ioctl(2) on an nsfs file: the CLONE_NEW* type of the namespace (Linux 4.11+).
+NS_GET_NSTYPE = 0xB703
+CLONE_NEWNET = 0x40000000
+_NS_TYPES = {
+    0x00020000: "mount",
+    0x02000000: "cgroup",
+    0x04000000: "UTS",
+    0x08000000: "IPC",
+    0x10000000: "user",
+    0x20000000: "PID",
+    0x00000080: "time",
+}
+_NETNS_EXPECTED = (
+    "expected the path of the pod's network namespace (a bind mount such as "
+    "/var/run/netns/<name>, or /proc/<pid>/ns/net)"
+)
 
 
 class Code(IntEnum):
@@ -51,16 +76,6 @@ class CniError(Exception):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Attachment:
-    container_id: str
-    ifname: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.container_id}/{self.ifname}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     command: str
     cni_version: str
@@ -73,8 +88,12 @@ class Request:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def network(self) -> str:
+        return str(self.config.get("name", ""))
+
+    @property
     def key(self) -> str:
-        return f"{self.container_id}/{self.ifname}"
+        return attachment_key(self.network, self.container_id, self.ifname)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -131,6 +150,50 @@ def config_version(config: Mapping[str, Any]) -> str:
     return version
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a special file"
+
+
+def netns_problem(path: str) -> tuple[str, str] | None:
+    """(msg, details) when `path` is not a network namespace here; None when it is.
+
+    Opens the path and asks nsfs for its type (NS_GET_NSTYPE): a plain file, a
+    directory or a namespace of another type cannot become the pod's netns.
+    """
+    what = f"CNI_NETNS {path!r}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return (
+            f"{what} does not exist",
+            f"{_NETNS_EXPECTED}; a path that exists only in another mount namespace "
+            "(e.g. the runtime's) is not visible to the daemon: share the directory "
+            "with the daemon (hostPath with mountPropagation HostToContainer)",
+        )
+    except OSError as exc:
+        return f"{what} cannot be opened: {exc.strerror}", _NETNS_EXPECTED
+    try:
+        mode = os.fstat(fd).st_mode
+        try:
+            nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            return f"{what} is not a network namespace: it is {_file_kind(mode)}", _NETNS_EXPECTED
+    finally:
+        os.close(fd)
+    if nstype != CLONE_NEWNET:
+        kind = _NS_TYPES.get(nstype, f"type {nstype:#x}")
+        return f"{what} is a {kind} namespace, not a network namespace", _NETNS_EXPECTED
+    return None
+
+
 def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
     """Validate the whole request before any side effect."""
     command = env.get("CNI_COMMAND", "")
@@ -156,6 +219,13 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
             raise CniError(
                 Code.INVALID_CONFIG, f"the network configuration has no {key!r}", "it is required"
             )
+    if not _CONTAINER_ID.match(config["name"]):
+        # The network name is part of every attachment's identity (attachment.py).
+        raise CniError(
+            Code.INVALID_CONFIG,
+            f"the network name {config['name']!r} is not valid",
+            "it must start with a letter or digit followed by letters, digits, '_', '.', '-'",
+        )
     if config["type"] != PLUGIN_TYPE:
         raise CniError(
             Code.INVALID_CONFIG,
@@ -184,6 +254,10 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
                 f"CNI_NETNS is missing for {command}",
                 "the runtime must set the path of the pod's network namespace",
             )
+        # DEL must succeed when the netns is gone (CNI spec): only ADD and CHECK
+        # need to enter it.
+        if command != "DEL" and (problem := netns_problem(netns)) is not None:
+            raise CniError(Code.INVALID_ENVIRONMENT, *problem)
     args = parse_cni_args(env.get("CNI_ARGS", ""))
     return Request(
         command=command,
@@ -214,7 +288,7 @@ def check_ifname(ifname: str) -> None:
 
 
 def valid_attachments(config: Mapping[str, Any]) -> frozenset[str]:
-    """GC: the keys of `cni.dev/valid-attachments`."""
+    """GC: the keys of `cni.dev/valid-attachments`, all of the configuration's network."""
     raw = config.get("cni.dev/valid-attachments", [])
     if not isinstance(raw, list):
         raise CniError(Code.INVALID_CONFIG, "cni.dev/valid-attachments must be a list")
@@ -230,7 +304,7 @@ def valid_attachments(config: Mapping[str, Any]) -> frozenset[str]:
                 "cni.dev/valid-attachments entries need string containerID and ifname",
                 f"got {item!r}",
             )
-        keys.add(f"{item['containerID']}/{item['ifname']}")
+        keys.add(attachment_key(str(config.get("name", "")), item["containerID"], item["ifname"]))
     return frozenset(keys)
 
 

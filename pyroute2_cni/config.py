@@ -6,6 +6,17 @@ line naming the section, key, value and what is allowed.
 
 Keys of the seed ConfigMap: [default] vrf, prefix, prefixlen, ipblocklen,
 system_vrf_type and [logging] level.  The other sections are the daemon's own.
+
+Timeouts must agree with each other: ``check_timeouts`` (a pure function, run by
+``parse_settings`` for the daemon and ``pyroute2-cni config --check`` alike)
+rejects a combination that cannot hold, naming the keys and what to change.
+Two keys are derived when server.ini leaves them out: [supervisor]
+heartbeat_timeout (the longest bounded actor operation + HUNG_MARGIN) and [cni]
+add_timeout (ADD_SHARE of [cni] shim_timeout).
+
+Keep in sync with: shim/pyroute2-cni.c (the shim's default timeout, 30 s),
+actors/frr_actor.py, frr_control.py, frr_vty.py (what one FRR apply does),
+actors/cni_server_actor.py (what one ADD does).
 """
 
 from __future__ import annotations
@@ -147,9 +158,16 @@ class SupervisorSection:
     max_restarts: int = _opt(5, "an integer from 1 to 1000", _int_range(1, 1000))
     restart_window: float = _opt(60.0, "seconds from 1 to 3600", _float_range(1, 3600))
     heartbeat_interval: float = _opt(1.0, "seconds from 0.05 to 60", _float_range(0.05, 60))
-    # Longer than any bounded operation an actor runs: an frr-reload.py call may
-    # take up to 120 s (RELOAD_TIMEOUT) on a loaded node.
-    heartbeat_timeout: float = _opt(180.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
+    # An actor silent this long is declared hung and restarted: it must exceed the
+    # longest bounded operation an actor runs in one handler (an FRR apply, see
+    # frr_apply_bound).  Left out of server.ini: derived from the [frr] and [ipam]
+    # timeouts (longest + HUNG_MARGIN); the default below is that for their defaults.
+    heartbeat_timeout: float = _opt(
+        360.0,
+        "seconds from 0.1 to 3600, more than the longest bounded operation "
+        "(default: derived from the [frr] and [ipam] timeouts)",
+        _float_range(0.1, 3600),
+    )
     backoff_initial: float = _opt(0.1, "seconds from 0.01 to 60", _float_range(0.01, 60))
     backoff_max: float = _opt(10.0, "seconds from 0.01 to 600", _float_range(0.01, 600))
     stop_timeout: float = _opt(4.0, "seconds from 0.1 to 60", _float_range(0.1, 60))
@@ -162,6 +180,14 @@ class IpamSection:
     leak_grace: float = _opt(300.0, "seconds from 0 to 86400", _float_range(0, 86400))
     reconcile_interval: float = _opt(60.0, "seconds from 0.5 to 86400", _float_range(0.5, 86400))
     write_retries: int = _opt(8, "an integer from 1 to 100", _int_range(1, 100))
+    # One Kubernetes API request: connect, then read the answer.  Their sum bounds
+    # one request, so an IPAM handler is never silent for longer per request.
+    request_connect_timeout: float = _opt(5.0, "seconds from 0.1 to 300", _float_range(0.1, 300))
+    request_read_timeout: float = _opt(15.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
+    # Retry delays of the first read of this node's blocks while the API is down:
+    # doubling from load_retry_initial up to load_retry_max (and reconcile_interval).
+    load_retry_initial: float = _opt(0.5, "seconds from 0.01 to 60", _float_range(0.01, 60))
+    load_retry_max: float = _opt(30.0, "seconds from 0.01 to 3600", _float_range(0.01, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +206,20 @@ class FrrSection:
     # How long a peer's EVPN routes are kept in the kernel while its FRR restarts
     # (FRR's graceful restart does not cover EVPN); 0 turns the hold off.
     evpn_hold: float = _opt(120.0, "seconds from 0 to 3600", _float_range(0, 3600))
+    # One frr-reload.py run (--test or --reload): ~0.25 s on a host, ~2 s under
+    # User-Mode Linux, much more on a loaded node.
+    reload_timeout: float = _opt(120.0, "seconds from 1 to 1800", _float_range(1, 1800))
+    # One vtysh process (loading the VRF-to-VNI bindings, the "is FRR there" probe).
+    vtysh_timeout: float = _opt(20.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
+    # One question on a daemon's vty socket (the state polls): the whole ask,
+    # connect included.
+    vty_timeout: float = _opt(5.0, "seconds from 0.1 to 600", _float_range(0.1, 600))
+    # A failed apply is retried after 2, 4, 8, ... seconds, at most this.
+    retry_max: float = _opt(30.0, "seconds from 1 to 3600", _float_range(1, 3600))
+    # After a reload zebra reports a new VNI within a second or two: poll this
+    # often, at most quick_polls times, instead of waiting for poll_interval.
+    quick_poll_interval: float = _opt(0.25, "seconds from 0.01 to 60", _float_range(0.01, 60))
+    quick_polls: int = _opt(40, "an integer from 0 to 10000", _int_range(0, 10000))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +227,27 @@ class NetlinkSection:
     reconcile_interval: float = _opt(30.0, "seconds from 0.5 to 3600", _float_range(0.5, 3600))
     # Empty: the interface of the default route and its primary address.
     vtep_interface: str = _opt("", "an interface name or empty", _text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CniSection:
+    """[cni]: how long the CNI path waits; see check_timeouts for how they relate."""
+
+    # What the shim waits for the whole call (stdin, connect, reply): its built-in
+    # default (30 s; STATUS 5 s), or the conflist's "timeout" or the env
+    # PYROUTE2_CNI_TIMEOUT when set there.  Keep it equal to what the shim uses.
+    shim_timeout: float = _opt(30.0, "seconds from 1 to 86400", _float_range(1, 86400))
+    # The daemon's budget for one ADD (IPAM, then netlink): the error is answered
+    # within it, before the shim gives up; a rollback runs after the answer.
+    # Left out of server.ini: ADD_SHARE of shim_timeout.
+    add_timeout: float = _opt(
+        25.0,
+        "seconds from 0.1 to 86400, less than shim_timeout (default 5/6 of it)",
+        _float_range(0.1, 86400),
+    )
+    # One question to the IPAM or netlink actor (DEL, CHECK, GC, a rollback step);
+    # within an ADD also cut to what is left of add_timeout.
+    ask_timeout: float = _opt(20.0, "seconds from 0.1 to 3600", _float_range(0.1, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +259,7 @@ class Settings:
     ipam: IpamSection = field(default_factory=IpamSection)
     frr: FrrSection = field(default_factory=FrrSection)
     netlink: NetlinkSection = field(default_factory=NetlinkSection)
+    cni: CniSection = field(default_factory=CniSection)
 
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -208,6 +270,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "ipam": IpamSection,
     "frr": FrrSection,
     "netlink": NetlinkSection,
+    "cni": CniSection,
 }
 
 S = TypeVar("S")
@@ -252,6 +315,95 @@ def _check_default(section: DefaultSection) -> None:
         ) from None
 
 
+# The hung limit's slack above the longest bounded operation: scheduling, the
+# heartbeat interval, a slow node.
+HUNG_MARGIN = 60.0
+# The daemon answers an ADD within this share of the shim's timeout (30 s -> 25 s).
+ADD_SHARE = 5 / 6
+
+
+def frr_apply_bound(frr: FrrSection) -> float:
+    """Seconds one FRRActor handler can take, every step at its timeout.
+
+    The longest is a periodic poll that finds drift: the state (three vty asks),
+    the running config (two), then an apply: validate (frr-reload.py --test) +
+    the bindings (vtysh -f) + reload (frr-reload.py --reload) + the state poll
+    that follows (three vty asks).  A failed validation asks vtysh once instead
+    of the bindings; a restore (its own message) is a reload and a --test.
+    Keep in sync with FRRActor (_apply, _check_drift, _restore) and FrrProcessControl.
+    """
+    return 2 * frr.reload_timeout + frr.vtysh_timeout + 8 * frr.vty_timeout
+
+
+def ipam_request_bound(ipam: IpamSection) -> float:
+    """Seconds one Kubernetes API request of the IPAM store can take."""
+    return ipam.request_connect_timeout + ipam.request_read_timeout
+
+
+def longest_bounded_operation(settings: Settings) -> tuple[float, str]:
+    """The longest one-handler operation of any actor, and what it is made of."""
+    frr = settings.frr
+    req = settings.ipam
+    ipam = (
+        ipam_request_bound(req),
+        f"an IPAM API request ([ipam] request_connect_timeout {req.request_connect_timeout:g}"
+        f" + request_read_timeout {req.request_read_timeout:g})",
+    )
+    if not frr.enabled:
+        return ipam
+    apply = (
+        frr_apply_bound(frr),
+        f"an FRR poll that re-applies (2 x [frr] reload_timeout {frr.reload_timeout:g} + "
+        f"vtysh_timeout {frr.vtysh_timeout:g} + 8 x vty_timeout {frr.vty_timeout:g})",
+    )
+    return max(apply, ipam)
+
+
+def derived_heartbeat_timeout(settings: Settings) -> float:
+    return longest_bounded_operation(settings)[0] + HUNG_MARGIN
+
+
+def derived_add_timeout(cni: CniSection) -> float:
+    return round(cni.shim_timeout * ADD_SHARE, 3)
+
+
+def check_timeouts(settings: Settings) -> None:
+    """Reject timeouts that cannot hold together; ConfigError names the keys and the fix.
+
+    - [supervisor] heartbeat_timeout must exceed the longest bounded actor
+      operation, or a slow but healthy apply is declared hung and restarted
+      (and two frr-reload.py could overlap).
+    - [cni] add_timeout must be less than [cni] shim_timeout, or the daemon may
+      answer an ADD the shim stopped waiting for.
+    - An IPAM API request must fit in [cni] ask_timeout, or an ADD gives up on
+      an allocation that then succeeds.
+    """
+    hung = settings.supervisor.heartbeat_timeout
+    longest, what = longest_bounded_operation(settings)
+    if hung <= longest:
+        raise ConfigError(
+            f"server.ini [supervisor] heartbeat_timeout = {hung:g}: must exceed the longest "
+            f"bounded actor operation, {what} = {longest:g} s; raise heartbeat_timeout above "
+            f"{longest:g} (or leave it out: it is derived) or lower those timeouts"
+        )
+    cni = settings.cni
+    if cni.add_timeout >= cni.shim_timeout:
+        raise ConfigError(
+            f"server.ini [cni] add_timeout = {cni.add_timeout:g}: must be less than [cni] "
+            f"shim_timeout = {cni.shim_timeout:g} (the shim stops waiting then); lower "
+            f"add_timeout (or leave it out: it is derived) or raise shim_timeout together "
+            f'with the conflist\'s "timeout"'
+        )
+    request = ipam_request_bound(settings.ipam)
+    if request > cni.ask_timeout:
+        raise ConfigError(
+            f"server.ini [cni] ask_timeout = {cni.ask_timeout:g}: must be at least one IPAM API "
+            f"request, [ipam] request_connect_timeout {settings.ipam.request_connect_timeout:g} "
+            f"+ request_read_timeout {settings.ipam.request_read_timeout:g} = {request:g} s; "
+            "raise ask_timeout or lower those two"
+        )
+
+
 def parse_settings(text: str, env: Mapping[str, str] | None = None) -> Settings:
     """Parse server.ini text; raises ConfigError with a one-line explanation."""
     parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
@@ -271,6 +423,19 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> Settings:
         sections[name] = _parse_section(name, cls, dict(parser.items(name)))
     settings = Settings(**sections)
     _check_default(settings.default)
+    # Dependent timeouts follow the ones they depend on unless set explicitly.
+    if not parser.has_option("cni", "add_timeout"):
+        settings = replace(
+            settings, cni=replace(settings.cni, add_timeout=derived_add_timeout(settings.cni))
+        )
+    if not parser.has_option("supervisor", "heartbeat_timeout"):
+        settings = replace(
+            settings,
+            supervisor=replace(
+                settings.supervisor, heartbeat_timeout=derived_heartbeat_timeout(settings)
+            ),
+        )
+    check_timeouts(settings)
     environ = os.environ if env is None else env
     node_name = environ.get("NODE_NAME", "").strip() or settings.daemon.node_name
     if not node_name:

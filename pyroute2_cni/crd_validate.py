@@ -20,6 +20,16 @@ Rules across domains (each domain that breaks one is rejected, the other kept):
   (the one whose id is ``[default] vrf``) reaches the host and so must not
   overlap any other domain.
 
+Re-cutting live blocks (reason ``PrefixChangeRefused``): vrf, prefix,
+prefixlen and ipblocklen decide how the domain is cut into IPBlocks.  The CRD
+makes them immutable with a CEL transition rule (Kubernetes 1.25+); where that
+rule does not run, a domain whose spec differs from the cut its IPBlocks were
+made from (``DomainCandidate.cut``: status.acceptedCut, else what this node
+deployed) is refused while any IPBlock of the old vrf would fall outside the
+new values.  It is not withdrawn: every node keeps deploying the old cut with
+the other fields of the new spec (``Verdict.deployed``), so pods keep their
+addresses and routes, until the blocks are gone or the change is reverted.
+
 Invariants:
 
 - Conflicts are resolved deterministically: domains are considered oldest
@@ -27,7 +37,10 @@ Invariants:
   domains already accepted.  So an older valid domain always wins over a newer
   one, and a domain rejected for its own fields never blocks another.
 - The verdict depends only on the inputs (no history): a node that starts
-  later computes the same verdicts as the others.
+  later computes the same verdicts as the others.  The one remembered input,
+  the cut, lives in the object's status for that reason.
+- A refused re-cut is checked against the domains with the old cut, because
+  that is what the nodes route.
 
 Keep in sync with: the schema in kubernetes/crds/0.1/vrfdomains.cni.pyroute2.org.yaml
 (its description lists these rules) and ``DefaultSection`` in config.py.
@@ -37,7 +50,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pyroute2_cni.messages.crd import VrfDomainSpec
@@ -49,10 +62,49 @@ REASON_DUPLICATE_TABLE = "DuplicateTable"
 REASON_DUPLICATE_VNI = "DuplicateVNI"
 REASON_OVERLAP = "OverlappingPrefix"
 REASON_CONFLICT = "Conflict"  # more than one kind of conflict at once
+REASON_PREFIX_CHANGE_REFUSED = "PrefixChangeRefused"
 
 RESERVED_TABLES = frozenset({253, 254, 255})
 MAX_TABLE = 2**32 - 2
 MAX_VNI = 2**24 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockCut:
+    """The fields a domain's IPBlocks are cut from (status.acceptedCut)."""
+
+    vrf: int
+    prefix: str
+    prefixlen: int
+    ipblocklen: int
+
+    @classmethod
+    def of(cls, spec: VrfDomainSpec) -> BlockCut:
+        return cls(
+            vrf=spec.vrf, prefix=spec.prefix, prefixlen=spec.prefixlen, ipblocklen=spec.ipblocklen
+        )
+
+    def applied_to(self, spec: VrfDomainSpec) -> VrfDomainSpec:
+        return replace(
+            spec,
+            vrf=self.vrf,
+            prefix=self.prefix,
+            prefixlen=self.prefixlen,
+            ipblocklen=self.ipblocklen,
+        )
+
+    def describe(self) -> str:
+        return f"vrf {self.vrf}, {self.prefix}/{self.prefixlen} with /{self.ipblocklen} blocks"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveBlock:
+    """One existing IPBlock, as far as re-cut checks need it."""
+
+    name: str
+    cidr: str
+    vrf: int
+    pods: int  # pod addresses allocated in it (the gateway not counted)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,14 +117,28 @@ class DomainCandidate:
     # None when the object could not be read into a spec; `error` says why.
     spec: VrfDomainSpec | None
     error: str = ""
+    # The cut existing IPBlocks were made from; None when unknown (never accepted).
+    cut: BlockCut | None = None
+    # The IPBlocks of cut.vrf, needed only when the spec's cut differs from `cut`;
+    # None when they could not be listed (`blocks_error` says why).
+    blocks: tuple[LiveBlock, ...] | None = ()
+    blocks_error: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     name: str
+    # The Accepted condition: False for a refused re-cut, which is still deployed.
     accepted: bool
     reason: str
     message: str
+    # What every node deploys: the spec, the spec with the old cut (re-cut
+    # refused), or None (rejected).
+    deployed: VrfDomainSpec | None = None
+
+    @property
+    def cut(self) -> BlockCut | None:
+        return BlockCut.of(self.deployed) if self.deployed is not None else None
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -184,6 +250,71 @@ def _conflicts(
     return found
 
 
+def _stranded(spec: VrfDomainSpec, blocks: Iterable[LiveBlock], old_vrf: int) -> list[LiveBlock]:
+    """The blocks of `old_vrf` that the cut of `spec` would not contain."""
+    network = _network(spec)
+    out: list[LiveBlock] = []
+    for block in blocks:
+        if block.vrf != old_vrf:
+            continue
+        try:
+            cidr = ipaddress.IPv4Network(block.cidr)
+        except ValueError:
+            out.append(block)
+            continue
+        if (
+            block.vrf != spec.vrf
+            or cidr.prefixlen != spec.ipblocklen
+            or not cidr.subnet_of(network)
+        ):
+            out.append(block)
+    return out
+
+
+def _changes(old: BlockCut, new: VrfDomainSpec) -> str:
+    parts: list[str] = []
+    if old.vrf != new.vrf:
+        parts.append(f"spec.vrf {old.vrf} -> {new.vrf}")
+    if (old.prefix, old.prefixlen) != (new.prefix, new.prefixlen):
+        parts.append(f"spec.prefix/prefixlen {old.prefix}/{old.prefixlen} -> {new.cidr}")
+    if old.ipblocklen != new.ipblocklen:
+        parts.append(f"spec.ipblocklen {old.ipblocklen} -> {new.ipblocklen}")
+    return ", ".join(parts)
+
+
+def _recut_refusal(candidate: DomainCandidate, spec: VrfDomainSpec) -> str | None:
+    """Why the change of cut is refused, or None when nothing live is re-cut."""
+    old = candidate.cut
+    if old is None or old == BlockCut.of(spec):
+        return None
+    change = _changes(old, spec)
+    keep = (
+        f"the change is not applied: every node keeps deploying {old.describe()}, "
+        "and pods keep their addresses"
+    )
+    todo = (
+        "To apply it, revert the change, or drain the pods of this VRFDomain and delete "
+        f"its IPBlocks (ipam.pyroute2.org/vrf={old.vrf}); the new values take effect "
+        "once no IPBlock is left outside them."
+    )
+    if candidate.blocks is None:
+        return (
+            f"{change}, and the IPBlocks cut from the old values cannot be checked: cannot "
+            f"list IPBlocks ({candidate.blocks_error or 'unknown error'}); {keep} (retried). "
+            + todo
+        )
+    stranded = _stranded(spec, candidate.blocks, old.vrf)
+    if not stranded:
+        return None
+    names = sorted(b.name for b in stranded)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    pods = sum(b.pods for b in stranded)
+    return (
+        f"{change}, but {len(stranded)} IPBlocks ({pods} pod addresses) cut from the old "
+        f"values would fall outside the new ones ({shown}); {keep}. " + todo
+    )
+
+
 def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> dict[str, Verdict]:
     """One verdict per candidate name; see the module docstring for the rules."""
     verdicts: dict[str, Verdict] = {}
@@ -205,6 +336,10 @@ def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> 
                 name=name, accepted=False, reason=REASON_INVALID, message="; ".join(problems)
             )
             continue
+        refusal = _recut_refusal(candidate, spec)
+        if refusal is not None and candidate.cut is not None:
+            # What the nodes route is the old cut: validate and deploy that.
+            spec = candidate.cut.applied_to(spec)
         found: list[tuple[str, str]] = []
         for winner in accepted:
             found.extend(_conflicts(spec, winner, system_vrf))
@@ -216,10 +351,20 @@ def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> 
             verdicts[name] = Verdict(name=name, accepted=False, reason=reason, message=message)
             continue
         accepted.append(spec)
+        if refusal is not None:
+            verdicts[name] = Verdict(
+                name=name,
+                accepted=False,
+                reason=REASON_PREFIX_CHANGE_REFUSED,
+                message=refusal,
+                deployed=spec,
+            )
+            continue
         verdicts[name] = Verdict(
             name=name,
             accepted=True,
             reason=REASON_ACCEPTED,
             message="the spec is valid and does not conflict with another VRFDomain",
+            deployed=spec,
         )
     return verdicts

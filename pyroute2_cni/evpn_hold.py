@@ -13,7 +13,10 @@ in BGP:
 - When zebra deletes one whose VTEP is a BGP peer -- or, in route-reflector
   mode, another node's VTEP -- it puts a copy back at once (routes with their
   own protocol and a worse metric, so zebra's route wins when it returns), and
-  remembers it as *held*.
+  remembers it as *held*.  A burst of deletions read together is put back in
+  one kernel exchange, routes first (:data:`RESTORE_ORDER`): zebra removes the
+  router MAC and the FDB entry before the route, and without the route the
+  traffic has nowhere to go, while a missing neighbour only queues it briefly.
 - Each check decides, per VTEP, whether the hold still makes sense:
 
   * the session to the peer stays up for ``confirm`` seconds after the
@@ -21,14 +24,17 @@ in BGP:
   * the session is Established again: release what zebra has re-installed,
     and everything after ``regrace`` seconds;
   * the session is down (or not configured yet, as when our own bgpd has just
-    started) and the peer's daemon does not answer its /livez: the node is gone,
-    release;
+    started) and the peer's daemon has not answered its /livez for ``silent``
+    seconds: the node is gone, release.  One unanswered probe proves nothing (a
+    node whose FRR restarts is busy; under load /metrics may answer late);
   * held longer than ``hold`` seconds: release.
 
   "The session" is ours to the peer in a full mesh.  With route reflectors the
   peer is not our neighbour (our sessions to the reflectors stay up while it
   restarts), so the peer's own daemon is asked instead: how long all of its
-  Established sessions have been up (``remote``); no answer means the node is gone.
+  Established sessions have been up (``remote``); no answer for ``silent``
+  seconds means the node is gone, and an answer too slow to read
+  (:data:`NO_ANSWER_IN_TIME`) counts as neither up nor gone.
 
 Pure logic: the kernel, the clock, BGP state and the peer probe are passed in.
 """
@@ -36,7 +42,7 @@ Pure logic: the kernel, the clock, BGP state and the peer probe are passed in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +51,12 @@ log = logging.getLogger("pyroute2_cni.evpn_hold")
 ROUTE = "route"
 NEIGH = "neigh"
 FDB = "fdb"
+# Restore order within a burst: the route carries the traffic; neighbour and FDB entry
+# only resolve its next hop.
+RESTORE_ORDER = {ROUTE: 0, NEIGH: 1, FDB: 2}
+# A PeerSession state for a peer daemon that accepted the connection but did not answer
+# in time: alive (its listener is there), its sessions unknown.
+NO_ANSWER_IN_TIME = "NoAnswerInTime"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,8 +112,9 @@ class BgpView:
 
 
 class EvpnKernel(Protocol):
-    def restore(self, entry: EvpnEntry) -> None:
-        """Put a copy of (a deleted) ``entry`` back; idempotent."""
+    def restore_all(self, entries: Sequence[EvpnEntry]) -> list[OSError | None]:
+        """Put copies of (deleted) ``entries`` back, in this order, in one exchange;
+        idempotent.  Per entry: the error, or None when it is back."""
 
     def release(self, entry: EvpnEntry) -> None:
         """Remove the copy made by :meth:`restore`; idempotent."""
@@ -124,6 +137,7 @@ class EvpnHold:
         hold: float = 120.0,
         regrace: float = 10.0,
         confirm: float = 10.0,
+        silent: float = 3.0,
     ) -> None:
         self._kernel = kernel
         self._clock = clock
@@ -132,6 +146,7 @@ class EvpnHold:
         self._hold = hold
         self._regrace = regrace
         self._confirm = confirm
+        self._silent = silent
         self._known: dict[tuple[object, ...], EvpnEntry] = {}
         self._held: dict[tuple[object, ...], _Held] = {}
         self._bgp = BgpView(answered=False, taken=float("-inf"))
@@ -139,6 +154,7 @@ class EvpnHold:
         self._nodes: frozenset[str] = frozenset()
         self._back_since: dict[str, float] = {}
         self._up_since: dict[str, float] = {}
+        self._silent_since: dict[str, float] = {}
         self.restored = 0
         self.released: dict[str, int] = {}
 
@@ -161,24 +177,58 @@ class EvpnHold:
             self._known[entry.key] = entry
 
     def deleted(self, entry: EvpnEntry) -> None:
+        self.changed([(False, entry)])
+
+    def changed(self, changes: Sequence[tuple[bool, EvpnEntry]]) -> None:
+        """(added, entry) as read together from the kernel, in order; what is to be held
+        goes back in one kernel exchange, routes first."""
+        restore: dict[tuple[object, ...], EvpnEntry] = {}
+        for added, entry in changes:
+            if added:
+                self.added(entry)
+                restore.pop(entry.key, None)  # zebra put it back itself
+                continue
+            kept = self._to_hold(entry)
+            if kept is not None:
+                restore[kept.key] = kept
+        if not restore:
+            return
+        ordered = sorted(restore.values(), key=lambda e: RESTORE_ORDER[e.kind])
+        try:
+            errors = self._kernel.restore_all(ordered)
+        except OSError as exc:
+            errors = [exc] * len(ordered)
+        now = self._clock()
+        for entry, error in zip(ordered, errors, strict=True):
+            if error is not None:
+                log.warning("could not restore %s: %s", entry.describe(), error)
+                continue
+            # A fresh absence: what was seen of the peer coming back before is stale.
+            self._back_since.pop(entry.vtep, None)
+            self._up_since.pop(entry.vtep, None)
+            self._held[entry.key] = _Held(entry, now)
+            self.restored += 1
+            log.info("holding %s while the routes of %s are away", entry.describe(), entry.vtep)
+
+    def _to_hold(self, entry: EvpnEntry) -> EvpnEntry | None:
+        """The entry as seen added when its deletion is one to hold for."""
         # A route's protocol says whose it is; a neighbour's deletion notice may lack
         # the flags and the address the add had, so the entry seen added decides.
         if entry.kind == ROUTE and not entry.owned:
-            return
+            return None
         known = self._known.pop(entry.key, None)
-        if known is None or self._hold <= 0 or entry.key in self._held:
-            return
-        entry = known
-        if entry.vtep not in self._peers and entry.vtep not in self._nodes:
-            return  # a pod's neighbour, or a peer of the past: nothing to hold for
-        try:
-            self._kernel.restore(entry)
-        except OSError as exc:
-            log.warning("could not restore %s: %s", entry.describe(), exc)
-            return
-        self._held[entry.key] = _Held(entry, self._clock())
-        self.restored += 1
-        log.info("holding %s while the routes of %s are away", entry.describe(), entry.vtep)
+        if self._hold <= 0:
+            return None
+        held = self._held.get(entry.key)
+        if held is not None:
+            # zebra re-installed it over our copy (an FDB entry without any notice) and
+            # deletes it again before the copy was released: the peer is away again.
+            return held.entry
+        if known is None:
+            return None
+        if known.vtep not in self._peers and known.vtep not in self._nodes:
+            return None  # a pod's neighbour, or a peer of the past: nothing to hold for
+        return known
 
     # -- the periodic decision ------------------------------------------------
     @property
@@ -212,14 +262,15 @@ class EvpnHold:
             return None  # no word from bgpd since the deletion yet
         if not self._bgp.answered:
             # Our own FRR is away (restarting); the peer may be fine.
-            return None if self._probe(vtep) else "peer daemon not answering"
+            return self._silence(vtep, now, self._probe(vtep))
         session = self._bgp.sessions.get(vtep)
         remote = session is None and vtep not in self._peers and vtep in self._nodes
         if remote:
             # Not our neighbour (route reflectors): the peer's daemon tells.
             session = self._remote(vtep)
-            if session is None:
-                return "peer daemon not answering"
+            verdict = self._silence(vtep, now, session is not None)
+            if session is None or session.state == NO_ANSWER_IN_TIME:
+                return verdict  # nothing learned about its sessions: keep the timers
         if session is not None and session.state == "Established":
             if session.uptime > now - oldest:
                 # The session outlived the deletion.  A restarting peer may withdraw
@@ -232,7 +283,16 @@ class EvpnHold:
         self._up_since.pop(vtep, None)
         if remote:
             return None  # its daemon answered: its FRR is on its way back
-        return None if self._probe(vtep) else "peer daemon not answering"
+        return self._silence(vtep, now, self._probe(vtep))
+
+    def _silence(self, vtep: str, now: float, answered: bool) -> str | None:
+        """Gone only when its daemon has not answered for ``silent`` seconds: a node busy
+        restarting its FRR may miss a probe or two."""
+        if answered:
+            self._silent_since.pop(vtep, None)
+            return None
+        since = self._silent_since.setdefault(vtep, now)
+        return "peer daemon not answering" if now - since >= self._silent else None
 
     def _release(self, item: _Held, reason: str) -> None:
         key = item.entry.key
@@ -249,6 +309,7 @@ class EvpnHold:
         if not any(h.entry.vtep == item.entry.vtep for h in self._held.values()):
             self._back_since.pop(item.entry.vtep, None)
             self._up_since.pop(item.entry.vtep, None)
+            self._silent_since.pop(item.entry.vtep, None)
         log.info("released %s: %s", item.entry.describe(), reason)
 
     def release_all(self, reason: str) -> None:

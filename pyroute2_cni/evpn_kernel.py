@@ -16,14 +16,23 @@ state NOARP marked with protocol :data:`HOLD_NEIGH_PROTO`, and FDB entries witho
 externally-learned flag.  A neighbour or FDB copy that zebra has taken over again
 (externally learned) is never deleted.  The dump reports copies too (not owned), so
 a new instance removes what a stopped one left.
+
+A withdrawal comes as a burst (one session down: every route, neighbour and FDB entry
+towards that VTEP): the monitor hands over what it reads within :data:`BURST_GAP` of
+the previous datagram as one batch, and :meth:`KernelEvpn.restore_all` sends a batch's
+copies in one datagram (the kernel answers each message in it) instead of one round
+trip each.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
+import select
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -32,8 +41,11 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, EvpnEntry
 from pyroute2_cni.netlink_backend import (
+    NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
     RT_SCOPE_UNIVERSE,
     RTM_DELROUTE,
     RTM_GETLINK,
@@ -67,6 +79,14 @@ RTNH_F_ONLINK = 0x4
 RTN_UNICAST = 1
 AF_BRIDGE = 7
 _SKIP_TABLES = frozenset({0, 253, 254, 255})
+# A burst: datagrams that follow each other within BURST_GAP seconds, for at most
+# BURST_MAX seconds or BURST_READS datagrams (a lone deletion waits BURST_GAP at most).
+BURST_GAP = 0.003
+BURST_MAX = 0.05
+BURST_READS = 256
+# Sequence numbers of batched requests: apart from _Rtnl's own (which count from 1), so
+# neither takes the other's answers for its own.
+_BATCH_SEQ_START = 1 << 30
 
 
 def route_entry(msg: Any) -> EvpnEntry | None:
@@ -160,17 +180,18 @@ def decode(data: bytes) -> Iterable[tuple[bool, EvpnEntry]]:
 
 
 class EvpnMonitor:
-    """A thread reading route and neighbour notifications; ``on_event(added, entry)`` for
-    each; ``on_lost("")`` when the kernel dropped notifications (socket buffer overrun),
-    ``on_lost(error)`` when the socket failed and the thread ends."""
+    """A thread reading route and neighbour notifications; ``on_events(changes)`` with
+    the (added, entry) pairs of one burst, in order; ``on_lost("")`` when the kernel
+    dropped notifications (socket buffer overrun), ``on_lost(error)`` when the socket
+    failed and the thread ends."""
 
     def __init__(
         self,
-        on_event: Callable[[bool, EvpnEntry], None],
+        on_events: Callable[[tuple[tuple[bool, EvpnEntry], ...]], None],
         on_lost: Callable[[str], None],
         netns: str | None = None,
     ) -> None:
-        self._on_event = on_event
+        self._on_events = on_events
         self._on_lost = on_lost
         self._stop = threading.Event()
         self._sock = _in_netns(netns, _monitor_socket)
@@ -183,6 +204,7 @@ class EvpnMonitor:
         while not self._stop.is_set():
             try:
                 data = self._sock.recv(1 << 20)
+                burst, overrun = self._burst(data)
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -193,8 +215,30 @@ class EvpnMonitor:
                     continue
                 self._on_lost(f"reading netlink notifications: {exc}")
                 return
-            for added, entry in decode(data):
-                self._on_event(added, entry)
+            changes = tuple(change for datagram in burst for change in decode(datagram))
+            if changes:
+                self._on_events(changes)
+            if overrun:
+                self._on_lost("")
+
+    def _burst(self, first: bytes) -> tuple[list[bytes], bool]:
+        """``first`` and the datagrams that follow it closely; True when the kernel
+        dropped some meanwhile (what was read still counts)."""
+        burst = [first]
+        deadline = time.monotonic() + BURST_MAX
+        while len(burst) < BURST_READS:
+            wait = min(BURST_GAP, deadline - time.monotonic())
+            if wait <= 0 or not select.select([self._sock], [], [], wait)[0]:
+                break
+            try:
+                burst.append(self._sock.recv(1 << 20, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                return burst, True
+        return burst, False
 
     def close(self) -> None:
         self._stop.set()
@@ -227,6 +271,7 @@ class KernelEvpn:
 
     def __init__(self, netns: str | None = None) -> None:
         self._nl = _Rtnl(_in_netns(netns, _netlink_socket))
+        self._batch_seq = itertools.count(_BATCH_SEQ_START)
 
     def close(self) -> None:
         self._nl.close()
@@ -268,11 +313,41 @@ class KernelEvpn:
         return found
 
     def restore(self, entry: EvpnEntry) -> None:
-        what = f"restore {entry.describe()}"
-        if entry.kind == ROUTE:
-            self._nl.request(self._route(entry), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, what)
-        else:
-            self._nl.request(self._neigh(entry), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, what)
+        (error,) = self.restore_all([entry])
+        if error is not None:
+            raise error
+
+    def restore_all(self, entries: Sequence[EvpnEntry]) -> list[OSError | None]:
+        """All copies in one datagram, in order; the kernel acks each message in it."""
+        if not entries:
+            return []
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        pending: dict[int, int] = {}  # sequence -> index in entries
+        datagram = bytearray()
+        for index, entry in enumerate(entries):
+            msg, mtype = (
+                (self._route(entry), RTM_NEWROUTE)
+                if entry.kind == ROUTE
+                else (self._neigh(entry), RTM_NEWNEIGH)
+            )
+            seq = next(self._batch_seq)
+            msg["header"]["type"] = mtype
+            msg["header"]["flags"] = flags
+            msg["header"]["sequence_number"] = seq
+            msg["header"]["pid"] = 0
+            msg.encode()
+            data = bytes(msg.data)
+            datagram += data + b"\0" * (-len(data) % 4)
+            pending[seq] = index
+        self._nl.sock.send(bytes(datagram))
+        errors: list[OSError | None] = [None] * len(entries)
+        while pending:
+            for mtype, rflags, seq, chunk in split_messages(self._nl.sock.recv(1 << 18)):
+                index = pending.pop(seq, -1) if mtype == NLMSG_ERROR else -1
+                if index >= 0:
+                    what = f"restore {entries[index].describe()}"
+                    errors[index] = _Rtnl._error(chunk, rflags, what)
+        return errors
 
     def release(self, entry: EvpnEntry) -> None:
         what = f"release {entry.describe()}"

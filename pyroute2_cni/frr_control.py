@@ -15,9 +15,9 @@ from typing import Any, Protocol
 from pyroute2_cni.config import FrrSection
 from pyroute2_cni.frr_vty import VtyClient, VtyError
 
-# frr-reload.py takes ~0.25 s on a host and ~2 s under User-Mode Linux.
-RELOAD_TIMEOUT = 120.0
-VTYSH_TIMEOUT = 20.0
+# Every wait is a server.ini [frr] key: reload_timeout (frr-reload.py), vtysh_timeout
+# (a vtysh process), vty_timeout (one vty socket ask); config.frr_apply_bound adds
+# them up for the hung limit.  Keep in sync with it.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +48,13 @@ class FrrControl(Protocol):
 
     def apply(self, text: str, vrf_bindings: str) -> CommandResult: ...
 
+    def restore(self, text: str | None) -> CommandResult:
+        """After a failed apply: FRR runs `text` again (None: frr.conf as it was before
+        that apply), checked with frr-reload.py --test; ok only when no difference is left."""
+
+    def running_config(self) -> str | None:
+        """zebra's and bgpd's `show running-config`; None when one does not answer."""
+
     def state(self) -> FrrState: ...
 
     def close(self) -> None:
@@ -57,9 +64,11 @@ class FrrControl(Protocol):
 class FrrProcessControl:
     def __init__(self, settings: FrrSection) -> None:
         self._s = settings
+        # frr.conf as it was before the last apply: what a failed first apply restores.
+        self._kept_before: str | None = None
         vty_dir = Path(settings.vty_dir) / settings.pathspace
         self._vty = {
-            daemon: VtyClient(vty_dir / f"{daemon}.vty", VTYSH_TIMEOUT)
+            daemon: VtyClient(vty_dir / f"{daemon}.vty", settings.vty_timeout)
             for daemon in ("bgpd", "zebra")
         }
 
@@ -73,19 +82,22 @@ class FrrProcessControl:
                     f"{tool} is missing or not executable: FRR (frr and frr-pythontools) "
                     "must be installed; in Kubernetes the pyroute2-frr container provides it"
                 )
-        probe = self._run([self._s.vtysh, *self._pathspace(), "-c", "show version"], VTYSH_TIMEOUT)
+        probe = self._run(
+            [self._s.vtysh, *self._pathspace(), "-c", "show version"], self._s.vtysh_timeout
+        )
         if not probe.ok:
             return f"vtysh cannot reach FRR: {probe.output.strip()[:200]}; is FRR running?"
         return None
 
-    def _run(self, argv: list[str], timeout: float) -> CommandResult:
+    def _run(self, argv: list[str], timeout: float, stdout_only: bool = False) -> CommandResult:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return CommandResult(ok=False, output=f"{argv[0]} did not finish in {timeout:g} s")
         except OSError as exc:
             return CommandResult(ok=False, output=f"{argv[0]}: {exc.strerror}")
-        return CommandResult(ok=proc.returncode == 0, output=proc.stdout + proc.stderr)
+        output = proc.stdout if stdout_only else proc.stdout + proc.stderr
+        return CommandResult(ok=proc.returncode == 0, output=output)
 
     def _candidate(self, text: str) -> Path:
         target = Path(self._s.config_file)
@@ -100,7 +112,7 @@ class FrrProcessControl:
 
     def _reload(self, mode: str, path: Path) -> CommandResult:
         argv = [self._s.reload_command, mode, "--stdout", *self._pathspace(), str(path)]
-        return self._run(argv, RELOAD_TIMEOUT)
+        return self._run(argv, self._s.reload_timeout)
 
     def validate(self, text: str) -> CommandResult:
         candidate = self._candidate(text)
@@ -112,16 +124,24 @@ class FrrProcessControl:
     def apply(self, text: str, vrf_bindings: str) -> CommandResult:
         """Reload FRR to `text`; frr.conf is replaced only after the reload succeeded.
 
+        A failed reload leaves FRR running a mix of old and new, and frr-reload.py's
+        closing `write` has put that mix into frr.conf: the caller restores
+        (:meth:`restore`), which also puts the last good text back into frr.conf.
+
         frr-reload.py 8.4 misplaces a new `vrf X / vni N` block when the same
         reload also changes the default `router bgp` (it lands inside the
         router context and fails).  Loading the VRF-to-VNI bindings first with
         `vtysh -f` (additive, harmless when repeated) avoids that.  Empty
         `vrf_bindings`: FRR already has them, no vtysh call.
         """
+        self._kept_before = self._kept()
+        loaded = CommandResult(ok=True, output="")
         if vrf_bindings.strip():
             bindings = self._candidate(vrf_bindings)
             try:
-                self._run([self._s.vtysh, *self._pathspace(), "-f", str(bindings)], VTYSH_TIMEOUT)
+                loaded = self._run(
+                    [self._s.vtysh, *self._pathspace(), "-f", str(bindings)], self._s.vtysh_timeout
+                )
             finally:
                 bindings.unlink(missing_ok=True)
         candidate = self._candidate(text)
@@ -129,9 +149,70 @@ class FrrProcessControl:
             result = self._reload("--reload", candidate)
             if result.ok:
                 os.replace(candidate, self._s.config_file)
+            elif not loaded.ok:
+                # A binding the reload did not settle either: say so with the failure.
+                # After a successful reload the FRRActor's drift check looks for the
+                # bindings in the running configuration.
+                output = (
+                    f"vtysh -f of the VRF-to-VNI bindings failed: {loaded.output}\n{result.output}"
+                )
+                result = CommandResult(ok=False, output=output)
             return result
         finally:
             candidate.unlink(missing_ok=True)
+
+    def _kept(self) -> str | None:
+        try:
+            return Path(self._s.config_file).read_text()
+        except FileNotFoundError:
+            return None
+
+    def restore(self, text: str | None) -> CommandResult:
+        target = text if text is not None else self._kept_before
+        if target is None:
+            return CommandResult(
+                ok=False,
+                output=f"no last good configuration to restore: {self._s.config_file} did not "
+                "exist before the failed reload",
+            )
+        candidate = self._candidate(target)
+        try:
+            reload = self._reload("--reload", candidate)
+            # Only stdout: it has the differences; its log lines go to stderr.
+            argv = [
+                self._s.reload_command,
+                "--test",
+                "--stdout",
+                *self._pathspace(),
+                str(candidate),
+            ]
+            check = self._run(argv, self._s.reload_timeout, stdout_only=True)
+        finally:
+            candidate.unlink(missing_ok=True)
+        # frr.conf is what a restarted daemon loads: the last good text, never the mix.
+        kept = self._candidate(target)
+        os.replace(kept, self._s.config_file)
+        if not check.ok:
+            return CommandResult(ok=False, output=f"frr-reload.py --test failed: {check.output}")
+        left = reload_differences(check.output)
+        if left:
+            return CommandResult(
+                ok=False,
+                output="FRR still differs from the last good configuration: "
+                + " | ".join(left[:20]),
+            )
+        # The reload may report errors (a `no` it could not send) and still get there:
+        # what counts is that --test finds no difference.
+        return CommandResult(ok=True, output=reload.output)
+
+    def running_config(self) -> str | None:
+        parts = []
+        for daemon in ("zebra", "bgpd"):
+            try:
+                parts.append(self._vty[daemon].ask("show running-config"))
+            except VtyError:
+                return None
+        return "\n".join(parts)
 
     def close(self) -> None:
         for client in self._vty.values():
@@ -160,6 +241,28 @@ class FrrProcessControl:
             l3vnis=parse_vrf_vnis(vrf_vnis),
             l2vnis=parse_l2vnis(evpn_vnis),
         )
+
+
+def reload_differences(output: str) -> list[str]:
+    """The lines ``frr-reload.py --test`` lists under "Lines To Delete" and "Lines To Add".
+
+    `hostname` lines are left out: FRR always shows one (the host's), so a file
+    without one (the seeded base) always differs on it, and that is harmless.
+    """
+    differences: list[str] = []
+    listing = False
+    for raw in output.splitlines():
+        line = raw.strip()
+        if line in ("Lines To Delete", "Lines To Add"):
+            listing = True
+        elif (
+            listing
+            and line
+            and not line.startswith("===")
+            and not line.removeprefix("no ").startswith("hostname ")
+        ):
+            differences.append(line)
+    return differences
 
 
 def _summary_peers(data: Any) -> dict[str, dict[str, Any]]:

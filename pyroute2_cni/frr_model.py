@@ -583,3 +583,56 @@ def render_vrf_bindings(config: FrrConfig) -> str:
     module docstring); empty when the config has no IP-VRF.
     """
     return _environment().get_template(VRF_BINDINGS_TEMPLATE).render(config=config)
+
+
+# ---------------------------------------------------------------------- drift
+
+
+def key_lines(config: FrrConfig) -> frozenset[tuple[str, str]]:
+    """The lines FRR must show while it runs `config`, as (block, line) pairs.
+
+    Not the whole configuration: the lines without which this node does not
+    route (a daemon restarted without its configuration, a change by hand):
+    the default BGP instance and its neighbours, each VRF's BGP instance,
+    each VRF-to-L3VNI binding and each L2VNI.  FRR shows them exactly as
+    rendered, so a running configuration that has them all matches.  Keep in
+    sync with templates/frr.conf.j2 and frr-vrf-bindings.conf.j2.
+    """
+    bgp = f"router bgp {config.asn}"
+    lines = {(bgp, "")}
+    lines |= {
+        (bgp, f"neighbor {n.address} peer-group {config.peer_group}") for n in config.neighbors
+    }
+    lines |= {(bgp, f"vni {vni.vni}") for vni in config.l2vnis}
+    for vrf in config.vrfs:
+        lines.add((f"{bgp} vrf {vrf.name}", ""))
+        lines.add((f"vrf {vrf.name}", f"vni {vrf.l3vni}"))
+    return frozenset(lines)
+
+
+def shown_lines(text: str) -> frozenset[tuple[str, str]]:
+    """(block, line) pairs of a configuration as FRR shows it (``show running-config``).
+
+    A block is a line that starts in column 0; indented lines belong to the
+    block above them, nested blocks (address families) included.
+    """
+    pairs: set[tuple[str, str]] = set()
+    block = ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        stripped = line.strip()
+        if not stripped or stripped.startswith("!"):
+            continue
+        if line[0] != " ":
+            block = "" if stripped in ("exit", "end", "exit-vrf") else stripped
+            if block:
+                pairs.add((block, ""))
+        elif block:
+            pairs.add((block, stripped))
+    return frozenset(pairs)
+
+
+def missing_key_lines(config: FrrConfig, running: str) -> list[str]:
+    """The :func:`key_lines` of `config` that `running` lacks, sorted, for a log line."""
+    missing = key_lines(config) - shown_lines(running)
+    return sorted(f"{block} / {line}" if line else block for block, line in missing)

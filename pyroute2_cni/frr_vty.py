@@ -7,6 +7,8 @@ errors such as an unknown command).  The state the FRRActor polls every few seco
 (and every 0.25 s after a reload) costs a vtysh process per call otherwise: ~50 ms on a
 node, ~1 s under User-Mode Linux, where the polls of a few nodes kept the one CPU busy.
 One socket per daemon stays open; after a daemon restarts, the next call reconnects.
+The timeout bounds a whole ask (connect, "enable", the command, one reconnect), so
+config.frr_apply_bound can count on it.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class VtyClient:
         """The daemon's output for ``command``; VtyError when it cannot be had."""
         if "\0" in command or "\n" in command:
             raise VtyError(f"one command per call, without NUL or newline: {command!r}")
+        deadline = time.monotonic() + self._timeout
         for fresh in (self._sock is None, True):
             try:
-                sock = self._connected()
-                status, output = self._exchange(sock, command)
+                sock = self._connected(deadline)
+                status, output = self._exchange(sock, command, deadline)
             except TimeoutError as exc:
                 self.close()  # the answer may still come: this socket is out of step
                 raise VtyError(f"{self.path}: no answer to {command!r} ({exc})") from exc
@@ -69,27 +72,33 @@ class VtyClient:
             self._sock.close()
             self._sock = None
 
-    def _connected(self) -> socket.socket:
+    def _left(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete answer within {self._timeout:g} s")
+        return left
+
+    def _connected(self, deadline: float) -> socket.socket:
         if self._sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(self._timeout)
+                sock.settimeout(self._left(deadline))
                 sock.connect(str(self.path))
                 # vtysh enables first; some show commands need it.
-                self._exchange(sock, "enable")
+                self._exchange(sock, "enable", deadline)
             except OSError:
                 sock.close()
                 raise
             self._sock = sock
         return self._sock
 
-    def _exchange(self, sock: socket.socket, command: str) -> tuple[int, str]:
+    def _exchange(self, sock: socket.socket, command: str, deadline: float) -> tuple[int, str]:
+        sock.settimeout(self._left(deadline))
         sock.sendall(command.encode() + b"\0")
-        deadline = time.monotonic() + self._timeout
         answer = bytearray()
         while not (len(answer) >= TERMINATOR_LENGTH and answer[-TERMINATOR_LENGTH:-1] == b"\0\0\0"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no complete answer within {self._timeout:g} s")
+            # Each wait gets only what is left: a daemon trickling bytes cannot stretch it.
+            sock.settimeout(self._left(deadline))
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionResetError("the daemon closed the connection")

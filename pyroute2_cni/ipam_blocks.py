@@ -484,6 +484,9 @@ OUTSIDE_DOMAIN = "outside-domain"
 NO_DOMAIN = "no-domain"
 OVERLAP = "overlap"
 INVALID = "invalid-block"
+# `ipam check --node`: the node's kernel against its records.
+UNRECORDED = "unrecorded"
+NOT_PLUMBED = "not-plumbed"
 _ORDER = (
     LEAKED,
     DUPLICATE,
@@ -494,6 +497,8 @@ _ORDER = (
     NO_DOMAIN,
     OVERLAP,
     INVALID,
+    UNRECORDED,
+    NOT_PLUMBED,
 )
 
 
@@ -648,3 +653,70 @@ def _overlaps(blocks: list[Block]) -> list[Problem]:
                 )
             open_ranges.append((first, last, block))
     return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlumbedAddress:
+    """A pod interface on a node, as its host veth's alias records it."""
+
+    key: str  # attachment key (pyroute2_cni/attachment.py)
+    address: str  # "" when plumbed by a version that did not record it
+    host_ifname: str
+
+
+def check_node(
+    node: str, blocks: Iterable[Block], plumbed: Iterable[PlumbedAddress]
+) -> CheckReport:
+    """What `ipam check` cannot see from the API alone: a pod interface on `node` whose address
+    no record of the node holds for its attachment (two pods may share it), and a record of
+    the node whose attachment has no interface there (an address held for nothing).  An
+    ADD or DEL in progress shows for a moment; a problem that stays is real."""
+    own = [b for b in blocks if b.node == node]
+    held: dict[str, tuple[str, str]] = {}  # key -> (address, block)
+    holder: dict[str, str] = {}  # address -> key
+    for block in own:
+        for key, address in block.key_addresses():
+            held[key] = (address, block.name)
+            holder[address] = key
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for pod in sorted(plumbed, key=lambda p: p.key):
+        seen.add(pod.key)
+        record = held.get(pod.key)
+        if record is None:
+            problems.append(
+                Problem(
+                    kind=UNRECORDED,
+                    block="",
+                    address=pod.address,
+                    message=f"{pod.host_ifname} plumbs attachment {pod.key} "
+                    f"({pod.address or 'address not recorded'}) but no IPBlock of node {node} "
+                    "holds an address for it",
+                )
+            )
+        elif pod.address and record[0] != pod.address:
+            other = holder.get(pod.address)
+            problems.append(
+                Problem(
+                    kind=UNRECORDED,
+                    block=record[1],
+                    address=pod.address,
+                    message=f"{pod.host_ifname} plumbs {pod.address} for attachment {pod.key}, "
+                    f"whose record holds {record[0]}"
+                    + (f"; {pod.address} is held by {other}" if other else ""),
+                )
+            )
+    for key, (address, block_name) in sorted(held.items()):
+        if key not in seen:
+            problems.append(
+                Problem(
+                    kind=NOT_PLUMBED,
+                    block=block_name,
+                    address=address,
+                    message=f"{block_name}: {address} is held by attachment {key}, which has no "
+                    f"interface on node {node}",
+                )
+            )
+    rank = {kind: i for i, kind in enumerate(_ORDER)}
+    problems.sort(key=lambda p: (rank[p.kind], p.block, p.address))
+    return CheckReport(blocks=len(own), addresses=len(held), problems=tuple(problems))

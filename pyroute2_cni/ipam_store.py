@@ -8,7 +8,8 @@ four exceptions:
 
 - :class:`BlockTaken`: a create answered 409 (someone holds that block name);
 - :class:`Conflict`: a conditional write or delete lost a race on resourceVersion (409);
-- :class:`StoreUnavailable`: the API could not be reached or answered 429/5xx (retry later);
+- :class:`StoreUnavailable`: the API could not be reached, answered 429/5xx, or the reply
+  was cut off (retry later).  For a write the outcome is unknown: it may have committed;
 - :class:`StoreError`: anything else (403, 422, ...; retrying will not help).
 
 Every write and every LIST is counted in ``Metrics.ipam_api_writes{op}`` and
@@ -54,6 +55,7 @@ VRFDOMAINS = "vrfdomains"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
 # (connect, read) seconds for every request: a call never blocks the actor for long.
+# The daemon passes server.ini [ipam] request_connect_timeout, request_read_timeout.
 REQUEST_TIMEOUT = (5.0, 15.0)
 LIST_PAGE = 500
 
@@ -317,8 +319,10 @@ class KubeBlockStore:
         metrics: Metrics | None = None,
         *,
         owns_client: bool = True,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
         self._client = api_client
+        self._request_timeout = request_timeout
         self._owns_client = owns_client
         self._metrics = metrics
         self._custom = client.CustomObjectsApi(api_client)
@@ -353,7 +357,7 @@ class KubeBlockStore:
         """
         try:
             response = func(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
+                *args, _preload_content=False, _request_timeout=self._request_timeout, **kwargs
             )
         except client.ApiException as exc:
             status = _status_of(exc)
@@ -364,8 +368,15 @@ class KubeBlockStore:
             raise StoreError(f"{what}: {_describe(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailable(f"{what}: {exc}") from None
-        data = response.data
-        return json.loads(data) if data else {}
+        # The body is read here, after the status: a connection cut now (an API server
+        # restart) leaves a write that may have committed, so it is StoreUnavailable too.
+        try:
+            data = response.data
+            return json.loads(data) if data else {}
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"{what}: reply cut off: {exc}") from None
+        except ValueError as exc:
+            raise StoreUnavailable(f"{what}: reply is not JSON: {exc}") from None
 
     def _pages(
         self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any

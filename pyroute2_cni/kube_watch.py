@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import urllib3
 from kubernetes import client as k8s
 
-from pyroute2_cni.crd_validate import Verdict
+from pyroute2_cni.crd_validate import REASON_PREFIX_CHANGE_REFUSED, BlockCut, Verdict
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -164,6 +164,10 @@ class WatchTimings:
     # generation) at most this often: nodes that disagree, e.g. two versions
     # during a rolling upgrade, then cannot ping-pong status writes.
     status_min_interval: float = 30.0
+    # While a VRFDomain's change of cut is refused (PrefixChangeRefused), the
+    # IPBlocks are listed again this often to let the change through once they
+    # are drained.
+    recut_recheck: float = 30.0
 
     def __post_init__(self) -> None:
         longest = self.server_timeout * (1 + self.server_timeout_jitter)
@@ -210,6 +214,8 @@ class DomainObject:
     error: str = ""
     conditions: tuple[Condition, ...] = ()
     observed_generation: int = 0
+    # status.acceptedCut: what the domain's IPBlocks were cut from.
+    accepted_cut: BlockCut | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -360,6 +366,21 @@ def _conditions(obj: Json) -> tuple[Condition, ...]:
     return tuple(out)
 
 
+def _accepted_cut(obj: Json) -> BlockCut | None:
+    raw = _at(obj, "status.acceptedCut")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return BlockCut(
+            vrf=_int(raw, "vrf"),
+            prefix=_str(raw, "prefix"),
+            prefixlen=_int(raw, "prefixlen"),
+            ipblocklen=_int(raw, "ipblocklen"),
+        )
+    except Malformed:
+        return None
+
+
 def domain_from(obj: Json) -> DomainObject:
     """A VRFDomain JSON object as a DomainObject; never raises."""
     spec: VrfDomainSpec | None
@@ -380,6 +401,7 @@ def domain_from(obj: Json) -> DomainObject:
         error=error,
         conditions=_conditions(obj),
         observed_generation=observed if isinstance(observed, int) else 0,
+        accepted_cut=_accepted_cut(obj),
     )
 
 
@@ -930,6 +952,16 @@ def desired_conditions(verdict: Verdict) -> tuple[DesiredCondition, ...]:
             reason="Accepted",
             message="accepted; every node deploys the VRF",
         )
+    elif verdict.reason == REASON_PREFIX_CHANGE_REFUSED and verdict.cut is not None:
+        ready = DesiredCondition(
+            type=CONDITION_READY,
+            status=True,
+            reason="PreviousCutDeployed",
+            message=(
+                f"every node deploys the VRF with the previously accepted "
+                f"{verdict.cut.describe()}; the change of them is refused (see Accepted)"
+            ),
+        )
     else:
         ready = DesiredCondition(
             type=CONDITION_READY, status=False, reason=verdict.reason, message=verdict.message
@@ -1019,17 +1051,31 @@ class DomainWriter:
         return domain_from(self.api.create(Resource.VRF_DOMAIN, default_domain_body(spec)))
 
     def write_conditions(
-        self, domain: DomainObject, conditions: Sequence[Condition]
+        self,
+        domain: DomainObject,
+        conditions: Sequence[Condition],
+        accepted_cut: BlockCut | None = None,
     ) -> DomainObject:
-        """Replace the status of `domain`, conditional on its resourceVersion (409 if stale)."""
+        """Replace the status of `domain`, conditional on its resourceVersion (409 if stale).
+
+        `accepted_cut` (status.acceptedCut) is written when given; omitted, it is dropped.
+        """
+        status: dict[str, Any] = {
+            "observedGeneration": domain.generation,
+            "conditions": [_condition_json(c) for c in conditions],
+        }
+        if accepted_cut is not None:
+            status["acceptedCut"] = {
+                "vrf": accepted_cut.vrf,
+                "prefix": accepted_cut.prefix,
+                "prefixlen": accepted_cut.prefixlen,
+                "ipblocklen": accepted_cut.ipblocklen,
+            }
         body = {
             "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
             "kind": "VRFDomain",
             "metadata": {"name": domain.name, "resourceVersion": domain.resource_version},
-            "status": {
-                "observedGeneration": domain.generation,
-                "conditions": [_condition_json(c) for c in conditions],
-            },
+            "status": status,
         }
         return domain_from(self.api.replace_status(Resource.VRF_DOMAIN, domain.name, body))
 

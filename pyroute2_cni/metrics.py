@@ -87,6 +87,19 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.frr_restores = Counter(
+            "pyroute2_cni_frr_restores",
+            "Last good FRR configurations put back after a failed reload, by result "
+            "(verified: frr-reload.py --test finds no difference; failed)",
+            ["result"],
+            registry=r,
+        )
+        self.frr_drift = Counter(
+            "pyroute2_cni_frr_drift",
+            "Times FRR ran something other than the configuration applied last (a daemon "
+            "restarted without it, a change by hand) and it was applied again",
+            registry=r,
+        )
         self.bgp_established_seconds = Gauge(
             "pyroute2_cni_bgp_established_seconds",
             "Seconds since the latest of this node's Established BGP sessions came up; "

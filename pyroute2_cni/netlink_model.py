@@ -40,6 +40,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pyroute2_cni.attachment import DEFAULT_NETWORK
 from pyroute2_cni.messages.crd import (
     AttachmentType,
     VrfDomainSpec,
@@ -999,6 +1000,8 @@ class PodAlias:
     address: str = ""
     prefixlen: int = 0
     gateway: str = ""
+    # Aliases of the default network carry no net= (as before the field existed).
+    network: str = DEFAULT_NETWORK
 
 
 def pod_alias(record: PodAlias) -> str:
@@ -1006,6 +1009,8 @@ def pod_alias(record: PodAlias) -> str:
         f"{ALIAS_PREFIX} vrf={record.vrf} att={record.attachment.value}"
         f" cid={record.container_id} if={record.ifname}"
     )
+    if record.network != DEFAULT_NETWORK:
+        head += f" net={record.network}"
     if record.address:
         head += f" ip={record.address}/{record.prefixlen} gw={record.gateway}"
     full = f"{head} ns={record.netns}"
@@ -1036,6 +1041,7 @@ def parse_pod_alias(alias: str) -> PodAlias | None:
             address=address,
             prefixlen=int(prefixlen) if address else 0,
             gateway=fields_.get("gw", "") if address else "",
+            network=fields_.get("net", DEFAULT_NETWORK),
         )
     except (KeyError, ValueError):
         return None

@@ -1,7 +1,7 @@
 """The daemon's actor graph: who starts first, who talks to whom.
 
     CRDWatcher ──snapshot/changes──▶ Netlink, FRR, CNIServer
-    IPAM ──NodeBlocksChanged──▶ Netlink
+    IPAM ──NodeBlocksChanged──▶ Netlink;  Netlink ──ConfirmAllocation──▶ IPAM (and back)
     FRR ──VniKnown──▶ Netlink;  FRR ──FrrApplyReported──▶ CRDWatcher
     FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
@@ -78,7 +78,12 @@ def build_actor_specs(
 
     def start_netlink(hooks: ActorHooks) -> pykka.ActorRef[Any]:
         return NetlinkActor.start(
-            hooks, node=node, settings=settings, backend_factory=KernelNetlink, metrics=metrics
+            hooks,
+            node=node,
+            settings=settings,
+            backend_factory=KernelNetlink,
+            metrics=metrics,
+            ipam=ipam,
         )
 
     def start_ipam(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -86,7 +91,14 @@ def build_actor_specs(
             hooks,
             node=node,
             settings=settings.ipam,
-            store_factory=lambda: KubeBlockStore(api(), metrics),
+            store_factory=lambda: KubeBlockStore(
+                api(),
+                metrics,
+                request_timeout=(
+                    settings.ipam.request_connect_timeout,
+                    settings.ipam.request_read_timeout,
+                ),
+            ),
             metrics=metrics,
             netlink=netlink,
             clock=time.monotonic,

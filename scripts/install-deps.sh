@@ -10,7 +10,7 @@ PACKAGES=(
   # the API tier
   etcd-server openssl
   # kernel tier: User-Mode Linux with VRF, iproute2, netfilter, FRR
-  user-mode-linux busybox-static iproute2 nftables iptables iputils-ping frr frr-pythontools
+  user-mode-linux busybox-static flex bison bc iproute2 nftables iptables iputils-ping frr frr-pythontools
   # CNI clients: reference plugins and containerd's CRI
   containernetworking-plugins containerd runc
   # misc

@@ -10,9 +10,13 @@
  *
  * Endpoint: env PYROUTE2_CNI_SOCKET, else the top-level "socket" string of
  * the network config on stdin, else ipc:///run/pyroute2-cni/cni.sock.
- * Timeout (connect + handshake + reply): env PYROUTE2_CNI_TIMEOUT, else the
- * top-level "timeout" number on stdin, else 5 s for STATUS and 30 s for the
- * other commands.  An unreachable or silent daemon yields CNI error 11.
+ * Timeout: env PYROUTE2_CNI_TIMEOUT, else the top-level "timeout" number on
+ * stdin, else 5 s for STATUS and 30 s for the other commands.  It bounds the
+ * whole call, measured from the start: reading stdin, connect, handshake and
+ * reply.  While stdin is read the config's "timeout" is not known yet, so that
+ * read is bounded by the env's or the default.  An unreachable or silent
+ * daemon yields CNI error 11.  Keep the defaults in sync with [cni]
+ * shim_timeout in pyroute2_cni/config.py.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -447,7 +451,7 @@ static int read_stdin(struct buf *b, int64_t deadline, char *err, size_t errcap)
     for (;;) {
         int64_t left = deadline - zmtp_now_ms();
         if (left <= 0) {
-            snprintf(err, errcap, "stdin was not closed in time");
+            snprintf(err, errcap, "stdin was not closed within the timeout");
             return -1;
         }
         struct pollfd p = {.fd = 0, .events = POLLIN, .revents = 0};
@@ -506,6 +510,7 @@ static int parse_status(const unsigned char *s, size_t n)
 
 int main(void)
 {
+    const int64_t start = zmtp_now_ms(); /* every wait below ends by start + timeout */
     const char *command = getenv("CNI_COMMAND");
     char version[64] = DEFAULT_CNI_VERSION;
 
@@ -533,7 +538,7 @@ int main(void)
     struct buf in = {0};
     char err[256];
     buf_reserve(&in, 1);
-    if (read_stdin(&in, zmtp_now_ms() + (int64_t)(timeout * 1000.0) + 1, err, sizeof err) < 0)
+    if (read_stdin(&in, start + (int64_t)(timeout * 1000.0 + 0.5), err, sizeof err) < 0)
         cni_error(version, CNI_ERR_IO, "cannot read the network configuration", "%s", err);
 
     const char *v, *ve;
@@ -597,7 +602,7 @@ int main(void)
     char msg[400];
     snprintf(msg, sizeof msg, "pyroute2-cni daemon is not answering on %.300s", endpoint);
 
-    int64_t deadline = zmtp_now_ms() + (int64_t)(timeout * 1000.0 + 0.5);
+    int64_t deadline = start + (int64_t)(timeout * 1000.0 + 0.5);
     const char *stage = "connect";
     int r = zmtp_connect(&conn, endpoint + 6, deadline);
     if (r == ZMTP_OK) {

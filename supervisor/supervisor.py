@@ -9,6 +9,15 @@
 - More than ``max_restarts`` failures of one actor inside ``restart_window``
   seconds stops everything and :meth:`Supervisor.run` returns 1, so the
   process exits non-zero and the kubelet restarts the container.
+
+Invariant: one live instance per actor (issue #15).  A failed instance is
+fenced at once (it refuses every message still queued, see actors/base.py),
+unbound and asked to stop; its successor starts only after it has released
+what it held, and no sooner than the backoff.  One that does not stop within
+``stop_timeout`` is declared hung: for an ``exclusive`` actor (it changes the
+node, holds a socket path or writes to the API, so a hung handler could still
+act beside a successor) that is an escalation, exit 1; otherwise it is
+abandoned and the successor starts.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ class ActorSpec:
     depends_on: tuple[str, ...] = ()
     # Called after a restarted instance is up (e.g. ask the watcher for a snapshot).
     after_restart: Callable[[], None] | None = None
+    # A replaced instance that does not stop could still act beside its
+    # successor: when it is declared hung the daemon exits instead (every
+    # real actor; only stateless test actors set False).
+    exclusive: bool = True
 
 
 @dataclass(slots=True)
@@ -53,6 +66,10 @@ class _State:
     spec: ActorSpec
     generation: int = 0
     ref: pykka.ActorRef[Any] | None = None
+    hooks: ActorHooks | None = None
+    # A replaced instance that has not released yet, and when it is declared hung.
+    replaced: ActorHooks | None = None
+    replaced_deadline: float = 0.0
     ready: bool = False
     detail: str = "not started"
     failures: deque[float] = field(default_factory=deque)
@@ -62,6 +79,19 @@ class _State:
 
 class EscalationError(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Crashed:
+    name: str
+    generation: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Released:
+    name: str
+    generation: int
 
 
 def start_order(specs: Sequence[ActorSpec]) -> list[ActorSpec]:
@@ -104,7 +134,7 @@ class Supervisor:
         self._clock = clock
         self._order = start_order(specs)
         self._states = {spec.name: _State(spec=spec) for spec in self._order}
-        self._crashes: queue.Queue[tuple[str, int, str]] = queue.Queue()
+        self._events: queue.Queue[_Crashed | _Released] = queue.Queue()
         self._lock = threading.Lock()
         self._loop_beat = clock()
         self._escalated = ""
@@ -113,14 +143,29 @@ class Supervisor:
 
     # -- crash hook (called from actor threads) ----------------------------
     def _on_crash(self, name: str, generation: int, exc: BaseException | None) -> None:
-        self._crashes.put((name, generation, repr(exc) if exc is not None else "stopped"))
+        why = repr(exc) if exc is not None else "stopped"
+        self._events.put(_Crashed(name=name, generation=generation, why=why))
+
+    def _on_released(self, name: str, generation: int) -> None:
+        # Wakes the loop: a restart may have been waiting for this.
+        self._events.put(_Released(name=name, generation=generation))
 
     def _spawn(self, state: _State) -> None:
         state.generation += 1
         hooks = ActorHooks(
-            name=state.spec.name, generation=state.generation, on_crash=self._on_crash
+            name=state.spec.name,
+            generation=state.generation,
+            on_crash=self._on_crash,
+            on_released=self._on_released,
         )
-        state.ref = state.spec.start(hooks)
+        state.hooks = hooks
+        try:
+            state.ref = state.spec.start(hooks)
+        except Exception:
+            # No instance exists (its constructor failed): nothing to wait for.
+            hooks.fence.set()
+            hooks.released.set()
+            raise
         state.spec.address.bind(state.ref)
         state.ready = False
         state.detail = "starting"
@@ -143,11 +188,13 @@ class Supervisor:
                 self._loop_beat = self._clock()
                 timeout = max(0.0, min(next_beat, self._next_restart()) - self._clock())
                 try:
-                    name, generation, why = self._crashes.get(timeout=timeout)
-                    self._handle_failure(name, generation, why)
-                    continue
+                    event = self._events.get(timeout=timeout)
                 except queue.Empty:
                     pass
+                else:
+                    if isinstance(event, _Crashed):
+                        self._handle_failure(event.name, event.generation, event.why)
+                    continue
                 now = self._clock()
                 self._restart_due(now)
                 if now >= next_beat:
@@ -162,8 +209,18 @@ class Supervisor:
         return 0
 
     def _next_restart(self) -> float:
-        times = [s.restart_at for s in self._states.values() if s.restart_at is not None]
+        times = [
+            # Waiting for a replaced instance: its _Released event wakes the
+            # loop earlier; the deadline is when it is declared hung.
+            s.restart_at if self._replaced_gone(s) else max(s.restart_at, s.replaced_deadline)
+            for s in self._states.values()
+            if s.restart_at is not None
+        ]
         return min(times, default=float("inf"))
+
+    @staticmethod
+    def _replaced_gone(state: _State) -> bool:
+        return state.replaced is None or state.replaced.released.is_set()
 
     def _handle_failure(self, name: str, generation: int, why: str) -> None:
         state = self._states[name]
@@ -176,14 +233,22 @@ class Supervisor:
             state.failures.popleft()
         count = len(state.failures)
         log.error("%s failed (%s); failure %d in the last %g s", name, why, count, window)
-        old = state.ref
+        old, hooks = state.ref, state.hooks
         state.ref = None
         state.spec.address.bind(None)
         state.ready = False
         state.detail = f"restarting after: {why}"
         self._metrics.actor_ready.labels(name).set(0)
+        if hooks is not None:
+            # Fenced before anything else: whatever is still queued for it is
+            # refused, not applied beside its successor.
+            hooks.fence.set()
+            if not hooks.released.is_set():
+                state.replaced = hooks
+                state.replaced_deadline = now + self._settings.stop_timeout
         if old is not None:
-            # A hung instance cannot be joined; ask it to stop and move on.
+            # A hung instance cannot be joined here; _restart_due waits for
+            # its release (bounded by stop_timeout) before starting another.
             old.stop(block=False)
         if count > self._settings.max_restarts:
             raise EscalationError(
@@ -198,6 +263,11 @@ class Supervisor:
             state = self._states[spec.name]
             if state.restart_at is None or state.restart_at > now:
                 continue
+            if not self._replaced_gone(state):
+                if now < state.replaced_deadline:
+                    continue
+                self._declare_hung(state)
+            state.replaced = None
             state.restart_at = None
             log.warning("restarting %s (generation %d)", spec.name, state.generation + 1)
             self._metrics.actor_restarts.labels(spec.name).inc()
@@ -208,6 +278,24 @@ class Supervisor:
                 continue
             if spec.after_restart is not None:
                 spec.after_restart()
+
+    def _declare_hung(self, state: _State) -> None:
+        replaced = state.replaced
+        assert replaced is not None
+        what = (
+            f"{state.spec.name} generation {replaced.generation} did not stop within "
+            f"{self._settings.stop_timeout:g} s after it was replaced (hung in a handler"
+            " or in release)"
+        )
+        if state.spec.exclusive:
+            # A successor beside it could race it on the kernel, the socket
+            # path or the API; a fresh process is the only clean state.
+            raise EscalationError(
+                f"{what}; it could still act beside a new instance, so the daemon exits for"
+                " the DaemonSet to restart it (raise [supervisor] stop_timeout if releases"
+                " are slow)"
+            )
+        log.error("%s; abandoning it (it is fenced and not exclusive)", what)
 
     def _heartbeat(self) -> None:
         self._seq += 1

@@ -84,10 +84,29 @@ def kubectl(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Kube
     return Kubectl(kube_api.kubeconfig, tmp_path_factory.mktemp("kubectl-cache"))
 
 
+# First Kubernetes minor version that enforces x-kubernetes-validations (CEL).
+CEL_MINOR = 25
+
+
+def server_minor(kubectl: Kubectl) -> int:
+    version = json.loads(kubectl.ok("version", "-o", "json"))["serverVersion"]
+    return int(str(version["minor"]).rstrip("+"))
+
+
+# The VRFDomain CRD carries CEL transition rules (x-kubernetes-validations),
+# which Kubernetes 1.25+ enforces.  Older API servers accept the CRD and drop
+# the field, but kubectl's client-side schema check (what `--validate=strict`
+# falls back to on them) refuses it as an unknown field: the README tells users
+# of such servers to add --validate=false, and so does the harness.
+def apply_crds_args(kubectl: Kubectl) -> list[str]:
+    old = server_minor(kubectl) < CEL_MINOR
+    return ["apply", *(["--validate=false"] if old else []), "-k", str(CRDS_DIR)]
+
+
 @pytest.fixture(scope="module")
 def crds(kubectl: Kubectl) -> Kubectl:
     """The CRDs, installed as the README does and Established."""
-    kubectl.ok("apply", "-k", str(CRDS_DIR))
+    kubectl.ok(*apply_crds_args(kubectl))
     kubectl.ok(
         "wait",
         "--for=condition=Established",
@@ -706,3 +725,76 @@ def test_vrfnodeconfig_status(
 def test_short_names_and_category(crds: Kubectl, resource: str) -> None:
     """Short names and the `pyroute2-cni` category resolve through discovery."""
     crds.ok("get", resource)
+
+
+# --- re-cutting blocks: the block-cutting fields are immutable (issue #14 item 5) ---
+
+CUT_FIELDS = {"vrf": 201, "prefix": "10.2.0.0", "prefixlen": 15, "ipblocklen": 27}
+
+
+def test_plain_apply_on_a_pre_cel_server_is_refused_by_kubectl(crds: Kubectl) -> None:
+    # Why the README and the harness add --validate=false below 1.25.
+    if server_minor(crds) >= CEL_MINOR:
+        pytest.skip("the server knows x-kubernetes-validations")
+    proc = crds("apply", "--dry-run=server", "-k", str(CRDS_DIR))
+    assert proc.returncode != 0
+    assert 'unknown field "x-kubernetes-validations"' in proc.stderr
+
+
+def _spec_schema(crds: Kubectl) -> Obj:
+    crd = json.loads(crds.ok("get", "crd/vrfdomains.cni.pyroute2.org", "-o", "json"))
+    schema: Obj = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.mark.parametrize("field", sorted(CUT_FIELDS))
+def test_changing_a_cut_field(
+    custom: CustomObjectsApi,
+    crds: Kubectl,
+    unique: str,
+    cleanup: Callable[[Obj], None],
+    field: str,
+) -> None:
+    body = copy.deepcopy(VRFDOMAIN)
+    body["metadata"]["name"] = f"vrf-cut-{unique}"
+    created = create(custom, body, dry_run=False)
+    cleanup(created)
+    rules = _spec_schema(crds)["properties"]["spec"]["properties"][field].get(
+        "x-kubernetes-validations"
+    )
+    changed = copy.deepcopy(created)
+    changed["spec"][field] = CUT_FIELDS[field]
+    if server_minor(crds) >= CEL_MINOR:
+        # The primary guard: the API server refuses the change.
+        assert rules and rules[0]["rule"] == "self == oldSelf"
+        with pytest.raises(ApiException) as caught:
+            custom.replace_cluster_custom_object(
+                *CNI, "vrfdomains", body["metadata"]["name"], changed
+            )
+        assert caught.value.status == 422
+        assert f"spec.{field} is immutable" in str(caught.value.body)
+    else:
+        # 1.20 installed the CRD and pruned the rule: the change goes through and
+        # only the daemon's PrefixChangeRefused guard stands (tests/unit/test_crd_watcher.py).
+        assert rules is None
+        updated = custom.replace_cluster_custom_object(
+            *CNI, "vrfdomains", body["metadata"]["name"], changed
+        )
+        assert updated["spec"][field] == CUT_FIELDS[field]
+
+
+def test_accepted_cut_status_is_kept(
+    custom: CustomObjectsApi, unique: str, cleanup: Callable[[Obj], None]
+) -> None:
+    # The daemon records the values IPBlocks were cut from; a pruned field would
+    # make it forget them after a restart.
+    body = copy.deepcopy(VRFDOMAIN)
+    body["metadata"]["name"] = f"vrf-cut-{unique}"
+    created = create(custom, body, dry_run=False)
+    cleanup(created)
+    cut = {"vrf": 200, "prefix": "10.1.0.0", "prefixlen": 16, "ipblocklen": 26}
+    created["status"] = {"observedGeneration": 1, "acceptedCut": cut}
+    updated = custom.replace_cluster_custom_object_status(
+        *CNI, "vrfdomains", body["metadata"]["name"], created
+    )
+    assert updated["status"]["acceptedCut"] == cut

@@ -1,4 +1,5 @@
-"""IPAM against a real kube-apiserver: the allocation race, exhaustion, leak and node reclaim.
+"""IPAM against a real kube-apiserver: the allocation race, exhaustion, leak and node reclaim,
+lost replies, and the race again with workers killed and the API server restarted.
 
 Each test uses its own VRF, prefix, node names and namespace and deletes what it
 created, so `pyroute2-cni ipam check` (cluster-wide) stays meaningful for the
@@ -11,13 +12,16 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import pytest
 from kubernetes import client
@@ -26,16 +30,21 @@ from kubernetes.client.rest import ApiException
 from pyroute2_cni.actors.ipam_actor import LEASE_NAME
 from pyroute2_cni.config import IpamSection
 from pyroute2_cni.ipam_blocks import Block, check_block_invariants
-from pyroute2_cni.ipam_store import KubeBlockStore
+from pyroute2_cni.ipam_store import KubeBlockStore, StoreUnavailable
+from pyroute2_cni.kubeclient import make_api_client
 from pyroute2_cni.messages.base import ErrorKind, Failure
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.messages.ipam import (
     AddressAllocated,
+    AddressReleased,
     AllocateAddress,
     PodRef,
     Reconcile,
     ReconcileResult,
+    ReleaseAddress,
 )
+from pyroute2_cni.metrics import Metrics
+from tests.harness.apiserver import ApiServer
 from tests.harness.ipam_worker import (
     RunningNode,
     allocate_until_exhausted,
@@ -171,7 +180,9 @@ class Cluster:
 def cluster(kube_api: KubeApi) -> Iterator[Cluster]:
     api = kube_api.api_client()
     c = Cluster(kubeconfig=kube_api.kubeconfig, api=api)
-    applied = c.kubectl("apply", "-k", str(CRDS_DIR))
+    # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
+    # (the server drops them); see tests/api/test_crds.py.
+    applied = c.kubectl("apply", "--validate=false", "-k", str(CRDS_DIR))
     assert applied.returncode == 0, applied.stderr
     for crd in ("ipblocks.ipam.pyroute2.org", "vrfdomains.cni.pyroute2.org"):
         waited = c.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
@@ -537,3 +548,291 @@ def test_deleted_nodes_blocks_are_reclaimed_by_the_lease_holder_only(cluster: Cl
         for name in names:
             cluster.delete_node(name)
         cluster.delete_lease()
+
+
+# -- lost replies --------------------------------------------------------------------
+
+
+class LosingReplies(KubeBlockStore):
+    """Writes of the ops in `lose` take effect on the real API server, then report
+    StoreUnavailable: the reply lost when the API server restarts mid-request."""
+
+    def __init__(self, kubeconfig: str, metrics: Metrics, lose: set[str]) -> None:
+        super().__init__(make_api_client(kubeconfig), metrics)
+        self._lose = lose
+
+    def _answer(self, op: str, name: str) -> None:
+        if op in self._lose:
+            raise StoreUnavailable(f"test: the reply to {op} of IPBlock {name} was dropped")
+
+    def create_block(self, block: Block) -> Block:
+        created = super().create_block(block)
+        self._answer("create", block.name)
+        return created
+
+    def replace_status(self, block: Block) -> Block:
+        stored = super().replace_status(block)
+        self._answer("status", block.name)
+        return stored
+
+
+LOST = make_domain("ipam-lost", 4205, "10.205.0.0", 24, 28)
+LOST_NODE = "lost-a"
+
+
+def test_writes_whose_reply_is_lost_are_reread_not_leaked(cluster: Cluster) -> None:
+    cluster.create_domain(LOST)
+    cluster.create_node(LOST_NODE)
+    lose: set[str] = set()
+    node = RunningNode(
+        LOST_NODE,
+        cluster.kubeconfig,
+        store_factory=lambda kubeconfig, metrics: LosingReplies(kubeconfig, metrics, lose),
+    )
+    key = f"{LOST_NODE}-1/eth0"
+    try:
+        lose.add("create")
+        reply = node.ask(AllocateAddress(key=key, pod=PodRef(), domain=LOST))
+        assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY, reply
+        (created,) = cluster.blocks(LOST.vrf)  # it exists, though the create "failed"
+        assert created.node == LOST_NODE
+
+        lose.clear()
+        lose.add("status")
+        reply = node.ask(AllocateAddress(key=key, pod=PodRef(), domain=LOST))
+        assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY, reply
+        (block,) = cluster.blocks(LOST.vrf)  # the created block was adopted, not a second one
+        assert block.name == created.name
+        committed = dict(block.key_addresses())[key]
+
+        lose.clear()
+        # The runtime's DEL for the failed ADD: the record the API holds is freed.
+        assert node.ask(ReleaseAddress(key=key)) == AddressReleased(key=key, address=committed)
+        (block,) = cluster.blocks(LOST.vrf)
+        assert list(block.key_addresses()) == [] and block.allocated == 1  # the gateway only
+        assert node.crashes == []
+        rc, report = cluster.ipam_check()
+        assert rc == 0, report
+    finally:
+        node.stop()
+        cluster.delete_blocks(LOST.vrf)
+        cluster.delete_domain(LOST.name)
+        cluster.delete_node(LOST_NODE)
+
+
+# -- workers killed with -9 and the API server restarted -------------------------------
+
+
+CHAOS_NODES = [f"chaos-{i:02d}" for i in range(20)]
+CHAOS = make_domain("ipam-chaos", 4206, "10.206.0.0", 16, 26)
+CHAOS_GROUPS = [CHAOS_NODES[i : i + 4] for i in range(0, len(CHAOS_NODES), 4)]
+CHAOS_ALLOCS = 100  # ADDs per node: 2,000 in all
+CHAOS_RELEASES = 30
+CHAOS_TIMEOUT = 150.0
+
+
+class Ledger:
+    """What every caller was told, from the workers' journals (read by several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state: dict[str, tuple[str, str, str | None]] = {}  # key -> (node, state, address)
+        self.counts: Counter[str] = Counter()
+        self.adds: Counter[str] = Counter()  # ADDs begun per node
+        self.problems: list[str] = []
+
+    def record(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            kind, node, key = event["e"], event["node"], event.get("key", "")
+            self.counts[kind] += 1
+            previous = self.state.get(key, (node, "", None))[2]
+            match kind:
+                case "add":
+                    self.adds[node] += 1
+                    self.state[key] = (node, "adding", None)
+                case "held":
+                    self.state[key] = (node, "held", event["address"])
+                case "add-failed":
+                    self.state[key] = (node, "failed", None)
+                case "del":
+                    self.state[key] = (node, "deleting", previous)
+                case "released":
+                    self.state[key] = (node, "released", event["address"])
+                case "del-gave-up":
+                    self.problems.append(f"DEL of {key} never succeeded: {event['reason']}")
+                case "caller-died":
+                    self.problems.append(f"{node}: a caller stopped: {event['reason']}")
+                case "done":
+                    self.problems.extend(f"{node}: actor crashed: {c}" for c in event["crashes"])
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return self.counts[kind]
+
+    def unfinished(self, nodes: list[str]) -> list[str]:
+        """Keys of `nodes` whose ADD or DEL never got its answer to the caller."""
+        with self._lock:
+            return sorted(
+                k
+                for k, (n, st, _) in self.state.items()
+                if n in nodes and st != "held" and st != "released"
+            )
+
+    def held(self) -> dict[str, str]:
+        with self._lock:
+            return {k: a for k, (_, st, a) in self.state.items() if st == "held" and a}
+
+
+class JournaledWorker:
+    """One ``ipam_worker --journal`` process; a thread feeds its lines to the ledger."""
+
+    def __init__(
+        self, cluster: Cluster, nodes: list[str], seed: int, ledger: Ledger, log: Path, *extra: str
+    ) -> None:
+        self.nodes = nodes
+        self.ready = threading.Event()
+        self.finished = False
+        self._ledger = ledger
+        self._log: IO[str] = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tests.harness.ipam_worker", "--journal"),
+                *("--kubeconfig", cluster.kubeconfig, "--nodes", ",".join(nodes)),
+                *("--domain", domain_to_json(CHAOS), "--seed", str(seed), "--callers", "3"),
+                *("--allocs", str(CHAOS_ALLOCS), "--releases", str(CHAOS_RELEASES)),
+                *extra,
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,  # a file: a full stderr pipe would stall the worker
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == "ready":
+                self.ready.set()
+            elif line.startswith("{"):
+                self._ledger.record(json.loads(line))
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL, then wait until every line it wrote is in the ledger."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.finish(30)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the exit (killed after `timeout`), read the rest, close the pipes."""
+        self.finished = True
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(timeout=30)
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self._log.close()
+        return code
+
+
+def test_no_duplicate_and_no_lost_address_when_workers_die_and_the_api_restarts(
+    cluster: Cluster, kube_api: ApiServer, tmp_path: Path
+) -> None:
+    cluster.create_domain(CHAOS)
+    for node in CHAOS_NODES:
+        cluster.create_node(node)
+    try:
+        run_chaos(cluster, kube_api, tmp_path)
+    finally:
+        cluster.delete_blocks(CHAOS.vrf)
+        cluster.delete_domain(CHAOS.name)
+        for node in CHAOS_NODES:
+            cluster.delete_node(node)
+
+
+def run_chaos(cluster: Cluster, kube_api: ApiServer, tmp_path: Path) -> None:
+    ledger = Ledger()
+    target = CHAOS_ALLOCS * len(CHAOS_NODES)
+    workers = [
+        JournaledWorker(cluster, group, seed, ledger, tmp_path / f"worker-{seed}.log")
+        for seed, group in enumerate(CHAOS_GROUPS)
+    ]
+    replacements: list[JournaledWorker] = []
+
+    def replace(index: int) -> None:
+        """Kill worker `index` with -9 and start its nodes again in a new process."""
+        dead = workers[index]
+        dead.kill()
+        quota = {n: CHAOS_ALLOCS - ledger.adds[n] for n in dead.nodes}
+        new = JournaledWorker(
+            cluster,
+            dead.nodes,
+            100 + index,
+            ledger,
+            tmp_path / f"worker-{index}-again.log",
+            *("--key-prefix", f"again-{index}-", "--quota", json.dumps(quota)),
+            *("--recover", ",".join(ledger.unfinished(dead.nodes))),
+        )
+        replacements.append(new)
+        wait_for(new.ready.is_set, 60, f"replacement of worker {index} ready")
+        new.go()
+
+    began = time.monotonic()
+    try:
+        for worker in workers:
+            wait_for(worker.ready.is_set, 60, f"worker {worker.nodes} ready")
+        for worker in workers:
+            worker.go()
+        wait_for(lambda: ledger.count("held") >= target // 5, 60, "a fifth of the ADDs")
+        replace(1)
+        wait_for(lambda: ledger.count("held") >= 2 * target // 5, 60, "two fifths of the ADDs")
+        failed_before_restart = ledger.count("add-failed")
+        downtime = kube_api.restart_apiserver()
+        wait_for(lambda: ledger.count("held") >= 3 * target // 5, 90, "three fifths of the ADDs")
+        replace(3)
+        codes = [w.finish(CHAOS_TIMEOUT) for w in workers if not w.finished]
+        codes += [w.finish(CHAOS_TIMEOUT) for w in replacements]
+    finally:
+        for worker in workers + replacements:
+            if not worker.finished:  # a failure above: leave nothing running
+                worker.proc.kill()
+                worker.finish(30)
+    elapsed = time.monotonic() - began
+    logs = "".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("worker-*.log")))
+    assert codes == [0] * len(codes), logs
+
+    assert ledger.problems == []
+    assert ledger.unfinished(CHAOS_NODES) == []  # every ADD and DEL got its answer
+    assert ledger.count("add-failed") > failed_before_restart  # the restart was felt
+    held = ledger.held()
+    duplicates = len(held) - len(set(held.values()))
+    blocks = cluster.blocks(CHAOS.vrf)
+    assert_blocks_sound(blocks)
+    recorded = {key: address for b in blocks for key, address in b.key_addresses()}
+    lost = {k: a for k, a in held.items() if recorded.get(k) != a}
+    stray = {k: a for k, a in recorded.items() if k not in held}
+    print(
+        f"\nchaos: {ledger.count('add')} ADDs ({ledger.count('held')} allocated, "
+        f"{ledger.count('add-failed')} failed and DELeted), {ledger.count('released')} DELs "
+        f"answered, 20 nodes in 5 processes, 2 killed with -9, API server down "
+        f"{downtime:.1f} s, {elapsed:.1f} s in all; {len(held)} held at the end, "
+        f"{duplicates} duplicates, {len(lost)} lost, {len(stray)} stray records"
+    )
+    assert duplicates == 0
+    assert lost == {}, "acknowledged allocations missing from the API"
+    assert stray == {}, "records the API holds for attachments nobody holds"
+    rc, report = cluster.ipam_check()
+    assert rc == 0, report
+    assert report["clean"] is True

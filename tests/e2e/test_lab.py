@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.harness.lab import (
     SYSTEM_TABLE,
     SYSTEM_VRF,
     ContinuousPing,
+    FrrInstance,
     Lab,
     LabError,
     LabOptions,
@@ -242,3 +243,44 @@ def test_deleting_a_domain_withdraws_its_routes_everywhere(lab: Lab) -> None:
         "vrf-200 routes withdrawn on every node",
         0.5,
     )
+
+
+# A crashed FRR daemon is restarted by watchfrr (as in the FRR container) and gets its
+# part of frr.conf back; measured under UML: see the test's message on failure.
+FRR_DAEMON_RECOVERY = 90.0
+
+
+def _restarted(frr: FrrInstance, daemon: str, old: int) -> Callable[[], bool]:
+    return lambda: frr.daemon_pid(daemon) not in (None, old)
+
+
+def test_killed_frr_daemons_come_back_with_their_configuration(lab: Lab) -> None:
+    """kill -9 bgpd, then zebra, on lab-n1: each comes back (watchfrr) with its
+    configuration, the sessions are Established and the routes back within
+    FRR_DAEMON_RECOVERY, and pods across nodes lose at most one echo."""
+    node = "lab-n1"
+    frr = lab.nodes[node].frr
+    src, dst = _on(lab, "lab-n2"), _on(lab, node)
+    recovery: dict[str, float] = {}
+    with ContinuousPing(src, dst.address) as ping:
+        ping.wait_replies(5, timeout=30)
+        for daemon in ("bgpd", "zebra"):
+            began = time.monotonic()
+            old = frr.kill(daemon)
+            wait_until(
+                _restarted(frr, daemon, old),
+                FRR_DAEMON_RECOVERY,
+                f"{daemon} on {node} restarted after kill -9",
+                0.5,
+            )
+            left = FRR_DAEMON_RECOVERY - (time.monotonic() - began)
+            lab.wait_sessions(timeout=max(left, 1.0))
+            lab.wait_converged(timeout=max(FRR_DAEMON_RECOVERY - (time.monotonic() - began), 1.0))
+            recovery[daemon] = time.monotonic() - began
+            assert "router bgp" in frr.vtysh("show running-config"), f"{daemon}: no BGP config"
+            ping.wait_replies(10, timeout=60)
+        lost = ping.lost()
+    print(f"kill -9 on {node}: back after {recovery}; echoes lost: {lost}")
+    assert len(lost) <= MAX_LOST_FRR_RESTART, f"echoes lost: {lost} (recovery {recovery})"
+    matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
+    assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)

@@ -70,13 +70,23 @@ def kube_apiserver_path() -> Path:
     return cache_root() / f"kube-apiserver-{KUBE_VERSION}" / "kube-apiserver"
 
 
+def in_guest() -> bool:
+    """True inside a guest started by scripts/uml-run (it sets PYROUTE2_CNI_IN_GUEST)."""
+    return bool(os.environ.get("PYROUTE2_CNI_IN_GUEST"))
+
+
+def missing_build_message(path: Path) -> str:
+    return f"kube-apiserver {KUBE_VERSION} is not built ({path}): run `make kube-apiserver` first"
+
+
 def kube_apiserver_binary(build: bool = True) -> Path:
     """Return the cached kube-apiserver, running the build script when it is missing."""
     path = kube_apiserver_path()
     if os.access(path, os.X_OK):
         return path
-    if not build:
-        raise ApiServerError(f"{path} is missing: run {BUILD_SCRIPT}")
+    # A guest (scripts/uml-run) has no network and must never build: the host builds first.
+    if not build or in_guest():
+        raise ApiServerError(missing_build_message(path))
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT)],
         stdout=subprocess.PIPE,
@@ -318,6 +328,31 @@ class ApiServer:
     def stop(self) -> None:
         with self._lock:
             self._stop_locked()
+
+    def restart_apiserver(self) -> float:
+        """Kill kube-apiserver with SIGKILL and start it again on the same port and
+        kubeconfig (etcd keeps running); returns the seconds until it is ready again.
+
+        For fault-injection tests: requests in flight are cut, possibly after they
+        committed.
+        """
+        with self._lock:
+            proc = self._apiserver
+            if proc is None:
+                raise ApiServerError("restart_apiserver: not started (call start() first)")
+            began = time.monotonic()
+            argv = [str(arg) for arg in proc.args]  # type: ignore[union-attr]
+            proc.kill()
+            proc.wait()
+            self._apiserver = self._spawn("kube-apiserver", argv)
+            if not self._wait(
+                "kube-apiserver", self._apiserver, self._apiserver_ready, began + self.start_timeout
+            ):
+                raise ApiServerError(
+                    "kube-apiserver exited during restart; log tail:\n"
+                    + self._log_tail("kube-apiserver")
+                )
+            return time.monotonic() - began
 
     # -- clients -------------------------------------------------------------------------
 

@@ -17,6 +17,10 @@ class FakeFrrControl:
         self.closed = False
         self.polls = 0
         self.reject_containing: str | None = None
+        # apply() of a text with this in it fails midway: "FRR" then runs a mix.
+        self.fail_apply_containing: str | None = None
+        self.restores: list[str | None] = []  # restore() arguments
+        self.restore_fails = False
         self.missing: str | None = None
         self.sessions: dict[str, str] = {}
         self.uptimes: dict[str, float] = {}
@@ -39,9 +43,25 @@ class FakeFrrControl:
     def apply(self, text: str, vrf_bindings: str) -> CommandResult:
         with self.lock:
             self.reloads += 1
-            self.running = text
             self.bindings_loaded.append(vrf_bindings)
+            if self.fail_apply_containing and self.fail_apply_containing in text:
+                self.running = f"{self.running or ''}\n! half of the new one\n"
+                return CommandResult(ok=False, output="line 40: % VNI is already configured")
+            self.running = text
             return CommandResult(ok=True, output="")
+
+    def restore(self, text: str | None) -> CommandResult:
+        with self.lock:
+            self.restores.append(text)
+            if self.restore_fails:
+                return CommandResult(ok=False, output="FRR still differs: vrf vrf-43")
+            self.running = text
+            return CommandResult(ok=True, output="")
+
+    def running_config(self) -> str | None:
+        """What "FRR" runs; tests change `running` to play a restarted daemon."""
+        with self.lock:
+            return self.running if self.answered else None
 
     def close(self) -> None:
         with self.lock:

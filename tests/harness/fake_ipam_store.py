@@ -8,7 +8,9 @@
 Several IPAMActors (one per node) may share one instance: it is thread-safe.
 Writes and LISTs are counted like KubeBlockStore does (``writes``, ``lists`` and,
 when given, the Metrics counters).  ``before_write`` lets a test change the world
-between an actor's read and its write (to provoke a conflict).
+between an actor's read and its write (to provoke a conflict); ``lose_replies``
+makes writes of the named ops take effect and then raise StoreUnavailable, like a
+reply lost when the API server restarts (the outcome the client cannot know).
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ class FakeBlockStore:
         self.domains: list[VrfDomainSpec] = []
         self.writes: Counter[str] = Counter()
         self.lists = 0
+        self.gets = 0  # get_block calls (re-reads)
         self.unavailable = False  # every call raises StoreUnavailable while set
+        # Writes of these ops ("create", "status", "delete") commit, then raise StoreUnavailable.
+        self.lose_replies: set[str] = set()
+        self.lost_replies: Counter[str] = Counter()
         # Called with the op name before each write, outside the lock.
         self.before_write: Callable[[str, str], None] | None = None
         self.closed = 0
@@ -86,6 +92,14 @@ class FakeBlockStore:
         if self._metrics is not None:
             self._metrics.ipam_api_writes.labels(op).inc()
 
+    def _answer(self, op: str, name: str) -> None:
+        """Called after a write took effect: drop the reply when the test asks for it."""
+        if op in self.lose_replies:
+            self.lost_replies[op] += 1
+            raise StoreUnavailable(
+                f"fake API server: the reply to {op} of {name} was lost (the write took effect)"
+            )
+
     def _list(self) -> None:
         with self._lock:
             self._check()
@@ -107,6 +121,7 @@ class FakeBlockStore:
     def get_block(self, name: str) -> Block | None:
         with self._lock:
             self._check()
+            self.gets += 1
             return self.blocks.get(name)
 
     def create_block(self, block: Block) -> Block:
@@ -116,7 +131,8 @@ class FakeBlockStore:
                 raise BlockTaken(block.name)
             stored = replace(block, allocated=0, allocations={}, resource_version=self.next_rv())
             self.blocks[block.name] = stored
-            return stored
+        self._answer("create", block.name)
+        return stored
 
     def replace_status(self, block: Block) -> Block:
         self._write("status", block.name)
@@ -133,7 +149,8 @@ class FakeBlockStore:
                 resource_version=self.next_rv(),
             )
             self.blocks[block.name] = stored
-            return stored
+        self._answer("status", block.name)
+        return stored
 
     def delete_block(self, name: str, resource_version: str) -> bool:
         self._write("delete", name)
@@ -144,7 +161,8 @@ class FakeBlockStore:
             if resource_version != current.resource_version:
                 raise Conflict(f"{name}: {resource_version} is stale")
             del self.blocks[name]
-            return True
+        self._answer("delete", name)
+        return True
 
     def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
         with self._lock:

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
+from pyroute2_cni.attachment import attachment_key, key_network
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.crd import AttachmentType
 from pyroute2_cni.messages.ipam import (
@@ -46,6 +47,7 @@ class Shared:
         self.plumbed: dict[str, PlumbPod] = {}
         self.fail_plumb = False
         self.plumb_gate: threading.Event | None = None
+        self.gc_calls = 0  # ReleaseAllExcept messages IPAM has answered
 
 
 class FakeIpam(BaseActor):
@@ -86,11 +88,14 @@ class FakeIpam(BaseActor):
             case ReleaseAddress(key=key):
                 with s.lock:
                     return AddressReleased(key=key, address=s.allocations.pop(key, None))
-            case ReleaseAllExcept(keep=keep):
+            case ReleaseAllExcept(network=network, keep=keep):
                 with s.lock:
-                    gone = tuple(k for k in s.allocations if k not in keep)
+                    gone = tuple(
+                        k for k in s.allocations if k not in keep and key_network(k) == network
+                    )
                     for k in gone:
                         del s.allocations[k]
+                    s.gc_calls += 1
                     return AddressesReleased(keys=gone)
             case LookupAddress(key=key):
                 with s.lock:
@@ -128,7 +133,7 @@ class FakeNetlink(BaseActor):
                     s.plumb_gate.wait(timeout=30)
                 if s.fail_plumb:
                     return Failure(reason=f"cannot open netns {plumb.netns}", details="ENOENT")
-                key = f"{plumb.container_id}/{plumb.ifname}"
+                key = attachment_key(plumb.network, plumb.container_id, plumb.ifname)
                 with s.lock:
                     s.plumbed[key] = plumb
                 return PodPlumbed(
@@ -141,13 +146,13 @@ class FakeNetlink(BaseActor):
                     gateway=plumb.gateway,
                     mtu=1450,
                 )
-            case UnplumbPod(container_id=cid, ifname=ifname):
+            case UnplumbPod(container_id=cid, ifname=ifname, network=network):
                 with s.lock:
-                    s.plumbed.pop(f"{cid}/{ifname}", None)
+                    s.plumbed.pop(attachment_key(network, cid, ifname), None)
                 return Ok()
-            case CheckPod(container_id=cid, ifname=ifname, address=address):
+            case CheckPod(container_id=cid, ifname=ifname, address=address, network=network):
                 with s.lock:
-                    held = s.plumbed.get(f"{cid}/{ifname}")
+                    held = s.plumbed.get(attachment_key(network, cid, ifname))
                 if held is None:
                     return PodCheckResult(ok=False, differences=(f"{ifname} does not exist",))
                 if held.address != address:
@@ -163,6 +168,8 @@ class FakeNetlink(BaseActor):
                             ifname=p.ifname,
                             host_ifname="p2c" + p.container_id[:8],
                             vrf=p.vrf,
+                            network=p.network,
+                            address=p.address,
                         )
                         for p in s.plumbed.values()
                     )

@@ -11,6 +11,13 @@ prints ``ready`` once its actors have started, waits for one line on stdin (the
 start signal, so every process begins together), runs, and prints one JSON
 object: per node the addresses still held, the releases, failures, API writes
 and LISTs.
+
+With ``--journal`` (the fault-injection test) callers behave like a container
+runtime instead: a failed ADD is followed by its DEL, and a DEL is repeated until
+it succeeds; every step is printed as one JSON line the moment it happens, so the
+parent knows what each caller was told even when the process is killed with -9.
+``--recover k1,k2`` DELs those keys first (the sandboxes a killed process left
+half done), ``--quota '{"node": n}'`` overrides ``--allocs`` per node.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import pykka
 
@@ -31,7 +38,7 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.ipam_actor import IPAMActor
 from pyroute2_cni.config import IpamSection
-from pyroute2_cni.ipam_store import KubeBlockStore
+from pyroute2_cni.ipam_store import BlockStore, KubeBlockStore
 from pyroute2_cni.messages.base import Failure
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.messages.ipam import (
@@ -44,6 +51,9 @@ from pyroute2_cni.messages.ipam import (
 from pyroute2_cni.metrics import Metrics
 
 ASK_TIMEOUT = 60.0
+# --journal: how long a caller repeats a DEL (the runtime retries until it succeeds).
+DEL_DEADLINE = 90.0
+DEL_BACKOFF = (0.1, 1.0)  # first and longest pause between DEL attempts
 # Housekeeping stays out of the measured runs.
 QUIET = IpamSection(reconcile_interval=86400.0)
 
@@ -96,10 +106,16 @@ class RunningNode:
     """One IPAMActor on its own KubeBlockStore and Metrics."""
 
     def __init__(
-        self, node: str, kubeconfig: str, settings: IpamSection = QUIET, clock: Any = None
+        self,
+        node: str,
+        kubeconfig: str,
+        settings: IpamSection = QUIET,
+        clock: Any = None,
+        store_factory: Callable[[str, Metrics], BlockStore] | None = None,
     ) -> None:
         self.node = node
         self.metrics = Metrics()
+        make_store = store_factory or KubeBlockStore.from_kubeconfig
         self.crashes: list[str] = []
         hooks = ActorHooks(
             name=f"ipam-{node}",
@@ -110,7 +126,7 @@ class RunningNode:
             hooks,
             node=node,
             settings=settings,
-            store_factory=lambda: KubeBlockStore.from_kubeconfig(kubeconfig, self.metrics),
+            store_factory=lambda: make_store(kubeconfig, self.metrics),
             metrics=self.metrics,
             netlink=None,
             clock=clock or time.monotonic,
@@ -192,6 +208,87 @@ def drive_node(
     return result
 
 
+class Journal:
+    """One JSON object per line on `out`, flushed at once (the process may be killed next)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def event(self, **fields: Any) -> None:
+        line = json.dumps(fields)
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+
+def delete_until_done(running: RunningNode, key: str, journal: Journal) -> None:
+    """The runtime's DEL: repeated until IPAM answers AddressReleased, or give up (journaled)."""
+    journal.event(e="del", node=running.node, key=key)
+    deadline = time.monotonic() + DEL_DEADLINE
+    pause = DEL_BACKOFF[0]
+    while True:
+        reply = running.ask(ReleaseAddress(key=key))
+        if isinstance(reply, AddressReleased):
+            journal.event(e="released", node=running.node, key=key, address=reply.address)
+            return
+        if running.crashes or time.monotonic() + pause > deadline:  # a crashed actor stays so
+            journal.event(e="del-gave-up", node=running.node, key=key, reason=repr(reply))
+            return
+        time.sleep(pause)  # a retry pause, not synchronisation
+        pause = min(pause * 2, DEL_BACKOFF[1])
+
+
+def churn_node(
+    running: RunningNode,
+    domain: VrfDomainSpec,
+    allocs: int,
+    releases: int,
+    callers: int,
+    seed: int,
+    key_prefix: str,
+    journal: Journal,
+) -> None:
+    """Like drive_node, but a runtime's way: a failed ADD is DELeted, DELs are repeated."""
+
+    def caller(index: int) -> None:
+        try:
+            calls(index)
+        except Exception as exc:  # an ask that raised: the actor is gone; say so and stop
+            journal.event(e="caller-died", node=running.node, reason=repr(exc))
+
+    def calls(index: int) -> None:
+        rng = random.Random(f"{seed}/{running.node}/{index}/{key_prefix}")
+        my_allocs = allocs // callers + (1 if index < allocs % callers else 0)
+        my_releases = releases // callers + (1 if index < releases % callers else 0)
+        held: list[str] = []
+        done_releases = 0
+        for i in range(my_allocs):
+            key = f"{key_prefix}{running.node}-{index}-{i}/eth0"
+            journal.event(e="add", node=running.node, key=key)
+            reply = running.ask(AllocateAddress(key=key, pod=PodRef(), domain=domain))
+            if isinstance(reply, AddressAllocated):
+                journal.event(e="held", node=running.node, key=key, address=reply.address)
+                held.append(key)
+            else:
+                journal.event(e="add-failed", node=running.node, key=key, reason=repr(reply))
+                delete_until_done(running, key, journal)
+            due = (i + 1) * my_releases // max(my_allocs, 1)
+            while done_releases < due and held:
+                delete_until_done(running, held.pop(rng.randrange(len(held))), journal)
+                done_releases += 1
+
+    threads = [
+        threading.Thread(target=caller, args=(i,), name=f"caller-{running.node}-{i}")
+        for i in range(callers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.event(e="done", node=running.node, crashes=running.crashes)
+
+
 def allocate_until_exhausted(running: RunningNode, domain: VrfDomainSpec) -> dict[str, Any]:
     """Allocate until the first Failure; returns what was held and the failure."""
     held: dict[str, str] = {}
@@ -213,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--releases", type=int, default=0, help="releases per node")
     parser.add_argument("--callers", type=int, default=2, help="concurrent callers per node")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--journal", action="store_true", help="runtime-like callers, JSON lines")
+    parser.add_argument("--key-prefix", default="", help="prefix of every attachment key")
+    parser.add_argument("--quota", default="{}", help="allocations per node (JSON), else --allocs")
+    parser.add_argument("--recover", default="", help="comma-separated keys to DEL first")
     args = parser.parse_args(argv)
     domain = domain_from_json(args.domain)
     names = [n for n in args.nodes.split(",") if n]
@@ -224,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdin.readline()
         results: dict[str, NodeResult] = {}
         began = time.monotonic()
+        if args.journal:
+            run_journaled(running, domain, args)
+            return 0
 
         def run(node: RunningNode) -> None:
             results[node.node] = drive_node(
@@ -242,6 +346,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {"elapsed": elapsed, "nodes": {name: asdict(r) for name, r in results.items()}}
     print(json.dumps(out), flush=True)
     return 0
+
+
+def run_journaled(running: list[RunningNode], domain: VrfDomainSpec, args: Any) -> None:
+    journal = Journal(sys.stdout)
+    by_name = {node.node: node for node in running}
+    quota: dict[str, int] = json.loads(args.quota)
+    recover = [k for k in args.recover.split(",") if k]
+    # The half-done sandboxes first, each DELeted on the node whose key it is.
+    for key in recover:  # keys are [prefix]<node>-<caller>-<n>/eth0
+        node = next(n for name, n in by_name.items() if f"{name}-" in key)
+        delete_until_done(node, key, journal)
+    threads = [
+        threading.Thread(
+            target=churn_node,
+            args=(
+                node,
+                domain,
+                quota.get(node.node, args.allocs),
+                args.releases * quota.get(node.node, args.allocs) // max(args.allocs, 1),
+                args.callers,
+                args.seed,
+                args.key_prefix,
+                journal,
+            ),
+        )
+        for node in running
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 if __name__ == "__main__":

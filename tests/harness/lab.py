@@ -71,7 +71,7 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.apiserver import ApiServer
+from tests.harness.apiserver import ApiServer, kube_apiserver_path, missing_build_message
 from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +106,8 @@ RR_NAME = "lab-rr"
 RR_ADDRESS = f"{SUBNET}.254"
 ASN = 65000
 METRICS_PORT = 24800
-LAB_HEARTBEAT_TIMEOUT = 300
+# Must exceed the longest FRR handler (config.frr_apply_bound: 300 s by default).
+LAB_HEARTBEAT_TIMEOUT = 400
 SYSTEM_VRF = 42
 SYSTEM_TABLE = 42
 
@@ -136,6 +137,28 @@ T = TypeVar("T")
 
 class LabError(RuntimeError):
     """The lab could not do what was asked; the message says what and where to look."""
+
+
+class PrerequisiteError(LabError):
+    """Something the lab needs is not installed or built; the message names the host command."""
+
+
+def missing_prerequisites(*, daemons: bool = True) -> str:
+    """What the lab needs but this machine lacks, as one line naming the host command that
+    provides it; "" when nothing is missing.  The guest only checks: it never installs."""
+    missing = [
+        str(p)
+        for p in [IP, PING, VTYSH, *(str(FRR_BIN / d) for d in FRR_DAEMONS)]
+        if not os.access(p, os.X_OK)
+    ]
+    missing += [tool for tool in ("kubectl", "etcd") if shutil.which(tool) is None]
+    if daemons:
+        missing += [str(p) for p in (DAEMON_BIN, SHIM) if not os.access(p, os.X_OK)]
+    if missing:
+        return "missing: " + ", ".join(missing) + "; run `make deps venv shim` on the host first"
+    if not os.access(kube_apiserver_path(), os.X_OK):
+        return missing_build_message(kube_apiserver_path())
+    return ""
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -413,6 +436,7 @@ def daemon_command() -> list[str]:
 def _frr_options() -> dict[str, list[str]]:
     """The daemon options the FRR container uses (frr/daemons), so the lab runs FRR the same."""
     options = {d: ["-P", "0"] for d in FRR_DAEMONS}
+    options["watchfrr"] = []
     if FRR_DAEMONS_FILE.is_file():
         for line in FRR_DAEMONS_FILE.read_text().splitlines():
             m = re.match(r'^(\w+)_options="(.*)"\s*$', line.strip())
@@ -488,6 +512,8 @@ class FrrInstance:
         self.conf_dir = Path("/etc/frr") / name
         self.run_dir = Path("/run/frr") / name
         self.config_file = self.conf_dir / "frr.conf"
+        self.watchfrr_log = self.run_dir / "watchfrr.log"
+        self._watchfrr: subprocess.Popen[bytes] | None = None
 
     def start(self, config: str | None = None) -> None:
         """Start the daemons; ``config`` replaces frr.conf, else the last one (or the base)."""
@@ -502,31 +528,47 @@ class FrrInstance:
         vtysh_conf.write_text("service integrated-vtysh-config\n")
         for path in (self.config_file, vtysh_conf):
             shutil.chown(path, "frr", "frr")
+        # watchfrr.sh (frrcommon.sh) reads the daemon list and options from here.
+        daemons = self.conf_dir / "daemons"
+        shutil.copyfile(FRR_DAEMONS_FILE, daemons)
+        shutil.chown(daemons, "frr", "frr")
         for daemon in FRR_DAEMONS:
             (self.run_dir / f"{daemon}.vty").unlink(missing_ok=True)
-        options = _frr_options()
-        for daemon in FRR_DAEMONS:
-            argv = [
-                str(FRR_BIN / daemon),
-                "-d",
-                "-N",
-                self.name,
-                "-F",
-                "traditional",
-                "-u",
-                "frr",
-                "-g",
-                "frr",
-                *options[daemon],
-            ]
-            run(in_netns(self.name, argv))
+        # As frr/entrypoint.sh does in the FRR container: only watchfrr is started.  It
+        # finds no daemon, runs `watchfrr.sh restart all` (start each, then `vtysh -b`),
+        # and restarts any daemon that dies, loading its part of frr.conf (`vtysh -b -d`).
+        argv = [
+            str(FRR_BIN / "watchfrr"),
+            "-N",
+            self.name,
+            *_frr_options()["watchfrr"],
+            *FRR_DAEMONS,
+        ]
+        with self.watchfrr_log.open("ab") as log:
+            self._watchfrr = subprocess.Popen(
+                in_netns(self.name, argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_until(
-            lambda: all((self.run_dir / f"{d}.vty").exists() for d in FRR_DAEMONS),
+            lambda: self.running() and not self._starting(),
             FRR_START_TIMEOUT,
-            f"the vty sockets of FRR {self.name} in {self.run_dir}",
+            f"FRR {self.name} started by watchfrr (see {self.watchfrr_log})",
+            0.2,
         )
-        # Load frr.conf into every daemon, as watchfrr does in the FRR container.
-        run([VTYSH, "-N", self.name, "-b"], timeout=120)
+
+    def _starting(self) -> bool:
+        """watchfrr still runs a start or restart command (a child process)."""
+        watchfrr = self._watchfrr
+        if watchfrr is None or watchfrr.poll() is not None:
+            return False
+        children = Path(f"/proc/{watchfrr.pid}/task/{watchfrr.pid}/children")
+        try:
+            return bool(children.read_text().split())
+        except OSError:
+            return False
 
     def pids(self) -> list[int]:
         pids = []
@@ -547,10 +589,39 @@ class FrrInstance:
     def running(self) -> bool:
         return len(self.pids()) == len(FRR_DAEMONS)
 
+    def daemon_pid(self, daemon: str) -> int | None:
+        """The live pid of one of this instance's daemons (its pid file), else None."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.run_dir / f"{daemon}.pid").read_text().strip())
+            if self._is_ours(pid):
+                return pid
+        return None
+
+    def kill(self, daemon: str) -> int:
+        """SIGKILL one daemon (a crash); returns the pid it had."""
+        pid = self.daemon_pid(daemon)
+        if pid is None:
+            raise LabError(f"{daemon} of FRR {self.name} is not running")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(pid) or None, 10, f"{daemon} of FRR {self.name} gone")
+        return pid
+
     def stop(self, hard: bool = False) -> None:
         """SIGTERM (or SIGKILL when ``hard``) the daemons, zebra first, as the FRR
         container's entrypoint does: zebra (--retain) leaves the kernel routes, and
-        bgpd's shutdown then cannot withdraw them."""
+        bgpd's shutdown then cannot withdraw them.  watchfrr goes first, or it would
+        start them again."""
+        watchfrr, self._watchfrr = self._watchfrr, None
+        if watchfrr is not None:
+            if hard:
+                watchfrr.kill()
+            else:
+                watchfrr.terminate()
+            try:
+                watchfrr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                watchfrr.kill()
+                watchfrr.wait()
         pids = self.pids()
         if hard:
             for pid in pids:
@@ -785,21 +856,9 @@ class Lab:
             self.create_pods()
 
     def check_prerequisites(self, *, daemons: bool = True) -> None:
-        missing = [
-            str(p)
-            for p in [IP, PING, VTYSH, *(str(FRR_BIN / d) for d in FRR_DAEMONS)]
-            if not os.access(p, os.X_OK)
-        ]
-        if shutil.which("kubectl") is None:
-            missing.append("kubectl")
-        if daemons:
-            missing += [str(p) for p in (DAEMON_BIN, SHIM) if not os.access(p, os.X_OK)]
-        if missing:
-            raise LabError(
-                "missing: "
-                + ", ".join(missing)
-                + " (make deps venv shim; see scripts/install-deps.sh)"
-            )
+        problem = missing_prerequisites(daemons=daemons)
+        if problem:
+            raise PrerequisiteError(problem)
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, FRR)")
         probe = run([str(REPO / "scripts" / "kernel-has-vrf"), "--verbose"], check=False)
@@ -914,7 +973,9 @@ class Lab:
         return proc.stdout + (proc.stderr if proc.returncode else "")
 
     def _setup_api(self) -> None:
-        self.kubectl("apply", "-k", str(CRD_DIR))
+        # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
+        # (the server drops them); see tests/api/test_crds.py.
+        self.kubectl("apply", "--validate=false", "-k", str(CRD_DIR))
         self.kubectl(
             "wait",
             "--for=condition=Established",
@@ -2086,7 +2147,8 @@ def serve(
         except Exception as exc:
             import traceback
 
-            traceback.print_exc()
+            if not isinstance(exc, PrerequisiteError):  # one line says it all
+                traceback.print_exc()
             print(
                 f"lab: FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                 flush=True,
@@ -2225,6 +2287,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    problem = missing_prerequisites(daemons=not args.no_daemons)
+    if problem:
+        print(f"lab: {problem}", file=sys.stderr)
+        return 2
     _clean_state(state_dir)
     shutil.rmtree(state_dir / "logs", ignore_errors=True)
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,12 @@ class Clock:
 
 def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
     events: queue.SimpleQueue[tuple[bool, EvpnEntry]] = queue.SimpleQueue()
-    monitor = EvpnMonitor(lambda added, e: events.put((added, e)), lambda _error: None, netns=node)
+
+    def put(changes: tuple[tuple[bool, EvpnEntry], ...]) -> None:
+        for change in changes:
+            events.put(change)
+
+    monitor = EvpnMonitor(put, lambda _error: None, netns=node)
     kernel = KernelEvpn(node)
     clock = Clock()
     hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)
@@ -163,9 +168,9 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
         assert "extern_learn" not in neighbours[0], "a copy is not externally learned"
         assert len(_fdb(node)) == 1 and "extern_learn" not in _fdb(node)[0]
 
-        # Restoring again (a repeated event) changes nothing.
-        for entry in hold.held:
-            kernel.restore(entry)
+        # Restoring again (a repeated event) changes nothing; one datagram for all three,
+        # each acked.
+        assert kernel.restore_all(hold.held) == [None, None, None]
         assert len(_routes(node)) == 1 and len(_neighbours(node)) == 1 and len(_fdb(node)) == 1
 
         # The peer is back: zebra re-installs route, neighbour and FDB entry.  Replacing
@@ -214,8 +219,11 @@ def test_copies_a_stopped_instance_left_are_found_and_removed(node: str) -> None
         ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
         ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
         _bridge(node, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
-        for entry in zebras:
-            kernel.restore(entry)
+        # One datagram: a bad entry in it fails alone, the others are put back.
+        gone = EvpnEntry(kind=NEIGH, vtep=PEER, ifindex=999999, dst="192.0.2.99", lladdr=RMAC)
+        errors = kernel.restore_all([*zebras, gone])
+        assert errors[:-1] == [None] * len(zebras), errors
+        assert isinstance(errors[-1], OSError) and "192.0.2.99" in str(errors[-1]), errors
         # zebra's flood entry towards another VTEP is not a copy of ours.
         flood = ["00:00:00:00:00:00", "dev", "l3vx-42", "dst", "192.168.124.9", "self"]
         _bridge(node, "fdb", "append", *flood, "permanent")

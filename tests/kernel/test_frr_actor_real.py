@@ -1,14 +1,18 @@
 """FRRActor against a real FRR: a broken rendering never replaces the running config.
 
-One FRR instance (pathspace) in its own namespace; the actor drives it with the
-real frr-reload.py.  A test control corrupts the rendered text on demand, so
-the real parser rejects it.
+One FRR instance (pathspace) in its own namespace, under watchfrr as in the FRR
+container; the actor drives it with the real frr-reload.py.  A test control
+corrupts the rendered text on demand, so the real parser rejects it, or so that
+it passes the parser and fails only while FRR applies it.  Daemons are killed
+with SIGKILL and the configuration is changed by hand to show that FRR comes
+back to what the actor applied.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from pyroute2_cni.frr_control import (
     parse_bgp_uptimes,
     parse_l2vnis,
     parse_vrf_vnis,
+    reload_differences,
 )
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -81,6 +86,12 @@ class CorruptingControl:
     def apply(self, text: str, vrf_bindings: str) -> CommandResult:
         return self.inner.apply(self._text(text), vrf_bindings)
 
+    def restore(self, text: str | None) -> CommandResult:
+        return self.inner.restore(text)
+
+    def running_config(self) -> str | None:
+        return self.inner.running_config()
+
     def state(self) -> FrrState:
         return self.inner.state()
 
@@ -109,9 +120,9 @@ class CountingControl(FrrProcessControl):
         super().__init__(settings)
         self.calls = 0
 
-    def _run(self, argv: list[str], timeout: float) -> CommandResult:
+    def _run(self, argv: list[str], timeout: float, stdout_only: bool = False) -> CommandResult:
         self.calls += 1
-        return super()._run(argv, timeout)
+        return super()._run(argv, timeout, stdout_only)
 
 
 def assert_state_without_vtysh(settings: FrrSection, frr: FrrInstance) -> None:
@@ -184,5 +195,146 @@ def test_invalid_rendering_keeps_the_running_config_and_recovers(frr: FrrInstanc
         wait_for(lambda: reloads("ok") == 2, 120, "recovered")
         after = running_config(frr)
         assert "vrf vrf-43" in after and "vni 4343" in after
+    finally:
+        actor.stop()
+
+
+class ApplyTimeFailure(CorruptingControl):
+    """With `corrupt` set, a second VRF claims an L3VNI the new domain already has:
+    FRR's parser takes it (frr-reload.py --test passes), zebra refuses it while the
+    reload applies it, after the reload has applied the rest of the change."""
+
+    def _text(self, text: str) -> str:
+        if not self.corrupt:
+            return text
+        return text.replace(
+            "router bgp 65000\n", "vrf vrf-dup\n vni 4343\nexit-vrf\n!\nrouter bgp 65000\n", 1
+        )
+
+
+def _settings(frr: FrrInstance) -> Settings:
+    return Settings(
+        daemon=DaemonSection(node_name="n1"),
+        frr=FrrSection(
+            config_file=str(frr.config_file),
+            pathspace=frr.name,
+            debounce=0.1,
+            poll_interval=1.0,
+        ),
+    )
+
+
+def _counter(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def _start(settings: Settings, control: Any, metrics: Metrics) -> pykka.ActorRef[Any]:
+    actor: pykka.ActorRef[Any] = FRRActor.start(
+        ActorHooks(name="frr", generation=1, on_crash=lambda *a: None),
+        settings=settings,
+        control_factory=lambda: control,
+        netlink=None,
+        watcher=None,
+        metrics=metrics,
+    )
+    nodes = (NodeInfo(name="n1", internal_ip="192.0.2.1"),)
+    actor.tell(
+        ClusterSnapshot(domains=(DOMAIN,), bindings=(), node_configs=(), nodes=nodes, namespaces=())
+    )
+    return actor
+
+
+def test_reload_failing_midway_leaves_exactly_the_last_good_config(frr: FrrInstance) -> None:
+    settings = _settings(frr)
+    control = ApplyTimeFailure(FrrProcessControl(settings.frr))
+    metrics = Metrics()
+    reloads = "pyroute2_cni_frr_reloads_total"
+    actor = _start(settings, control, metrics)
+    try:
+        wait_for(lambda: _counter(metrics, reloads, {"result": "ok"}) == 1, 120, "first reload")
+        good_running = running_config(frr)
+        good_file = frr.config_file.read_text()
+
+        control.corrupt = True
+        actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=SECOND))
+        wait_for(lambda: _counter(metrics, reloads, {"result": "failed"}) >= 1, 120, "failed")
+        # The restore runs in the next handler: wait for FRR to run the last good config.
+        last = ""
+
+        def back() -> bool:
+            nonlocal last
+            last = running_config(frr)
+            return last == good_running
+
+        try:
+            wait_for(back, 60, "FRR running the last good configuration again", 0.5)
+        except AssertionError:
+            raise AssertionError(f"FRR runs a mix after the failed reload:\n{last}") from None
+        restores = "pyroute2_cni_frr_restores_total"
+        verified = {"result": "verified"}
+        wait_for(lambda: _counter(metrics, restores, verified) >= 1, 60, "the restore checked")
+        check = frr.reload("--test", frr.config_file)
+        assert check.returncode == 0 and reload_differences(check.stdout) == [], check.stdout
+        assert frr.config_file.read_text() == good_file, "frr.conf is the last good one"
+
+        control.corrupt = False  # the input is fixed; the backoff retry applies it
+        wait_for(lambda: _counter(metrics, reloads, {"result": "ok"}) == 2, 120, "recovered")
+        after = running_config(frr)
+        assert "vrf vrf-43" in after and "vni 4343" in after and "vrf-dup" not in after
+    finally:
+        actor.stop()
+
+
+# Bound for FRR to run the applied configuration again: watchfrr notices a dead
+# daemon within its 5 s poll and restarts it; the actor's drift check needs two
+# 1 s polls, then one reload (seconds under User-Mode Linux).
+RECOVERY_TIMEOUT = 60.0
+
+
+def _restarted(
+    frr: FrrInstance, daemon: str, old: int, complete: Callable[[], bool]
+) -> Callable[[], bool]:
+    return lambda: frr.daemon_pid(daemon) not in (None, old) and complete()
+
+
+def test_changed_by_hand_or_killed_frr_comes_back_to_the_applied_config(
+    frr: FrrInstance,
+) -> None:
+    settings = _settings(frr)
+    metrics = Metrics()
+    ok = {"result": "ok"}
+    actor = _start(settings, FrrProcessControl(settings.frr), metrics)
+    times: dict[str, float] = {}
+    try:
+        wait_for(
+            lambda: _counter(metrics, "pyroute2_cni_frr_reloads_total", ok) == 1, 120, "reload"
+        )
+        wanted = ("router bgp 65000\n", "router bgp 65000 vrf vrf-42\n", "vrf vrf-42\n vni 42\n")
+
+        def complete() -> bool:
+            text = running_config(frr)
+            return all(line in text for line in wanted)
+
+        assert complete()
+        began = time.monotonic()
+        frr.vtysh("configure", "no router bgp 65000 vrf vrf-42")
+        assert "router bgp 65000 vrf vrf-42" not in running_config(frr)
+        wait_for(
+            complete, RECOVERY_TIMEOUT, "the VRF's BGP instance back after a change by hand", 0.5
+        )
+        times["by hand"] = time.monotonic() - began
+        assert _counter(metrics, "pyroute2_cni_frr_drift_total") == 1
+
+        for daemon in ("bgpd", "zebra"):
+            began = time.monotonic()
+            old = frr.kill(daemon)
+            wait_for(
+                _restarted(frr, daemon, old, complete),
+                RECOVERY_TIMEOUT,
+                f"{daemon} restarted with its configuration after kill -9",
+                0.5,
+            )
+            times[daemon] = time.monotonic() - began
+        print(f"configuration back after: {times}")
     finally:
         actor.stop()

@@ -35,6 +35,9 @@ from tests.harness.waiting import wait_for
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
+# ADD and CHECK open CNI_NETNS (it must be a network namespace): this process's
+# own is one every test can use without root; the fake netlink never enters it.
+POD_NETNS = "/proc/self/ns/net"
 
 SYSTEM = VrfDomainSpec(
     name="vrf-42",
@@ -152,7 +155,7 @@ def call(
     command: str,
     config: dict[str, Any] | bytes,
     container: str | None = "c0ffee",
-    netns: str = "/var/run/netns/pod",
+    netns: str = POD_NETNS,
     namespace: str = "default",
 ) -> tuple[int, dict[str, Any] | None]:
     env = {
@@ -179,7 +182,7 @@ def test_add_renders_the_requested_version(shim: Path, node: Node, version: str)
     assert result is not None
     assert result["cniVersion"] == version
     host, container = result["interfaces"]
-    assert "sandbox" not in host and container["sandbox"] == "/var/run/netns/pod"
+    assert "sandbox" not in host and container["sandbox"] == POD_NETNS
     assert container["name"] == "eth0"
     assert ("mtu" in container) == (version == "1.1.0")
     (ip,) = result["ips"]
@@ -314,3 +317,16 @@ def test_requests_are_counted(shim: Path, node: Node) -> None:
     for phase in ("ipam", "netlink"):
         assert get("pyroute2_cni_add_phase_seconds_count", {"phase": phase}) == 1
         assert 0 < (get("pyroute2_cni_add_phase_seconds_sum", {"phase": phase}) or 0) < total
+
+
+def test_add_into_a_plain_file_names_cni_netns(shim: Path, node: Node, tmp_path: Path) -> None:
+    # Issue #14 item 5: refused before IPAM or netlink is touched, with code 4.
+    plain = tmp_path / "not-a-netns"
+    plain.write_text("")
+    rc, error = call(shim, node, "ADD", conf(), netns=str(plain))
+    assert rc != 0 and error is not None
+    assert error["code"] == 4
+    assert f"CNI_NETNS {str(plain)!r} is not a network namespace" in error["msg"]
+    assert node.shared.allocations == {} and node.shared.plumbed == {}
+    # DEL of the same attachment still succeeds (nothing to undo).
+    assert call(shim, node, "DEL", conf(), netns=str(plain))[0] == 0

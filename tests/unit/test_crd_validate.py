@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +13,10 @@ from pyroute2_cni.crd_validate import (
     REASON_DUPLICATE_VRF,
     REASON_INVALID,
     REASON_OVERLAP,
+    REASON_PREFIX_CHANGE_REFUSED,
+    BlockCut,
     DomainCandidate,
+    LiveBlock,
     field_problems,
     validate_domains,
 )
@@ -271,3 +275,88 @@ def test_verdicts_do_not_depend_on_input_order() -> None:
     assert len(results) == 1
     verdicts = dict(next(iter(results)))
     assert [n for n, v in sorted(verdicts.items()) if v.accepted] == ["a", "d"]
+
+
+# -- re-cutting live blocks (issue #14 item 5) --------------------------------------------
+OLD_CUT = BlockCut(vrf=200, prefix="10.1.0.0", prefixlen=16, ipblocklen=26)
+LIVE = (
+    LiveBlock(name="vrf-200-10-1-0-0-26", cidr="10.1.0.0/26", vrf=200, pods=3),
+    LiveBlock(name="vrf-200-10-1-0-64-26", cidr="10.1.0.64/26", vrf=200, pods=0),
+)
+
+
+def recut(
+    spec: VrfDomainSpec,
+    blocks: tuple[LiveBlock, ...] | None = LIVE,
+    blocks_error: str = "",
+) -> DomainCandidate:
+    return DomainCandidate(
+        name=spec.name,
+        created="2024-01-01T00:00:00Z",
+        spec=spec,
+        cut=OLD_CUT,
+        blocks=blocks,
+        blocks_error=blocks_error,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"prefix": "10.2.0.0"}, "spec.prefix/prefixlen 10.1.0.0/16 -> 10.2.0.0/16"),
+        ({"ipblocklen": 27}, "spec.ipblocklen 26 -> 27"),
+        ({"prefixlen": 17, "prefix": "10.1.128.0"}, "10.1.0.0/16 -> 10.1.128.0/17"),
+        ({"vrf": 201}, "spec.vrf 200 -> 201"),
+    ],
+    ids=["prefix", "ipblocklen", "narrower", "vrf"],
+)
+def test_a_change_that_strands_live_blocks_is_refused(change: dict[str, object], said: str) -> None:
+    new = replace(domain("vrf-200", vrf=200, table=10200), **change)  # type: ignore[arg-type]
+    verdict = validate_domains([recut(new)], SYSTEM_VRF)["vrf-200"]
+    assert not verdict.accepted
+    assert verdict.reason == REASON_PREFIX_CHANGE_REFUSED
+    assert said in verdict.message
+    # Says what happens to the blocks and what to do.
+    assert "2 IPBlocks (3 pod addresses)" in verdict.message
+    assert "vrf-200-10-1-0-0-26" in verdict.message
+    assert "keeps deploying vrf 200, 10.1.0.0/16 with /26 blocks" in verdict.message
+    assert "revert the change, or drain the pods" in verdict.message
+    # Every node goes on with the old cut and the new values of the other fields.
+    assert verdict.deployed == replace(new, vrf=200, prefix="10.1.0.0", prefixlen=16, ipblocklen=26)
+    assert verdict.cut == OLD_CUT
+
+
+def test_a_change_the_live_blocks_fit_is_accepted() -> None:
+    wider = domain("vrf-200", vrf=200, table=10200, prefix="10.0.0.0", prefixlen=15)
+    verdict = validate_domains([recut(wider)], SYSTEM_VRF)["vrf-200"]
+    assert verdict.accepted and verdict.reason == REASON_ACCEPTED
+    assert verdict.deployed == wider
+    assert verdict.cut == BlockCut(vrf=200, prefix="10.0.0.0", prefixlen=15, ipblocklen=26)
+
+
+def test_a_change_without_blocks_is_accepted() -> None:
+    moved = domain("vrf-200", vrf=200, table=10200, prefix="10.2.0.0")
+    verdict = validate_domains([recut(moved, blocks=())], SYSTEM_VRF)["vrf-200"]
+    assert verdict.accepted and verdict.deployed == moved
+
+
+def test_blocks_that_cannot_be_listed_keep_the_old_cut() -> None:
+    moved = domain("vrf-200", vrf=200, table=10200, prefix="10.2.0.0")
+    verdict = validate_domains(
+        [recut(moved, blocks=None, blocks_error="503 ServiceUnavailable")], SYSTEM_VRF
+    )["vrf-200"]
+    assert verdict.reason == REASON_PREFIX_CHANGE_REFUSED
+    assert "cannot list IPBlocks (503 ServiceUnavailable)" in verdict.message
+    assert verdict.deployed is not None and verdict.deployed.prefix == "10.1.0.0"
+
+
+def test_the_old_cut_is_what_conflicts_are_checked_against() -> None:
+    # The refused domain still holds 10.1.0.0/16 on every node, so the system VRF
+    # may not take it even though the spec now says 10.2.0.0.
+    moved = domain("vrf-200", vrf=200, table=10200, prefix="10.2.0.0")
+    system = domain("vrf-42", vrf=SYSTEM_VRF, prefix="10.1.0.0")
+    verdicts = validate_domains(
+        [recut(moved), cand(system, created="2030-01-01T00:00:00Z")], SYSTEM_VRF
+    )
+    assert verdicts["vrf-200"].reason == REASON_PREFIX_CHANGE_REFUSED
+    assert verdicts["vrf-42"].reason == REASON_OVERLAP

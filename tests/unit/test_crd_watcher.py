@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -17,7 +17,7 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor, default_domain
 from pyroute2_cni.config import DefaultSection, Settings
-from pyroute2_cni.crd_validate import Verdict
+from pyroute2_cni.crd_validate import LiveBlock, Verdict
 from pyroute2_cni.kube_watch import (
     ApiError,
     Condition,
@@ -195,6 +195,7 @@ def start(
     crashes: list[BaseException | None] | None = None,
     name: str = "crd-watcher",
     timings: WatchTimings = FAST,
+    block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
 ) -> tuple[pykka.ActorRef[Any], Address, MessageLog, pykka.ActorRef[Any]]:
     subscriber, log, sub_ref = recorder()
     crash_list = crashes if crashes is not None else []
@@ -207,6 +208,7 @@ def start(
         timings=timings,
         edge_factory=cluster.api,
         control=control,
+        **({"block_lister": block_lister} if block_lister is not None else {}),
     )
     return ref, subscriber, log, sub_ref
 
@@ -222,6 +224,7 @@ def make_rig() -> Iterator[Any]:
         settings: Settings | None = None,
         wait_ready: bool = True,
         timings: WatchTimings = FAST,
+        block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
     ) -> Rig:
         cluster = cluster or FakeCluster()
         if seeded and not cluster.names(NAMESPACE):
@@ -229,7 +232,12 @@ def make_rig() -> Iterator[Any]:
         control = WatchControl()
         crashes: list[BaseException | None] = []
         ref, subscriber, log, sub_ref = start(
-            cluster, settings=settings, control=control, crashes=crashes, timings=timings
+            cluster,
+            settings=settings,
+            control=control,
+            crashes=crashes,
+            timings=timings,
+            block_lister=block_lister,
         )
         rig = Rig(cluster, control, log, subscriber, ref, crashes, [sub_ref])
         rigs.append(rig)
@@ -817,3 +825,109 @@ def test_five_watchers_create_the_default_domain_once(make_rig: Any) -> None:
     assert len(created) == 1
     # Those that listed after the winner's create did not even try.
     assert 1 <= cluster.calls["create", DOMAIN] <= 5
+
+
+# -- a spec change that would re-cut live IPBlocks (issue #14 item 5) ----------------------
+
+
+class FakeBlocks:
+    """The IPBlocks the watcher lists; tests drain them by assignment."""
+
+    def __init__(self, *blocks: LiveBlock) -> None:
+        self.blocks = list(blocks)
+        self.lock = threading.Lock()
+        self.lists = 0
+
+    def __call__(self) -> list[LiveBlock]:
+        with self.lock:
+            self.lists += 1
+            return list(self.blocks)
+
+    def drain(self) -> None:
+        with self.lock:
+            self.blocks = []
+
+
+LIVE_200 = LiveBlock(name="vrf-200-10-1-0-0-26", cidr="10.1.0.0/26", vrf=200, pods=2)
+CUT_200 = {"vrf": 200, "prefix": "10.1.0.0", "prefixlen": 16, "ipblocklen": 26}
+RECHECK = replace(FAST, recut_recheck=0.05)
+
+
+def published_200(rig: Rig) -> list[ClusterObjectChanged]:
+    return [
+        m for m in rig.changes() if isinstance(m, ClusterObjectChanged) and m.obj.name == "vrf-200"
+    ]
+
+
+def status_of(cluster: FakeCluster, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = (cluster.get(DOMAIN, name) or {}).get("status") or {}
+    return status
+
+
+def test_prefix_change_over_live_blocks_is_refused_until_they_drain(make_rig: Any) -> None:
+    blocks = FakeBlocks(LIVE_200)
+    rig = make_rig(timings=RECHECK, block_lister=blocks)
+    c = rig.cluster
+    wait_for(lambda: status_of(c, "vrf-200").get("acceptedCut") == CUT_200, 5, "cut recorded")
+    moved = domain_spec(200, table=10200, vni=60200, prefix="10.2.0.0")
+    c.put(DOMAIN, "vrf-200", spec=moved)
+    wait_for(
+        lambda: conditions(c, "vrf-200")["Accepted"]["reason"] == "PrefixChangeRefused",
+        5,
+        "the change refused",
+    )
+    accepted = conditions(c, "vrf-200")["Accepted"]
+    assert accepted["status"] == "False" and accepted["observedGeneration"] == 2
+    assert "10.1.0.0/16 -> 10.2.0.0/16" in accepted["message"]
+    assert "vrf-200-10-1-0-0-26" in accepted["message"]
+    # The old cut stays deployed: Ready, recorded, and nodes are not told to move.
+    ready = conditions(c, "vrf-200")["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "PreviousCutDeployed"
+    assert "10.1.0.0/16" in ready["message"]
+    assert status_of(c, "vrf-200")["acceptedCut"] == CUT_200
+    rig.sync(DOMAIN)
+    assert published_200(rig) == []
+    rig.ref.tell(SendSnapshot(to=rig.subscriber))
+    wait_for(lambda: len(rig.snapshots()) == 2, 5, "second snapshot")
+    (deployed,) = [d for d in rig.snapshots()[-1].domains if d.name == "vrf-200"]
+    assert deployed.cidr == "10.1.0.0/16"
+    # Drained: the periodic recheck lets the change through.
+    blocks.drain()
+    change = rig.wait_change(ChangeKind.MODIFIED, "vrf-200")
+    assert change.obj.cidr == "10.2.0.0/16"
+    wait_for(lambda: conditions(c, "vrf-200")["Accepted"]["status"] == "True", 5, "accepted")
+    assert status_of(c, "vrf-200")["acceptedCut"]["prefix"] == "10.2.0.0"
+
+
+def test_a_restarted_watcher_keeps_refusing_from_the_recorded_cut(make_rig: Any) -> None:
+    cluster = FakeCluster()
+    seed(cluster)
+    # Changed while no daemon ran: only status.acceptedCut remembers the old cut.
+    cluster.put(
+        DOMAIN,
+        "vrf-200",
+        spec=domain_spec(200, table=10200, vni=60200, ipblocklen=27),
+        status={"acceptedCut": CUT_200},
+    )
+    rig = make_rig(cluster, block_lister=FakeBlocks(LIVE_200))
+    (deployed,) = [d for d in rig.snapshots()[0].domains if d.name == "vrf-200"]
+    assert deployed.ipblocklen == 26
+    wait_for(lambda: conditions(cluster, "vrf-200").get("Accepted"), 5, "status written")
+    assert conditions(cluster, "vrf-200")["Accepted"]["reason"] == "PrefixChangeRefused"
+    assert "spec.ipblocklen 26 -> 27" in conditions(cluster, "vrf-200")["Accepted"]["message"]
+
+
+def test_a_change_the_blocks_fit_is_followed(make_rig: Any) -> None:
+    rig = make_rig(block_lister=FakeBlocks(LIVE_200))
+    c = rig.cluster
+    wait_for(lambda: status_of(c, "vrf-200").get("acceptedCut") == CUT_200, 5, "cut recorded")
+    c.put(
+        DOMAIN,
+        "vrf-200",
+        spec=domain_spec(200, table=10200, vni=60200, prefix="10.0.0.0", prefixlen=15),
+    )
+    change = rig.wait_change(ChangeKind.MODIFIED, "vrf-200")
+    assert change.obj.cidr == "10.0.0.0/15"
+    wait_for(
+        lambda: status_of(c, "vrf-200")["acceptedCut"]["prefixlen"] == 15, 5, "new cut recorded"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from pyroute2_cni.evpn_hold import (
@@ -34,11 +36,22 @@ class RecordingKernel:
     def __init__(self) -> None:
         self.copies: dict[tuple[object, ...], EvpnEntry] = {}
         self.fail_restore = False
+        self.fail_kinds: set[str] = set()
+        self.batches: list[list[str]] = []  # the kinds restored, per call
 
     def restore(self, entry: EvpnEntry) -> None:
-        if self.fail_restore:
-            raise OSError(19, "No such device")
-        self.copies[entry.key] = entry
+        self.restore_all([entry])
+
+    def restore_all(self, entries: Sequence[EvpnEntry]) -> list[OSError | None]:
+        self.batches.append([e.kind for e in entries])
+        errors: list[OSError | None] = []
+        for entry in entries:
+            if self.fail_restore or entry.kind in self.fail_kinds:
+                errors.append(OSError(19, "No such device"))
+                continue
+            self.copies[entry.key] = entry
+            errors.append(None)
+        return errors
 
     def release(self, entry: EvpnEntry) -> None:
         self.copies.pop(entry.key, None)
@@ -182,11 +195,13 @@ def test_whatever_is_not_relearned_goes_after_the_regrace() -> None:
     assert rig.hold.released == {"peer back": 3}
 
 
-def test_a_dead_peer_is_released_at_the_first_check() -> None:
+def test_a_dead_peer_is_released_once_silent_for_seconds() -> None:
     rig = Rig(alive=False)
     rig.withdraw_peer()
     rig.sessions(PEER="Connect", OTHER="Established", uptime=3600.0)
     rig.tick()
+    assert len(rig.kernel.copies) == 3, "one unanswered probe is not enough"
+    rig.tick(3.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"peer daemon not answering": 3}
 
@@ -210,6 +225,7 @@ def test_a_peer_missing_from_a_fresh_bgpd_is_probed_not_dropped() -> None:
     assert len(rig.kernel.copies) == 3
     rig.alive[PEER] = False
     rig.tick()
+    rig.tick(3.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"peer daemon not answering": 3}
 
@@ -229,6 +245,7 @@ def test_own_frr_away_holds_while_the_peer_answers() -> None:
     assert len(rig.kernel.copies) == 3
     rig.alive[PEER] = False
     rig.tick()
+    rig.tick(3.0)
     assert rig.kernel.copies == {}
 
 
@@ -330,6 +347,7 @@ def test_reflector_mode_a_node_whose_daemon_is_silent_is_released() -> None:
     rig.hold.deleted(route())
     rig.remote_view = None
     rig.tick()
+    rig.tick(3.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"peer daemon not answering": 1}
 
@@ -338,3 +356,99 @@ def test_reflector_mode_leaves_addresses_that_are_no_node_alone() -> None:
     rig = ReflectorRig()
     rig.hold.deleted(neigh("10.244.37.7"))
     assert rig.kernel.copies == {}
+
+
+# -- a slow answer is not a dead node --------------------------------------------------
+
+
+def test_reflector_mode_one_unanswered_probe_keeps_the_copies() -> None:
+    rig = ReflectorRig()
+    for entry in rig.entries:
+        rig.hold.deleted(entry)
+    rig.remote_view = None  # its /metrics did not answer in time (a busy node)
+    rig.tick()
+    assert len(rig.kernel.copies) == 3, "one missed answer is no proof the node is gone"
+    rig.remote_view = PeerSession(state="Down", uptime=0.0)
+    rig.tick()
+    rig.remote_view = None
+    rig.tick()
+    assert len(rig.kernel.copies) == 3, "an answer in between starts the count again"
+    assert rig.hold.released == {}
+
+
+def test_reflector_mode_a_node_silent_for_seconds_is_released() -> None:
+    rig = ReflectorRig()
+    rig.hold.deleted(route())
+    rig.remote_view = None
+    rig.tick()
+    rig.tick()
+    assert rig.kernel.copies != {}
+    for _ in range(3):
+        rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer daemon not answering": 1}
+
+
+def test_full_mesh_one_failed_probe_keeps_the_copies() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Active", OTHER="Established", uptime=3600.0)
+    rig.alive[PEER] = False
+    rig.tick()
+    assert len(rig.kernel.copies) == 3
+    rig.alive[PEER] = True
+    rig.tick()
+    assert len(rig.kernel.copies) == 3
+    assert rig.hold.released == {}
+
+
+# -- a burst of changes: one kernel exchange, routes first ------------------------------
+
+
+def test_a_withdrawal_burst_is_restored_in_one_call_routes_first() -> None:
+    rig = Rig()
+    # zebra's order: the remote MAC and the neighbour go before the route.
+    rig.hold.changed([(False, fdb()), (False, neigh()), (False, route())])
+    assert rig.kernel.batches == [[ROUTE, NEIGH, FDB]]
+    assert len(rig.hold.held) == 3
+
+
+def test_an_entry_zebra_puts_back_within_the_burst_is_not_restored() -> None:
+    rig = Rig()
+    rig.hold.changed([(False, route()), (True, route()), (False, neigh())])
+    assert rig.kernel.batches == [[NEIGH]]
+    assert [e.kind for e in rig.hold.held] == [NEIGH]
+
+
+def test_a_failed_entry_in_a_burst_leaves_the_others_held() -> None:
+    rig = Rig()
+    rig.kernel.fail_kinds = {NEIGH}
+    rig.hold.changed([(False, neigh()), (False, route()), (False, fdb())])
+    assert sorted(e.kind for e in rig.hold.held) == sorted([ROUTE, FDB])
+    assert rig.hold.restored == 2
+
+
+def test_a_held_entry_deleted_again_is_put_back_again() -> None:
+    """Back-to-back restarts (the reflector restarts again within the regrace): zebra
+    re-installed the entries over our copies -- the FDB entry without any notice -- and
+    deletes them again before the copies were released."""
+    rig = ReflectorRig()
+    rig.remote_view = PeerSession(state="Down", uptime=0.0)
+    rig.hold.changed([(False, e) for e in rig.entries])
+    rig.tick()
+    # Back: zebra re-installs route and neighbour (noticed) and the FDB entry (silently,
+    # over our copy).  Its sessions are up again.
+    rig.remote_view = PeerSession(state="Established", uptime=1.0)
+    rig.hold.changed([(True, route()), (True, neigh())])
+    rig.tick()
+    assert [e.kind for e in rig.hold.held] == [FDB], "the FDB copy waits for the regrace"
+    # Away again: zebra deletes what it has, the FDB entry included (our copy is gone).
+    rig.kernel.copies.pop(fdb().key)
+    rig.remote_view = PeerSession(state="Down", uptime=0.0)
+    rig.hold.changed([(False, fdb()), (False, neigh()), (False, route())])
+    assert set(rig.kernel.copies) == {e.key for e in rig.entries}, "all three back"
+    assert rig.kernel.batches[-1] == [ROUTE, NEIGH, FDB]
+    # The earlier regrace does not release the fresh hold while the node is away.
+    for _ in range(12):
+        rig.tick()
+    assert len(rig.kernel.copies) == 3

@@ -9,13 +9,13 @@ from typing import Any
 import pykka
 import pytest
 
-from pyroute2_cni.actors import frr_actor
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.evpn_hold import BgpView, PeerSession
-from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes
+from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes, reload_differences
+from pyroute2_cni.frr_model import build_frr_config, missing_key_lines, render
 from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -69,8 +69,10 @@ class Rig:
 
 @pytest.fixture
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
-    # A test may set the periodic poll interval with indirect parametrisation.
-    poll_interval = float(getattr(request, "param", 0.05))
+    # A test may set the periodic poll interval (and the quick one after a reload)
+    # with indirect parametrisation.
+    param = getattr(request, "param", 0.05)
+    poll_interval, quick_poll = param if isinstance(param, tuple) else (param, 0.25)
     frr = FakeFrrControl()
     metrics = Metrics()
     netlink_seen: list[Any] = []
@@ -87,7 +89,9 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     keeper.bind(refs[2])
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
-        frr=FrrSection(debounce=0.1, poll_interval=poll_interval),
+        frr=FrrSection(
+            debounce=0.1, poll_interval=float(poll_interval), quick_poll_interval=quick_poll
+        ),
     )
     actor = FRRActor.start(
         hooks("frr"),
@@ -209,20 +213,18 @@ def test_vni_reported_after_reload_is_told_without_waiting_for_the_periodic_poll
     wait_for(lambda: VniKnown(vrf=42, vni=42) in rig.netlink_seen, 5, "VniKnown told")
     settled = rig.frr.polls
     # Every VNI is known: the quick polls stop (no poll in 4 quick intervals).
-    time.sleep(4 * frr_actor.QUICK_POLL_INTERVAL)  # an absence can only be shown by waiting
+    time.sleep(4 * FrrSection().quick_poll_interval)  # an absence can only be shown by waiting
     assert rig.frr.polls == settled
 
 
-@pytest.mark.parametrize("rig", [300.0], indirect=True)
-def test_quick_polls_are_bounded_when_zebra_never_reports_the_vni(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(frr_actor, "QUICK_POLL_INTERVAL", 0.01)
+@pytest.mark.parametrize("rig", [(300.0, 0.01)], indirect=True)
+def test_quick_polls_are_bounded_when_zebra_never_reports_the_vni(rig: Rig) -> None:
+    quick_polls = FrrSection().quick_polls
     rig.actor.tell(snapshot(DOMAIN))
-    wait_for(lambda: rig.frr.polls >= frr_actor.QUICK_POLLS + 1, 5, "the quick polls")
+    wait_for(lambda: rig.frr.polls >= quick_polls + 1, 5, "the quick polls")
     settled = rig.frr.polls
     time.sleep(0.2)  # an absence can only be shown by waiting
-    assert rig.frr.polls == settled == frr_actor.QUICK_POLLS + 1
+    assert rig.frr.polls == settled == quick_polls + 1
     assert not any(isinstance(m, VniKnown) for m in rig.netlink_seen)
 
 
@@ -303,3 +305,138 @@ def test_the_real_control_without_frr_says_what_is_missing(tmp_path: Path) -> No
     assert missing is not None
     assert "vtysh is missing or not executable" in missing and "frr-pythontools" in missing
     assert list(tmp_path.iterdir()) == [], "no candidate file left behind"
+
+
+def restores(rig: Rig, result: str) -> float:
+    value = rig.metrics.registry.get_sample_value(
+        "pyroute2_cni_frr_restores_total", {"result": result}
+    )
+    return value or 0.0
+
+
+def drift(rig: Rig) -> float:
+    return rig.metrics.registry.get_sample_value("pyroute2_cni_frr_drift_total") or 0.0
+
+
+BAD = replace(
+    DOMAIN,
+    name="vrf-43",
+    vrf=43,
+    table=43,
+    prefix="10.43.0.0",
+    attachments=(Attachment(type=AttachmentType.L3VNI, vni=4343),),
+)
+
+
+def test_reload_failing_midway_puts_the_last_good_config_back(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    good = rig.frr.running
+    rig.frr.fail_apply_containing = "vni 4343"  # passes --test, fails while applied
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=BAD))
+    wait_for(lambda: restores(rig, "verified") == 1, 5, "restore counted")
+    assert rig.frr.restores == [good], "the last good text, not the file FRR-reload wrote"
+    assert rig.frr.running == good, "FRR runs the last good configuration, not a mix"
+    reports = wait_for(
+        lambda: [
+            m
+            for m in list(rig.watcher_seen)
+            if isinstance(m, FrrApplyReported) and m.reason == "ReloadFailed"
+        ],
+        5,
+        "the failure reported",
+    )
+    report = reports[0]
+    assert not report.ok and "last good configuration" in report.message
+    assert "VNI is already configured" in report.message
+    assert ask_ping(rig, 4).ready, "FRR runs a good configuration: still ready"
+    # The input is fixed: the retry applies the new configuration as a whole.
+    rig.frr.fail_apply_containing = None
+    wait_for(lambda: rig.reloads("ok") == 2, 10, "recovered reload")
+    assert rig.frr.running is not None and "vni 4343" in rig.frr.running
+    assert "vrf vrf-43\n vni 4343\n" in rig.frr.bindings_loaded[-1]
+
+
+def test_a_failed_restore_is_reported_and_the_next_apply_is_a_full_one(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    rig.frr.fail_apply_containing = "vni 4343"
+    rig.frr.restore_fails = True
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.ADDED, obj=BAD))
+    wait_for(lambda: restores(rig, "failed") == 1, 5, "failed restore counted")
+    wait_for(
+        lambda: any(
+            isinstance(m, FrrApplyReported) and not m.ok and m.reason == "RestoreFailed"
+            for m in rig.watcher_seen
+        ),
+        5,
+        "RestoreFailed reported",
+    )
+    # Back to the old input: FRR runs an unknown mix, so even the old text is applied
+    # again, bindings included.
+    rig.frr.fail_apply_containing = None
+    rig.frr.restore_fails = False
+    rig.actor.tell(ClusterObjectChanged(kind=ChangeKind.DELETED, obj=BAD))
+    wait_for(lambda: rig.reloads("ok") == 2, 10, "full apply of the old input")
+    assert rig.frr.running is not None and "vni 4343" not in rig.frr.running
+    assert "vrf vrf-42\n vni 42\n" in rig.frr.bindings_loaded[-1]
+
+
+BASE_ONLY = "frr defaults traditional\nservice integrated-vtysh-config\n!\nend\n"
+
+
+def test_a_daemon_restarted_without_its_config_gets_it_again(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    applied = rig.frr.running
+    rig.frr.running = BASE_ONLY  # bgpd and zebra came back empty
+    wait_for(lambda: rig.frr.reloads == 2, 5, "applied again")
+    assert rig.frr.running == applied
+    assert drift(rig) == 1
+    assert "vrf vrf-42\n vni 42\n" in rig.frr.bindings_loaded[-1], "zebra lost the bindings"
+    # Running what was applied: no more reloads (polls every 0.05 s).
+    polls = rig.frr.polls
+    wait_for(lambda: rig.frr.polls >= polls + 5, 5, "five more polls")
+    assert rig.frr.reloads == 2 and drift(rig) == 1
+
+
+def test_a_change_by_hand_is_undone_but_a_silent_daemon_is_not_drift(rig: Rig) -> None:
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    applied = rig.frr.running
+    assert applied is not None
+    rig.frr.answered = False  # restarting: it does not answer, that is no drift
+    polls = rig.frr.polls
+    wait_for(lambda: rig.frr.polls >= polls + 5, 5, "five more polls")
+    assert rig.frr.reloads == 1
+    rig.frr.answered = True
+    rig.frr.running = applied.replace("router bgp 65000 vrf vrf-42\n", "")  # by hand
+    wait_for(lambda: rig.frr.reloads == 2, 5, "applied again")
+    assert rig.frr.running == applied and drift(rig) == 1
+
+
+def test_key_lines_of_a_rendering_are_all_shown_in_it() -> None:
+    model = build_frr_config(
+        node="n1", asn=65000, domains=[DOMAIN, BAD], node_configs=[], nodes=list(NODES)
+    )
+    text = render(model)
+    assert missing_key_lines(model, text) == []
+    assert missing_key_lines(model, BASE_ONLY) == sorted(
+        [
+            "router bgp 65000",
+            "router bgp 65000 / neighbor 192.0.2.2 peer-group fabric",
+            "router bgp 65000 vrf vrf-42",
+            "router bgp 65000 vrf vrf-43",
+            "vrf vrf-42 / vni 42",
+            "vrf vrf-43 / vni 4343",
+        ]
+    )
+
+
+def test_reload_differences_reads_frr_reload_test_output() -> None:
+    assert reload_differences("") == []
+    output = (
+        "\nLines To Delete\n===============\nno hostname vm\nrouter bgp 65000 vrf vrf-43\n"
+        "\nLines To Add\n============\nvrf vrf-42\n vni 42\n"
+    )
+    assert reload_differences(output) == ["router bgp 65000 vrf vrf-43", "vrf vrf-42", "vni 42"]

@@ -287,7 +287,9 @@ def test_gc_releases_everything_not_kept(nodes: Callable[..., Node], store: Fake
     n1 = nodes("n1")
     for key in ("a/eth0", "b/eth0", "c/eth0"):
         allocated(n1.allocate(key))
-    reply = n1.ask(ReleaseAllExcept(keep=frozenset({"b/eth0", "unknown/eth0"})))
+    reply = n1.ask(
+        ReleaseAllExcept(network="pyroute2-cni", keep=frozenset({"b/eth0", "unknown/eth0"}))
+    )
     assert reply == AddressesReleased(keys=("a/eth0", "c/eth0"))
     assert_sound(store)
     (block,) = store.blocks.values()
@@ -391,13 +393,113 @@ def test_api_down_fails_temporarily_without_changing_memory(
     store.unavailable = True
     reply = n1.allocate("b/eth0")
     assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY
-    assert n1.ask(LookupAddress(key="b/eth0")) == AddressLookupResult(allocation=None)
-    released = n1.release("a/eth0")
-    assert isinstance(released, Failure) and released.kind is ErrorKind.TEMPORARY
-    assert n1.ask(LookupAddress(key="a/eth0")) == AddressLookupResult(allocation=a)
+    # The write may have committed before the API went away: no answer until a re-read.
+    for message in (LookupAddress(key="b/eth0"), ReleaseAddress(key="a/eth0")):
+        failed = n1.ask(message)
+        assert isinstance(failed, Failure) and failed.kind is ErrorKind.TEMPORARY
     store.unavailable = False
+    assert n1.ask(LookupAddress(key="b/eth0")) == AddressLookupResult(allocation=None)
+    assert n1.ask(LookupAddress(key="a/eth0")) == AddressLookupResult(allocation=a)
     assert allocated(n1.allocate("b/eth0")).address == nth(a.block, 3)
     assert_sound(store)
+
+
+def test_release_after_a_lost_status_reply_frees_what_the_write_committed(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    allocated(n1.allocate("a/eth0"))
+    store.lose_replies = {"status"}
+    reply = n1.allocate("b/eth0")
+    assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY
+    (block,) = store.blocks.values()
+    committed = dict(block.key_addresses())
+    assert "b/eth0" in committed  # the write took effect; the caller was told it failed
+    store.lose_replies = set()
+    # The runtime's DEL for the failed ADD frees what the API holds, not what the cache says.
+    assert n1.release("b/eth0") == AddressReleased(key="b/eth0", address=committed["b/eth0"])
+    (block,) = store.blocks.values()
+    assert [k for k, _ in block.key_addresses()] == ["a/eth0"]
+    assert_sound(store)
+
+
+def test_a_retried_add_after_a_lost_status_reply_gets_the_committed_address(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    allocated(n1.allocate("a/eth0"))
+    store.lose_replies = {"status"}
+    assert isinstance(n1.allocate("b/eth0"), Failure)
+    store.lose_replies = set()
+    committed = dict(store.node_blocks("n1")[0].key_addresses())["b/eth0"]
+    writes = store.writes["status"]
+    assert allocated(n1.allocate("b/eth0")).address == committed
+    assert store.writes["status"] == writes  # re-read first: nothing left to write
+    assert [k for b in store.blocks.values() for k, _ in b.key_addresses()].count("b/eth0") == 1
+
+
+def test_nothing_is_answered_about_a_block_whose_write_outcome_is_unknown(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    a = allocated(n1.allocate("a/eth0"))
+    store.lose_replies = {"status"}
+    assert isinstance(n1.allocate("b/eth0"), Failure)
+    store.lose_replies = set()
+    store.unavailable = True  # the API server is still restarting: the block cannot be re-read
+    for message in (ReleaseAddress(key="b/eth0"), LookupAddress(key="b/eth0")):
+        reply = n1.ask(message)
+        assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY, reply
+        name = block_name(42, ipaddress.IPv4Network(a.block))
+        assert "unknown" in reply.reason and name in reply.reason, reply.reason
+    store.unavailable = False
+    found = n1.ask(LookupAddress(key="b/eth0"))
+    assert isinstance(found, AddressLookupResult) and found.allocation is not None
+    assert n1.release("b/eth0") == AddressReleased(key="b/eth0", address=found.allocation.address)
+    assert_sound(store)
+
+
+def test_a_create_whose_reply_is_lost_is_adopted_not_leaked(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    store.lose_replies = {"create"}
+    reply = n1.allocate("a/eth0")
+    assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY
+    (created,) = store.node_blocks("n1")  # committed, though the caller heard otherwise
+    store.lose_replies = set()
+    n1.reconcile()
+    # The actor knows the block the API holds for it (published, so it can be returned later).
+    assert n1.netlink.last_blocks == {created.cidr}
+    assert allocated(n1.allocate("a/eth0")).block == created.cidr
+    assert store.writes["create"] == 1 and len(store.blocks) == 1
+    assert_sound(store)
+
+
+def test_a_failed_allocation_leaves_the_known_domain_unchanged(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    n1.ask(
+        ClusterSnapshot(domains=(DOMAIN,), bindings=(), node_configs=(), nodes=(), namespaces=())
+    )
+    a = allocated(n1.allocate("a/eth0"))
+    store.unavailable = True
+    reply = n1.allocate("b/eth0", domain=make_domain(attachments=(L2,)))
+    assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY
+    store.unavailable = False
+    # Lookups still render replies with the domain the actor knew, not the failed request's.
+    assert n1.ask(LookupAddress(key="a/eth0")) == AddressLookupResult(allocation=a)
+
+
+def test_an_ordinary_release_miss_costs_no_api_request(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    n1 = nodes("n1")
+    allocated(n1.allocate("a/eth0"))
+    lists, gets = store.lists, store.gets
+    assert n1.release("never/eth0") == AddressReleased(key="never/eth0", address=None)
+    assert (store.lists, store.gets) == (lists, gets)
 
 
 def test_start_with_api_down_is_not_ready_then_loads(

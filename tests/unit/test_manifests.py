@@ -166,9 +166,19 @@ def walk(node: Any) -> Iterator[Obj]:
 def test_crd_schema_is_closed_and_1_20_compatible(crds: dict[str, Obj], name: str) -> None:
     root = schema(crds[name])
     for node in walk(root):
-        # No CEL on Kubernetes 1.20, and nothing escapes validation.
-        assert "x-kubernetes-validations" not in node
+        # Kubernetes 1.20 drops CEL rules (tests/api/test_crds.py), so the only
+        # ones allowed are the immutability rules whose fallback is the daemon's
+        # PrefixChangeRefused check; nothing else may rely on CEL.
+        for rule in node.get("x-kubernetes-validations", ()):
+            assert rule["rule"] == "self == oldSelf", rule
         assert node.get("x-kubernetes-preserve-unknown-fields") is not True
+    cel_fields = {
+        field
+        for field, prop in root["properties"]["spec"].get("properties", {}).items()
+        if "x-kubernetes-validations" in prop
+    }
+    expected = {"vrf", "prefix", "prefixlen", "ipblocklen"}
+    assert cel_fields == (expected if name == "vrfdomains.cni.pyroute2.org" else set())
     for prop in walk(root["properties"]["spec"]):
         # Every string that is not an enum is bounded.
         if prop.get("type") == "string" and "enum" not in prop:
@@ -436,3 +446,22 @@ def test_bindings(release: list[Obj], kind: str) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "pyroute2-cni", "namespace": NAMESPACE}
     ]
+
+
+def test_vrfdomain_cut_fields_are_immutable_on_cel_servers(crds: dict[str, Obj]) -> None:
+    # Issue #14 item 5: changing them would re-cut live IPBlocks.  Kubernetes 1.25+
+    # refuses the change; the rule's message says what to do instead.
+    spec = schema(crds["vrfdomains.cni.pyroute2.org"])["properties"]["spec"]["properties"]
+    for field in ("vrf", "prefix", "prefixlen", "ipblocklen"):
+        rules = spec[field].get("x-kubernetes-validations")
+        assert rules == [
+            {
+                "rule": "self == oldSelf",
+                "message": f"spec.{field} is immutable: existing IPBlocks were cut from it; "
+                "create a new VRFDomain, or drain the pods and delete this domain's "
+                "IPBlocks and then the VRFDomain",
+            }
+        ], field
+        assert "Immutable" in spec[field]["description"], field
+    for field in ("table", "attachments"):
+        assert "x-kubernetes-validations" not in spec[field], field

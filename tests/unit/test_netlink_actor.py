@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
 from pyroute2_cni.config import NetlinkSection, Settings
@@ -27,7 +28,12 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.frr import VniKnown
-from pyroute2_cni.messages.ipam import BlockInfo, NodeBlocksChanged
+from pyroute2_cni.messages.ipam import (
+    AllocationConfirmed,
+    BlockInfo,
+    ConfirmAllocation,
+    NodeBlocksChanged,
+)
 from pyroute2_cni.messages.netlink import (
     BringUpVrfDomain,
     CheckPod,
@@ -107,9 +113,32 @@ def settings(**netlink: Any) -> Settings:
     return Settings(netlink=NetlinkSection(**{"reconcile_interval": 3600, **netlink}))
 
 
+class IpamStub(Address):
+    """Stands in for the IPAMActor: answers ConfirmAllocation from `held` (key -> address),
+    by tell, as the real one does; None in `held` means "not loaded yet"."""
+
+    def __init__(self) -> None:
+        super().__init__("ipam")
+        self.held: dict[str, str | None] = {}
+        self.asked: list[str] = []
+
+    def tell(self, message: Any) -> bool:
+        assert isinstance(message, ConfirmAllocation)
+        self.asked.append(message.key)
+        if message.key in self.held and self.held[message.key] is None:
+            held: bool | None = None
+        else:
+            held = self.held.get(message.key) == message.address
+        message.reply_to.tell(
+            AllocationConfirmed(key=message.key, address=message.address, held=held)
+        )
+        return True
+
+
 @dataclass
 class Rig:
     kernel: FakeKernel
+    ipam: IpamStub = field(default_factory=IpamStub)
     metrics: Metrics = field(default_factory=Metrics)
     settings: Settings = field(default_factory=settings)
     actor: pykka.ActorRef[Any] | None = None
@@ -124,6 +153,7 @@ class Rig:
             settings=self.settings,
             backend_factory=lambda: FakeNetlink(self.kernel),
             metrics=self.metrics,
+            ipam=self.ipam,
         )
 
     def restart(self) -> None:
@@ -612,12 +642,15 @@ def test_a_pod_pair_deleted_by_hand_is_plumbed_again(rig: Rig) -> None:
     gone_ns = rig.pod("pod2")
     gone = rig.ask(plumb(gone_ns, "c2", "10.42.0.3"))
     assert isinstance(first, PodPlumbed) and isinstance(gone, PodPlumbed)
+    rig.ipam.held = {"c0ffee/eth0": "10.42.0.2", "c2/eth0": "10.42.0.3"}
     rig.kernel.delete_link(first.host.name)  # `ip link del` on the node: the pod end goes too
     assert FakeNetlink(rig.kernel).open_netns(ns).link_get("eth0") is None
     rig.kernel.remove_namespace(gone_ns)  # a sandbox gone without DEL: nothing to plumb into
     result = rig.ask(Reconcile())
     assert isinstance(result, ReconcileResult) and result.errors == ()
-    assert result.repairs == (f"plumbed c0ffee/eth0 10.42.0.2/26 again on {first.host.name}",)
+    # IPAM is asked first; its answer (already queued) plumbs the pod again.
+    assert sorted(rig.ipam.asked) == ["c0ffee/eth0", "c2/eth0"]
+    rig.ask(ListPlumbedPods())
     link, bridge = rig.link(first.host.name), rig.link("l3br-42")
     assert link is not None and bridge is not None
     assert (link.master, link.up, link.mac) == (bridge.index, True, first.host.mac)
@@ -633,12 +666,84 @@ def test_a_pod_pair_deleted_by_hand_is_plumbed_again(rig: Rig) -> None:
     rig.restart()
     rig.ready()
     rig.kernel.delete_link(first.host.name)
-    again = rig.ask(Reconcile())
-    assert again.repairs == (f"plumbed c0ffee/eth0 10.42.0.2/26 again on {first.host.name}",)
+    rig.ask(Reconcile())
+    rig.ask(ListPlumbedPods())
+    assert rig.link(first.host.name) is not None and rig.repairs("pod") == 2
     # After a DEL there is nothing to put back.
     assert rig.ask(UnplumbPod(container_id="c0ffee", ifname="eth0", netns=ns)) == Ok()
     assert rig.ask(Reconcile()).repairs == ()
     assert rig.link(first.host.name) is None
+
+
+def test_a_pod_is_not_plumbed_again_with_an_address_ipam_reclaimed(rig: Rig) -> None:
+    """Issue 14 item 3: the alias says 10.42.0.2, IPAM gave it away meanwhile."""
+    rig.ready()
+    ns = rig.pod("pod1")
+    first = rig.ask(plumb(ns, "c0ffee", "10.42.0.2"))
+    assert isinstance(first, PodPlumbed)
+    rig.kernel.delete_link(first.host.name)
+    rig.ipam.held = {"c0ffee/eth0": None}  # IPAM not loaded yet: ask again next round
+    rig.ask(Reconcile())
+    rig.ask(ListPlumbedPods())
+    assert rig.link(first.host.name) is None and rig.ipam.asked == ["c0ffee/eth0"]
+    rig.ipam.held = {}  # reclaimed: the key holds nothing (or another pod holds .2)
+    rig.ask(Reconcile())
+    rig.ask(ListPlumbedPods())
+    assert rig.ipam.asked == ["c0ffee/eth0", "c0ffee/eth0"]
+    assert rig.link(first.host.name) is None
+    assert FakeNetlink(rig.kernel).open_netns(ns).link_get("eth0") is None
+    assert rig.repairs("pod") == 0
+    # Given up: not asked again on later rounds.
+    rig.ask(Reconcile())
+    rig.ask(ListPlumbedPods())
+    assert rig.ipam.asked == ["c0ffee/eth0", "c0ffee/eth0"]
+
+
+def test_another_networks_del_and_check_leave_our_pod_alone(rig: Rig) -> None:
+    rig.ready()
+    ns = rig.pod("pod1")
+    ours = rig.ask(plumb(ns, "c0ffee", "10.42.0.2"))
+    assert isinstance(ours, PodPlumbed)
+    other = UnplumbPod(container_id="c0ffee", ifname="eth0", netns=ns, network="other-net")
+    assert rig.ask(other) == Ok()
+    assert rig.link(ours.host.name) is not None
+    check = rig.ask(
+        CheckPod(
+            container_id="c0ffee",
+            ifname="eth0",
+            netns=ns,
+            network="other-net",
+            address="10.42.0.2",
+            prefixlen=26,
+            gateway="10.42.0.1",
+            mtu=0,
+        )
+    )
+    assert isinstance(check, PodCheckResult) and not check.ok
+    assert "attached to network pyroute2-cni, not other-net" in check.differences[0]
+    # An ADD of another network for the same container and ifname is refused.
+    clash = rig.ask(plumb(ns, "c0ffee", "10.42.0.9", network="other-net"))
+    assert isinstance(clash, Failure) and "attached to network pyroute2-cni" in clash.reason
+    (listed,) = rig.ask(ListPlumbedPods()).pods
+    assert (listed.network, listed.address) == ("pyroute2-cni", "10.42.0.2")
+
+
+def test_a_second_networks_pod_records_its_network_in_the_alias(rig: Rig) -> None:
+    rig.ready()
+    ns = rig.pod("pod1")
+    pod = rig.ask(plumb(ns, "c0ffee", "10.42.0.7", ifname="net1", network="net-b"))
+    assert isinstance(pod, PodPlumbed)
+    link = rig.link(pod.host.name)
+    assert link is not None and " net=net-b " in link.alias
+    rig.restart()  # a new instance reads the network back from the alias
+    rig.ready()
+    (listed,) = rig.ask(ListPlumbedPods()).pods
+    assert (listed.network, listed.ifname) == ("net-b", "net1")
+    assert rig.ask(UnplumbPod(container_id="c0ffee", ifname="net1", netns=ns)) == Ok()
+    assert rig.link(pod.host.name) is not None  # a DEL of the default network: not its
+    gone = UnplumbPod(container_id="c0ffee", ifname="net1", netns=ns, network="net-b")
+    assert rig.ask(gone) == Ok()
+    assert rig.link(pod.host.name) is None
 
 
 def test_scheduled_reconcile_rearms_itself() -> None:

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import socket
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from pyroute2_cni import evpn_kernel
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor, peer_session_from_metrics
+from pyroute2_cni.actors.route_keeper_actor import (
+    RouteKeeperActor,
+    peer_session_from_metrics,
+    probe_bgp,
+    probe_livez,
+)
 from pyroute2_cni.config import FrrSection, Settings
 from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, PeerSession
+from pyroute2_cni.evpn_kernel import AF_BRIDGE
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
 from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.netlink_backend import split_messages
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -36,8 +48,10 @@ class FakeKernel:
     def entries(self) -> list[EvpnEntry]:
         return list(self.present.values())
 
-    def restore(self, entry: EvpnEntry) -> None:
-        self.present[entry.key] = EvpnEntry(**{**_fields(entry), "owned": False})
+    def restore_all(self, entries: Sequence[EvpnEntry]) -> list[OSError | None]:
+        for entry in entries:
+            self.present[entry.key] = EvpnEntry(**{**_fields(entry), "owned": False})
+        return [None] * len(entries)
 
     def release(self, entry: EvpnEntry) -> None:
         if not self.present.get(entry.key, entry).owned:
@@ -52,8 +66,12 @@ def _fields(entry: EvpnEntry) -> dict[str, Any]:
 
 
 class FakeMonitor:
-    def __init__(self, on_event: Callable[[bool, EvpnEntry], None], on_lost: Callable[[str], None]):
-        self.on_event = on_event
+    def __init__(
+        self,
+        on_events: Callable[[tuple[tuple[bool, EvpnEntry], ...]], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.on_events = on_events
         self.on_lost = on_lost
         self.started = self.closed = False
 
@@ -71,8 +89,8 @@ class Rig:
         self.metrics = Metrics()
         self.crashes: list[BaseException | None] = []
 
-        def monitor(on_event: Any, on_lost: Any) -> FakeMonitor:
-            self.monitors.append(FakeMonitor(on_event, on_lost))
+        def monitor(on_events: Any, on_lost: Any) -> FakeMonitor:
+            self.monitors.append(FakeMonitor(on_events, on_lost))
             return self.monitors[-1]
 
         self.ref = RouteKeeperActor.start(
@@ -168,3 +186,189 @@ def test_a_peers_bgp_view_is_read_from_its_metrics() -> None:
     assert peer_session_from_metrics(text) == PeerSession(state="Down", uptime=0.0)
     assert peer_session_from_metrics("# an older daemon says nothing about it\n") is None
     assert peer_session_from_metrics("not prometheus {{{") is None
+
+
+# -- the real monitor and kernel code over fake netlink sockets -------------------------
+
+NL_HDR = struct.Struct("=IHHII")
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
+NTF_SELF, NTF_EXT_LEARNED = 0x02, 0x10
+VTEP = "192.168.124.2"
+L3BR, L3VX = 7, 8
+
+
+def _encode(msg: Any, mtype: int) -> bytes:
+    msg["header"]["type"] = mtype
+    msg.encode()
+    data = bytes(msg.data)
+    return data + b"\0" * (-len(data) % 4)
+
+
+def zebra_route(mtype: int) -> bytes:
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET
+    msg["dst_len"] = 26
+    msg["table"] = 42
+    msg["proto"] = 186  # bgp
+    msg["type"] = 1
+    msg["flags"] = 0x4  # onlink
+    msg["attrs"] = [
+        ("RTA_TABLE", 42),
+        ("RTA_DST", "10.244.1.0"),
+        ("RTA_PRIORITY", 20),
+        ("RTA_GATEWAY", VTEP),
+        ("RTA_OIF", L3BR),
+    ]
+    return _encode(msg, mtype)
+
+
+def zebra_neigh(mtype: int, family: int) -> bytes:
+    msg = ndmsg()
+    msg["family"] = family
+    msg["state"] = 0x40
+    if family == socket.AF_INET:
+        msg["ifindex"] = L3BR
+        msg["flags"] = NTF_EXT_LEARNED
+        msg["attrs"] = [("NDA_DST", VTEP), ("NDA_LLADDR", RMAC)]
+    else:
+        msg["ifindex"] = L3VX
+        msg["flags"] = NTF_SELF | NTF_EXT_LEARNED
+        msg["attrs"] = [("NDA_LLADDR", RMAC), ("NDA_DST", VTEP)]
+    return _encode(msg, mtype)
+
+
+class FakeRtnlSocket:
+    """The keeper's request socket: records each datagram sent, acks every request and
+    answers dumps with an empty NLMSG_DONE."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[tuple[int, int]]] = []  # per datagram: (type, family)
+        self._replies: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        messages, replies = [], b""
+        for mtype, _flags, seq, chunk in split_messages(data):
+            messages.append((mtype, chunk[NL_HDR.size]))
+            if mtype % 4 == 2:  # RTM_GET*: a dump
+                replies += NL_HDR.pack(NL_HDR.size + 4, NLMSG_DONE, 0x2, seq, 0) + bytes(4)
+            else:
+                body = struct.pack("=i", 0) + chunk[: NL_HDR.size]
+                replies += NL_HDR.pack(NL_HDR.size + len(body), NLMSG_ERROR, 0x100, seq, 0) + body
+        self.sent.append(messages)
+        self._replies.append(replies)
+        return len(data)
+
+    def recv(self, _size: int, _flags: int = 0) -> bytes:
+        if not self._replies:
+            raise AssertionError("the keeper waits for an answer to nothing it sent")
+        return self._replies.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeNetlink:
+    """zebra's notifications go in at ``kernel_end``; the monitor reads the other end of a
+    datagram socket pair (one send, one read: a burst in one datagram, as the kernel may
+    pack it)."""
+
+    def __init__(self) -> None:
+        self.kernel_end, self.monitor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.monitor_end.settimeout(0.5)
+        self.rtnl = FakeRtnlSocket()
+
+    def notify(self, *messages: bytes) -> None:
+        self.kernel_end.send(b"".join(messages))
+
+    def close(self) -> None:
+        self.kernel_end.close()
+
+
+@pytest.fixture
+def fake_netlink(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNetlink]:
+    fake = FakeNetlink()
+    monkeypatch.setattr(evpn_kernel, "_monitor_socket", lambda: fake.monitor_end)
+    monkeypatch.setattr(evpn_kernel, "_netlink_socket", lambda: fake.rtnl)
+    yield fake
+    fake.close()
+
+
+def test_a_withdrawal_burst_is_restored_routes_first_in_one_netlink_exchange(
+    fake_netlink: FakeNetlink,
+) -> None:
+    metrics = Metrics()
+    ref = RouteKeeperActor.start(
+        ActorHooks(name="route-keeper", generation=1, on_crash=lambda *_args: None),
+        settings=Settings(frr=FrrSection(evpn_hold=120.0)),
+        kernel_factory=evpn_kernel.KernelEvpn,
+        monitor_factory=evpn_kernel.EvpnMonitor,
+        probe=lambda _address: True,
+        metrics=metrics,
+    )
+    try:
+        view = BgpView(
+            answered=True, taken=0.0, sessions={VTEP: PeerSession(state="Active", uptime=0)}
+        )
+        ref.ask(BgpSessionsSeen(view=view), timeout=5)
+        fake_netlink.notify(zebra_route(RTM_NEWROUTE))
+        fake_netlink.notify(zebra_neigh(RTM_NEWNEIGH, socket.AF_INET))
+        fake_netlink.notify(zebra_neigh(RTM_NEWNEIGH, AF_BRIDGE))
+        before = len(fake_netlink.rtnl.sent)
+        # zebra's withdrawal burst as one read: remote MAC and neighbour go before the route.
+        fake_netlink.notify(
+            zebra_neigh(RTM_DELNEIGH, AF_BRIDGE),
+            zebra_neigh(RTM_DELNEIGH, socket.AF_INET),
+            zebra_route(RTM_DELROUTE),
+        )
+
+        def held() -> float:
+            return metrics.registry.get_sample_value("pyroute2_cni_evpn_held_entries") or 0.0
+
+        wait_for(lambda: held() == 3.0, 5, "the three entries held")
+        restores = fake_netlink.rtnl.sent[before:]
+        assert restores == [
+            [
+                (RTM_NEWROUTE, socket.AF_INET),
+                (RTM_NEWNEIGH, socket.AF_INET),
+                (RTM_NEWNEIGH, AF_BRIDGE),
+            ]
+        ], "one datagram: the route first, then the router-MAC neighbour, then the FDB entry"
+    finally:
+        ref.stop()
+
+
+# -- peer probes: a slow answer is not a dead node --------------------------------------
+
+
+@pytest.fixture
+def silent_peer() -> Iterator[int]:
+    """A port whose listener never answers: the kernel completes the TCP handshake (the
+    daemon's listening socket exists) but no HTTP answer comes, as from a daemon busy
+    under load."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()  # nothing listens there now: connections are refused
+    return port
+
+
+def test_a_slow_metrics_answer_is_not_a_dead_node(silent_peer: int) -> None:
+    session = probe_bgp(silent_peer, timeout=0.2)("127.0.0.1")
+    assert session is not None, "connected but slow: the daemon is there"
+    assert session.state != "Established", "nothing is known about its sessions"
+    assert probe_livez(silent_peer, timeout=0.2)("127.0.0.1") is True
+
+
+def test_a_refused_connection_is_no_answer(closed_port: int) -> None:
+    assert probe_bgp(closed_port, timeout=0.2)("127.0.0.1") is None
+    assert probe_livez(closed_port, timeout=0.2)("127.0.0.1") is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ from pyroute2_cni.shim_protocol import (
     parse_request,
     split_envelope,
 )
-from tests.harness.shim_bench import FakeShimDaemon, build_shim, run_shim
+from tests.harness.shim_bench import FakeShimDaemon, build_shim
+from tests.harness.shim_bench import run_shim as _run_shim
 
 pytestmark = pytest.mark.unit
 
@@ -40,8 +42,26 @@ VERSION_JSON = {
 HINT = "check that the pyroute2-cni DaemonSet pod runs on this node"
 
 
+# shim/check.sh runs this file against a sanitizer build: PYROUTE2_CNI_SHIM names the
+# binary, PYROUTE2_CNI_SANITIZER_ENV holds NAME=VALUE lines every run gets.
+SANITIZED = os.environ.get("PYROUTE2_CNI_SHIM", "")
+SANITIZER_ENV = dict(
+    line.split("=", 1)
+    for line in os.environ.get("PYROUTE2_CNI_SANITIZER_ENV", "").splitlines()
+    if "=" in line
+)
+
+
+def run_shim(
+    binary: Path, env: dict[str, str], stdin: bytes = b"", timeout: float = 60.0
+) -> subprocess.CompletedProcess[bytes]:
+    return _run_shim(binary, {**env, **SANITIZER_ENV}, stdin, timeout)
+
+
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if SANITIZED:
+        return Path(SANITIZED)
     binary = build_shim(tmp_path_factory.mktemp("shim") / "pyroute2-cni")
     print(f"shim binary: {binary.stat().st_size} bytes")
     return binary
@@ -347,6 +367,51 @@ def test_silent_daemon_times_out(shim: Path, sockdir: Path, how: str) -> None:
     assert err["details"] == f"no reply within {expected:g} s; {HINT}"
 
 
+@pytest.mark.parametrize("stdin_closes_after", [0.7, None])
+def test_timeout_bounds_the_whole_call(
+    shim: Path, sockdir: Path, stdin_closes_after: float | None
+) -> None:
+    """stdin read + connect + exchange end by start + timeout, not each after its own.
+
+    The runtime's stdin closes late (0.7 of the 1 s) or never; the daemon never answers.
+    """
+    endpoint = f"ipc://{sockdir}/silent.sock"
+    env = cni_env(endpoint, PYROUTE2_CNI_TIMEOUT="1", **SANITIZER_ENV)
+    with FakeShimDaemon(endpoint, lambda _: None):
+        start = time.monotonic()
+        proc = subprocess.Popen([str(shim)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(b'{"cniVersion": "1.0.0"}')
+        proc.stdin.flush()
+        closer = None
+        if stdin_closes_after is not None:
+            # The stimulus: a runtime that takes its time to close stdin.
+            closer = threading.Timer(stdin_closes_after, proc.stdin.close)
+            closer.start()
+        try:
+            assert proc.stdout is not None
+            out = proc.stdout.read()  # until the shim exits
+            proc.wait(timeout=10)
+        finally:
+            if closer is not None:
+                closer.join()
+            if not proc.stdin.closed:
+                proc.stdin.close()
+            proc.kill()
+            proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        elapsed = time.monotonic() - start
+    print(f"whole call ended after {elapsed:.3f} s (timeout 1 s)")
+    assert elapsed <= 1.0 + 0.25
+    err = json.loads(out)
+    if stdin_closes_after is None:
+        assert (err["code"], err["details"]) == (5, "stdin was not closed within the timeout")
+    else:
+        assert err["code"] == 11
+        assert err["details"].endswith(f"no reply within 1 s; {HINT}")
+
+
 def test_listener_that_never_speaks(shim: Path, sockdir: Path) -> None:
     path = sockdir / "mute.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
@@ -504,6 +569,161 @@ def test_raw_peer_old_zmtp(shim: Path, sockdir: Path) -> None:
     err = error_of(run_shim(shim, cni_env(f"ipc://{path}"), b"{}"))
     peer.join()
     assert err["details"] == f"handshake: the peer speaks ZMTP 1.x, need 3.x; {HINT}"
+
+
+# ------------------------------------ malformed peers and inputs (shim/check.sh)
+# Each must end in a CNI error (or the daemon's answer), never a crash; shim/check.sh
+# runs them under AddressSanitizer and UBSan as well.
+
+GOOD_GREETING = b"\xff" + bytes(8) + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + bytes(32)
+REPLY_OK = _frame(MORE, b"") + _frame(MORE, b"0") + _frame(0, b"ok")
+
+# (what the peer sends instead of a greeting, or after the handshake's READY)
+MALFORMED_GREETINGS = {
+    "not-zmtp": b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(40),
+    "truncated": GOOD_GREETING[:30],
+    "curve": GOOD_GREETING[:12] + b"CURVE".ljust(20, b"\0") + bytes(32),
+    "no-ready": GOOD_GREETING,
+}
+MALFORMED_READY = {
+    "empty-command": _frame(COMMAND, b""),
+    "name-overruns": _frame(COMMAND, b"\x50READY"),
+    "property-name-overruns": _command(b"READY", b"\x0bSocket-Type\x00\x00"),
+    "property-value-huge": _command(b"READY", b"\x0bSocket-Type\xff\xff\xff\xffROUTER"),
+    "property-size-255": _command(b"READY", b"\xff"),
+    "error-reason-overruns": _command(b"ERROR", b"\xffshort"),
+    "error-empty": _command(b"ERROR", b""),
+    "long-size-2^63": bytes([COMMAND | LONG]) + struct.pack(">Q", 1 << 63),
+    "message-not-command": _frame(0, b"hello"),
+    "cut-mid-body": bytes([COMMAND, 200]) + b"x" * 10,
+    "unknown-command": _command(b"HELLO", b""),
+}
+# After a good handshake, in place of the reply.
+MALFORMED_REPLIES = {
+    "17-frames": b"".join(_frame(MORE, b"f") for _ in range(16)) + _frame(0, b"f"),
+    "over-max-message": bytes([LONG]) + struct.pack(">Q", (64 << 20) + 1),
+    "cut-after-more": _frame(MORE, b""),
+    "one-empty-frame": _frame(0, b""),
+    "ping-empty-then-ok": _command(b"PING", b"") + REPLY_OK,
+    "ping-1-byte-then-ok": _command(b"PING", b"\x00") + REPLY_OK,
+    "ping-long-context-then-ok": _command(b"PING", b"\x00\x01" + b"c" * 40) + REPLY_OK,
+    "unknown-command-then-ok": _command(b"SUBSCRIBE", b"x") + REPLY_OK,
+}
+
+
+def _drain(conn: socket.socket) -> None:
+    """Read until the shim hangs up (it exits after its answer or its timeout)."""
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            pass
+
+
+def _malformed_peer(stage: str, data: bytes) -> Callable[[socket.socket], None]:
+    def script(conn: socket.socket) -> None:
+        if stage == "greeting":
+            conn.sendall(data)
+            if data is not GOOD_GREETING:
+                conn.shutdown(socket.SHUT_WR)
+            _drain(conn)
+            return
+        _greet(conn)
+        _read_frame(conn)
+        if stage == "ready":
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            _drain(conn)
+            return
+        conn.sendall(_ready(Socket_Type=b"ROUTER"))
+        while _read_frame(conn)[0] & MORE:
+            pass
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        _drain(conn)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("stage", "data"),
+    [("greeting", v) for v in MALFORMED_GREETINGS.values()]
+    + [("ready", v) for v in MALFORMED_READY.values()]
+    + [("reply", v) for v in MALFORMED_REPLIES.values()],
+    ids=[f"greeting-{k}" for k in MALFORMED_GREETINGS]
+    + [f"ready-{k}" for k in MALFORMED_READY]
+    + [f"reply-{k}" for k in MALFORMED_REPLIES],
+)
+def test_malformed_zmtp_peer(shim: Path, sockdir: Path, stage: str, data: bytes) -> None:
+    path = sockdir / "bad.sock"
+    peer = RawPeer(path, _malformed_peer(stage, data))
+    proc = run_shim(shim, cni_env(f"ipc://{path}", PYROUTE2_CNI_TIMEOUT="2"), b"{}", timeout=20)
+    peer.join()
+    if data.endswith(REPLY_OK):
+        assert (proc.returncode, proc.stdout) == (0, b"ok")
+    else:
+        assert error_of(proc)["code"] == 11
+
+
+MALFORMED_STDIN = [
+    b'{"a": ' + b"[" * 100_000,
+    b'{"a": ' + b"{" * 50_000 + b"}" * 50_001,
+    b'{"socket": "\\u',
+    b'{"socket": "\\ud800"}',
+    b'{"socket": "\\udc00"}',
+    b'{"socket": "\\ud800\\u0041"}',
+    b'{"socket": "ipc:///x\\u0000y"}',
+    b'{"socket": "ipc://' + b"a" * 600 + b'"}',
+    b'{"socket": "ipc://' + b"a" * 200 + b'"}',
+    b'{"socket": "ipc://@"}',
+    b'{"socket\x00": 1, "socket": 5}',
+    b'{"' + b"k" * 100 + b'": 1, "socket": 5}',
+    b'{"cniVersion": "' + b"v" * 100 + b'"}',
+    b'{"cniVersion": "\\ud83d\\ude00\xf4\x90\x80\x80\xed\xa0\x80"}',
+    b'{"timeout": 1e999}',
+    b'{"timeout": 1e-400}',
+    b'{"timeout": ' + b"9" * 70 + b"}",
+    b'{"timeout": -0}',
+    b'{"timeout": 1.}',
+    b'{"a" 1}',
+    b'{"a": "\\',
+    b"\xef\xbb\xbf",
+    b"\xef\xbb",
+    b"{",
+    b"}",
+]
+
+
+@pytest.mark.parametrize("stdin", MALFORMED_STDIN, ids=range(len(MALFORMED_STDIN)))
+def test_malformed_stdin_is_a_cni_error(shim: Path, sockdir: Path, stdin: bytes) -> None:
+    env = cni_env(None, PYROUTE2_CNI_TIMEOUT="1")
+    env.pop("PYROUTE2_CNI_SOCKET", None)
+    if b"socket" not in stdin:
+        env["PYROUTE2_CNI_SOCKET"] = f"ipc://{sockdir}/absent.sock"
+    err = error_of(run_shim(shim, env, stdin))
+    assert err["code"] in (7, 11)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("PYROUTE2_CNI_TIMEOUT", "1e309", 4),
+        ("PYROUTE2_CNI_TIMEOUT", "-0", 4),
+        ("PYROUTE2_CNI_TIMEOUT", "0x10", 4),
+        ("PYROUTE2_CNI_TIMEOUT", ".5", 4),
+        ("PYROUTE2_CNI_TIMEOUT", "9" * 70, 4),
+        ("PYROUTE2_CNI_TIMEOUT", "nan", 4),
+        ("PYROUTE2_CNI_SOCKET", "ipc:", 4),
+        ("PYROUTE2_CNI_SOCKET", "ipc://" + "a" * 5000, 11),
+        ("PYROUTE2_CNI_SOCKET", "ipc://@", 11),
+        ("CNI_ARGS", "K=" + "v" * 100_000, 11),
+        ("CNI_COMMAND", "\x01ADD\x7f", 11),
+    ],
+)
+def test_malformed_env_is_a_cni_error(
+    shim: Path, sockdir: Path, name: str, value: str, code: int
+) -> None:
+    env = cni_env(f"ipc://{sockdir}/absent.sock", PYROUTE2_CNI_TIMEOUT="1")
+    env[name] = value
+    assert error_of(run_shim(shim, env, b"{}"))["code"] == code
 
 
 # ---------------------------------------------------------------- binary
