@@ -206,6 +206,14 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
+NLA_F_NESTED = 0x8000
+
+
+def _nest(kind: int, payload: bytes) -> bytes:
+    # Newer kernels (seen on 7.2) reject IFLA_INET_CONF & co without the nested flag.
+    return _attr(kind | NLA_F_NESTED, payload)
+
+
 _ADDRGEN_NONE = (
     "IFLA_AF_SPEC",
     {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]},
@@ -680,7 +688,7 @@ class _Session:
         body = (
             _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
             + _attr(IFLA_IFNAME, name.encode() + b"\0")
-            + _attr(IFLA_AF_SPEC, _attr(socket.AF_INET, _attr(IFLA_INET_CONF, conf)))
+            + _nest(IFLA_AF_SPEC, _nest(socket.AF_INET, _nest(IFLA_INET_CONF, conf)))
         )
         self._nl.request_raw(body, RTM_NEWLINK, 0, f"set arp_notify on {name}")
 

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from pyroute2_cni.ipam_store import block_from_object
 from tests.harness.lab import (
+    DAEMON_BIN,
     REPO,
     RR_ADDRESS,
     SYSTEM_TABLE,
@@ -35,6 +37,8 @@ from tests.harness.lab import (
     LabError,
     LabOptions,
     Pod,
+    in_netns,
+    run,
     wait_until,
 )
 
@@ -107,6 +111,67 @@ def test_cross_node_ping_in_the_system_vrf(lab: Lab) -> None:
     for pod in pods:
         owner = [c for c in blocks if ipaddress.ip_address(pod.address) in ipaddress.ip_network(c)]
         assert [blocks[c] for c in owner] == [pod.node], (pod, blocks)
+
+
+def _records_on(lab: Lab, node: str) -> dict[str, str]:
+    """attachment key -> address, from the IPBlocks of `node` as the API shows them."""
+    blocks = [block_from_object(b) for b in lab.ipblocks()]
+    return {k: a for b in blocks if b.node == node for k, a in b.key_addresses()}
+
+
+def _node_check(lab: Lab, node: str) -> tuple[int, str]:
+    argv = [str(DAEMON_BIN), "ipam", "check", "--kubeconfig", str(lab.kubeconfig), "--node", node]
+    proc = run(in_netns(node, argv), check=False, timeout=60)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _gc(lab: Lab, node: str, network: str, keep: list[Pod]) -> tuple[int, str]:
+    """CNI GC through the installed shim, as a 1.1.0 runtime sends it."""
+    config = dict(lab.cni_config(node), cniVersion="1.1.0", name=network)
+    config["cni.dev/valid-attachments"] = [
+        {"containerID": p.container_id, "ifname": "eth0"} for p in keep
+    ]
+    rc, _, output = lab.cni(node, "GC", container_id="", netns="", ifname="", config=config)
+    return rc, output
+
+
+def test_gc_is_scoped_to_its_network_and_releases_exactly_the_unlisted(lab: Lab) -> None:
+    """Issue 14: GC for another network touches nothing of ours; GC for ours keeps exactly
+    the listed attachments; the node check agrees with the API before and after."""
+    node = "lab-n1"
+    extra = lab.add_pods([(node, "default", "gc-keep"), (node, "default", "gc-drop")])
+    keep_pod, drop_pod = extra
+    try:
+        ours = [p for p in lab.pods if p.node == node]
+        before = _records_on(lab, node)
+        assert {p.address for p in ours} <= set(before.values()), before
+        rc, output = _node_check(lab, node)
+        assert rc == 0, output
+
+        rc, output = _gc(lab, node, "some-other-net", keep=[])
+        assert rc == 0, output
+        assert _records_on(lab, node) == before
+        for pod in ours:
+            assert lab.pod_has_address(pod), f"{pod.label} lost its address to a foreign GC"
+        matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=30)
+        assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)
+
+        network = str(lab.cni_config(node)["name"])
+        rc, output = _gc(lab, node, network, keep=[p for p in ours if p is not drop_pod])
+        assert rc == 0, output
+        after = _records_on(lab, node)
+        assert set(before.values()) - set(after.values()) == {drop_pod.address}, (before, after)
+        assert not lab.pod_has_address(drop_pod), f"{drop_pod.label} still plumbed after GC"
+        for pod in ours:
+            if pod is not drop_pod:
+                assert lab.pod_has_address(pod), f"{pod.label} lost its address to GC"
+        rc, output = _node_check(lab, node)
+        assert rc == 0, output
+    finally:
+        # The runtime's DEL after GC is idempotent: nothing left to release for drop_pod.
+        for pod in extra:
+            lab.delete_pod(pod)
+    assert keep_pod.address not in _records_on(lab, node).values()
 
 
 def test_daemon_restart_keeps_established_pods_talking(lab: Lab) -> None:

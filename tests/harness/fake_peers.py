@@ -10,6 +10,7 @@ import ipaddress
 import threading
 from typing import Any
 
+from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.attachment import attachment_key, key_network
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
@@ -20,6 +21,8 @@ from pyroute2_cni.messages.ipam import (
     AddressLookupResult,
     AddressReleased,
     AllocateAddress,
+    AllocationConfirmed,
+    ConfirmAllocation,
     LookupAddress,
     ReleaseAddress,
     ReleaseAllExcept,
@@ -176,3 +179,25 @@ class FakeNetlink(BaseActor):
                 return PlumbedPods(pods=pods)
             case _:
                 return self.unknown(message)
+
+
+class IpamStub(Address):
+    """Stands in for the IPAMActor: answers ConfirmAllocation from `held` (key -> address),
+    by tell, as the real one does; None in `held` means "not loaded yet"."""
+
+    def __init__(self) -> None:
+        super().__init__("ipam")
+        self.held: dict[str, str | None] = {}
+        self.asked: list[str] = []
+
+    def tell(self, message: Any) -> bool:
+        assert isinstance(message, ConfirmAllocation)
+        self.asked.append(message.key)
+        if message.key in self.held and self.held[message.key] is None:
+            held: bool | None = None
+        else:
+            held = self.held.get(message.key) == message.address
+        message.reply_to.tell(
+            AllocationConfirmed(key=message.key, address=message.address, held=held)
+        )
+        return True

@@ -1453,6 +1453,11 @@ class Lab:
         if rc != 0:
             raise LabError(f"CNI DEL of {pod.label} failed: {output.strip()}")
 
+    def pod_has_address(self, pod: Pod, ifname: str = "eth0") -> bool:
+        """Whether the pod's netns has `ifname` with the address its ADD returned."""
+        out = ip("-4", "-o", "addr", "show", "dev", ifname, netns=pod.netns, check=False)
+        return any(f"inet {pod.address}/" in line for line in out.splitlines())
+
     def add_pods(self, specs: Sequence[tuple[str, str, str]]) -> list[Pod]:
         """(node, namespace, name) in parallel; the daemon serves many ADDs at once."""
         with ThreadPoolExecutor(max(1, min(len(specs), 6))) as pool:

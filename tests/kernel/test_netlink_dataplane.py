@@ -55,6 +55,7 @@ from pyroute2_cni.messages.netlink import (
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.netlink_backend import KernelNetlink
 from pyroute2_cni.netlink_model import host_veth_name
+from tests.harness.fake_peers import IpamStub
 from tests.harness.netns import create_netns, destroy_netns, ip, ip_json
 from tests.harness.waiting import wait_for
 
@@ -109,6 +110,7 @@ class Lab:
     node: str
     host: str
     metrics: Metrics = field(default_factory=Metrics)
+    ipam: IpamStub = field(default_factory=IpamStub)
     actor: pykka.ActorRef[Any] | None = None
     pods: dict[str, str] = field(default_factory=dict)  # pod name -> netns name
     extra: list[str] = field(default_factory=list)
@@ -121,6 +123,7 @@ class Lab:
             settings=Settings(netlink=NetlinkSection(reconcile_interval=3600)),
             backend_factory=lambda: KernelNetlink(self.node),
             metrics=self.metrics,
+            ipam=self.ipam,
         )
 
     def stop(self) -> None:
@@ -410,15 +413,26 @@ def test_a_device_deleted_by_hand_comes_back(lab: Lab) -> None:
     assert pings(lab.node, "10.42.0.2")
 
 
+def _repaired(lab: Lab, netns: str) -> bool:
+    links = {link["ifname"] for link in ip_json(["link", "show"], netns)}
+    repairs = lab.metrics.registry.get_sample_value(
+        "pyroute2_cni_netlink_repairs_total", {"kind": "pod"}
+    )
+    return "eth0" in links and (repairs or 0.0) > 0
+
+
 def test_a_pod_veth_deleted_by_hand_is_plumbed_again(lab: Lab) -> None:
     first = lab.plumb("byhand", "10.42.0.61")
     netns = lab.pods["byhand"]
+    lab.ipam.held["cid-byhand/eth0"] = "10.42.0.61"  # IPAM confirms the alias's address
     assert pings(netns, "10.42.0.1")
     ip(["link", "del", first.host.name], lab.node)  # the pod end goes with it
     assert "eth0" not in {link["ifname"] for link in ip_json(["link", "show"], netns)}
     result = lab.ask(Reconcile())
     assert isinstance(result, ReconcileResult) and result.errors == ()
-    assert f"plumbed cid-byhand/eth0 10.42.0.61/26 again on {first.host.name}" in result.repairs
+    # Plumbed again once IPAM has confirmed the address (asynchronously).
+    wait_for(lambda: _repaired(lab, netns), timeout=TIMEOUT, what="eth0 plumbed again")
+    assert lab.ipam.asked == ["cid-byhand/eth0"]
     pod = ip_json(["addr", "show", "dev", "eth0"], netns)[0]
     assert pod["address"] == first.container.mac
     assert [a["local"] for a in pod["addr_info"] if a["family"] == "inet"] == ["10.42.0.61"]
@@ -426,12 +440,26 @@ def test_a_pod_veth_deleted_by_hand_is_plumbed_again(lab: Lab) -> None:
     assert lab.ask(Reconcile()).repairs == ()
     # A restarted actor reads from the veth's alias what the pod was given.
     lab.stop()
+    lab.metrics = Metrics()
     lab.start()
     lab.ensure()
     ip(["link", "del", first.host.name], lab.node)
-    again = lab.ask(Reconcile())
-    assert f"plumbed cid-byhand/eth0 10.42.0.61/26 again on {first.host.name}" in again.repairs
+    lab.ask(Reconcile())
+    wait_for(lambda: _repaired(lab, netns), timeout=TIMEOUT, what="eth0 plumbed again")
     assert pings(netns, "10.42.0.1")
+
+
+def test_a_reclaimed_address_is_not_plumbed_again(lab: Lab) -> None:
+    """Issue 14.3: IPAM gave the address away meanwhile: the pod stays unplumbed."""
+    first = lab.plumb("reclaimed", "10.42.0.62")
+    netns = lab.pods["reclaimed"]
+    lab.ipam.held["cid-reclaimed/eth0"] = "10.42.0.63"  # the key holds another address now
+    ip(["link", "del", first.host.name], lab.node)
+    lab.ask(Reconcile())
+    wait_for(lambda: "cid-reclaimed/eth0" in lab.ipam.asked, timeout=TIMEOUT, what="IPAM asked")
+    lab.ask(Reconcile())  # the actor has handled the answer once this returns
+    assert "eth0" not in {link["ifname"] for link in ip_json(["link", "show"], netns)}
+    assert first.host.name not in {link["ifname"] for link in ip_json(["link", "show"], lab.node)}
 
 
 def test_check_and_unplumb_with_the_netns_gone(lab: Lab) -> None:

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
 from pyroute2_cni.config import NetlinkSection, Settings
@@ -29,9 +28,7 @@ from pyroute2_cni.messages.crd import (
 )
 from pyroute2_cni.messages.frr import VniKnown
 from pyroute2_cni.messages.ipam import (
-    AllocationConfirmed,
     BlockInfo,
-    ConfirmAllocation,
     NodeBlocksChanged,
 )
 from pyroute2_cni.messages.netlink import (
@@ -74,6 +71,7 @@ from pyroute2_cni.netlink_model import (
     vxlan_name,
 )
 from tests.harness.fake_netlink import FakeKernel, FakeNetlink
+from tests.harness.fake_peers import IpamStub
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -111,28 +109,6 @@ BLOCKS = (
 def settings(**netlink: Any) -> Settings:
     # No timer-driven reconcile during a test unless it asks for one.
     return Settings(netlink=NetlinkSection(**{"reconcile_interval": 3600, **netlink}))
-
-
-class IpamStub(Address):
-    """Stands in for the IPAMActor: answers ConfirmAllocation from `held` (key -> address),
-    by tell, as the real one does; None in `held` means "not loaded yet"."""
-
-    def __init__(self) -> None:
-        super().__init__("ipam")
-        self.held: dict[str, str | None] = {}
-        self.asked: list[str] = []
-
-    def tell(self, message: Any) -> bool:
-        assert isinstance(message, ConfirmAllocation)
-        self.asked.append(message.key)
-        if message.key in self.held and self.held[message.key] is None:
-            held: bool | None = None
-        else:
-            held = self.held.get(message.key) == message.address
-        message.reply_to.tell(
-            AllocationConfirmed(key=message.key, address=message.address, held=held)
-        )
-        return True
 
 
 @dataclass
