@@ -354,15 +354,27 @@ class KernelEvpn:
         try:
             if entry.kind == ROUTE:
                 self._nl.request(self._route(entry), RTM_DELROUTE, 0, what)
-            elif not self._zebra_owns(entry):
-                self._nl.request(self._neigh(entry), RTM_DELNEIGH, 0, what)
+                return
+            owned, wanted = self._zebra_state(entry)
+            if owned:
+                return
+            self._nl.request(self._neigh(entry), RTM_DELNEIGH, 0, what)
+            if wanted:
+                # zebra re-installed this remote MAC while our copy was there, and the
+                # kernel kept the copy as it was (replacing a VXLAN FDB entry does not
+                # set extern_learn; zebra does not install an RMAC twice): without this
+                # the MAC would be missing for good.  Put zebra's own entry in its place.
+                flags = NLM_F_CREATE | NLM_F_REPLACE
+                self._nl.request(self._zebra_fdb(entry), RTM_NEWNEIGH, flags, what)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ESRCH):
                 raise
 
-    def _zebra_owns(self, entry: EvpnEntry) -> bool:
-        """Whether zebra has replaced our copy (no notice comes when only flags change).
-        Read whole: filtered FDB dumps leave out the VXLAN device's own entries."""
+    def _zebra_state(self, entry: EvpnEntry) -> tuple[bool, bool]:
+        """(owned, wanted): whether zebra has replaced our copy (no notice comes when only
+        flags change), and, for an FDB entry, whether zebra has the MAC on the VXLAN
+        device's bridge port (its externally learned bridge entry): it wants the MAC
+        there.  Read whole: filtered FDB dumps leave out the VXLAN device's own entries."""
         family = socket.AF_INET if entry.kind == NEIGH else AF_BRIDGE
 
         def make() -> Any:
@@ -370,11 +382,29 @@ class KernelEvpn:
             msg["family"] = family
             return msg
 
+        owned = wanted = False
         for msg in self._nl.dump(make, RTM_GETNEIGH, ndmsg, "dump neighbours"):
             found = neigh_entry(msg)
             if found is not None and found.key == entry.key:
-                return found.owned
-        return False
+                owned = found.owned
+            elif (
+                entry.kind == FDB
+                and int(msg["ifindex"]) == entry.ifindex
+                # the bridge's own entries: dumped without NTF_MASTER, never NTF_SELF
+                and int(msg["flags"]) & (NTF_SELF | NTF_EXT_LEARNED) == NTF_EXT_LEARNED
+                and str(msg.get_attr("NDA_LLADDR") or "") == entry.lladdr
+            ):
+                wanted = True
+        return owned, wanted
+
+    @staticmethod
+    def _zebra_fdb(entry: EvpnEntry) -> Any:
+        """An FDB entry as zebra installs a remote MAC: externally learned, static (the
+        VXLAN driver takes only permanent or reachable entries)."""
+        msg = KernelEvpn._neigh(entry)
+        msg["state"] = NUD_NOARP | NUD_PERMANENT
+        msg["flags"] = NTF_SELF | NTF_EXT_LEARNED
+        return msg
 
     @staticmethod
     def _route(entry: EvpnEntry) -> Any:

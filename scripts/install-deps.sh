@@ -13,6 +13,8 @@ PACKAGES=(
   user-mode-linux busybox-static flex bison bc iproute2 nftables iptables iputils-ping frr frr-pythontools
   # CNI clients: reference plugins and containerd's CRI
   containernetworking-plugins containerd runc
+  # alert rules: promtool (check and unit-test kubernetes/monitoring/)
+  prometheus
   # misc
   jq procps psmisc kmod curl libc6-dev xz-utils
 )
@@ -27,8 +29,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts these services on install; the project runs its own instances.
-for svc in frr containerd etcd; do
+# Debian starts these services on install; the project runs its own instances (of
+# prometheus, only promtool).
+for svc in frr containerd etcd prometheus; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
 done
 echo "install-deps: ok"

@@ -47,7 +47,15 @@ def _zebra_installs(ns: str) -> None:
 
 
 def _zebra_fdb(ns: str) -> None:
+    # zebra installs a remote MAC twice: on the VXLAN device (self, with the VTEP) and on
+    # its bridge port (master); both externally learned.
+    _bridge(ns, "fdb", "replace", RMAC, "dev", "l3vx-42", "master", "extern_learn")
     _bridge(ns, "fdb", "replace", RMAC, "dev", "l3vx-42", "dst", PEER, "self", "extern_learn")
+
+
+def _zebra_fdb_withdrawn(ns: str) -> None:
+    _bridge(ns, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
+    _bridge(ns, "fdb", "del", RMAC, "dev", "l3vx-42", "master")
 
 
 def _bridge(ns: str, *args: str) -> str:
@@ -157,7 +165,7 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
         # zebra withdraws everything towards the peer (its session went down).
         ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
         ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
-        _bridge(node, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
+        _zebra_fdb_withdrawn(node)
         feed_until(lambda: len(hold.held) == 3, "three entries held")
         (route,) = _routes(node)
         assert route["metric"] == HOLD_METRIC and route["protocol"] == "kernel"
@@ -175,8 +183,8 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
 
         # The peer is back: zebra re-installs route, neighbour and FDB entry.  Replacing
         # a VXLAN FDB entry does not set extern_learn on it (no notice either), so the
-        # FDB copy stays ours until the regrace; zebra re-installs a remote MAC that
-        # goes missing from the kernel.
+        # FDB copy stays ours until the regrace; zebra does not install the MAC again
+        # if it goes missing, so the release hands the entry over to zebra instead.
         clock.now += 5
         hold.bgp(
             BgpView(
@@ -202,11 +210,39 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
         hold.check()
         assert hold.held == ()
         assert hold.released == {"re-learned": 2, "peer back": 1}
-        assert _fdb(node) == [], "the FDB copy goes after the regrace"
+        (fdb,) = _fdb(node)
+        assert "extern_learn" in fdb, f"the FDB copy became zebra's entry: {fdb}"
         assert [r["protocol"] for r in _routes(node)] == ["bgp"]
         assert len(_neighbours(node)) == 1
     finally:
         monitor.close()
+        kernel.close()
+
+
+def test_an_fdb_copy_zebra_no_longer_wants_goes_and_one_it_wants_stays(node: str) -> None:
+    """Releasing an FDB copy: deleted when zebra has no entry for the MAC on the bridge
+    port (the peer is gone), left as zebra's own entry when it has (issue 15: a peer's
+    router MAC vanished after an FRR restart and the node stayed unreachable)."""
+    kernel = KernelEvpn(node)
+    try:
+        (zebras,) = [e for e in kernel.entries() if e.kind == FDB]
+        (as_zebra_wrote,) = _fdb(node)
+        _zebra_fdb_withdrawn(node)
+        assert kernel.restore_all([zebras]) == [None]
+        (copy,) = _fdb(node)
+        assert "extern_learn" not in copy
+        kernel.release(zebras)
+        assert _fdb(node) == [], "no master entry: the peer's MAC is gone, so is the copy"
+
+        assert kernel.restore_all([zebras]) == [None]
+        _zebra_fdb(node)  # zebra re-installs: the kernel keeps our copy as it was
+        assert "extern_learn" not in _fdb(node)[0]
+        kernel.release(zebras)
+        (fdb,) = _fdb(node)
+        assert fdb == as_zebra_wrote
+        kernel.release(zebras)  # zebra's now: a second release leaves it alone
+        assert _fdb(node) == [fdb]
+    finally:
         kernel.close()
 
 
@@ -218,7 +254,7 @@ def test_copies_a_stopped_instance_left_are_found_and_removed(node: str) -> None
         assert sorted(e.kind for e in zebras) == sorted([ROUTE, NEIGH, FDB])
         ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
         ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
-        _bridge(node, "fdb", "del", RMAC, "dev", "l3vx-42", "dst", PEER, "self")
+        _zebra_fdb_withdrawn(node)
         # One datagram: a bad entry in it fails alone, the others are put back.
         gone = EvpnEntry(kind=NEIGH, vtep=PEER, ifindex=999999, dst="192.0.2.99", lladdr=RMAC)
         errors = kernel.restore_all([*zebras, gone])
