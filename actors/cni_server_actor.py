@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from pyroute2_cni.actors.address import ActorUnavailable, Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.attachment import attachment_key
 from pyroute2_cni.attachment_gate import AttachmentGate
+from pyroute2_cni.cni_log import ROUTINE_VERBS, RequestTrace, render_text
 from pyroute2_cni.cni_spec import (
     CniError,
     Code,
@@ -42,6 +45,7 @@ from pyroute2_cni.cni_spec import (
 from pyroute2_cni.config import Settings
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.keyed_executor import KeyedExecutor
+from pyroute2_cni.logsetup import FIELDS
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.cni import CheckInstall
 from pyroute2_cni.messages.crd import (
@@ -278,36 +282,53 @@ class CNIServerActor(BaseActor):
 
     # -- workers -----------------------------------------------------------
     def _serve(self, envelope: list[bytes], env: dict[str, str], stdin: bytes) -> None:
-        started = time.monotonic()
-        verb = env.get("CNI_COMMAND", "") or "UNKNOWN"
+        trace = RequestTrace(verb=env.get("CNI_COMMAND", "") or "UNKNOWN")
+        trace.container_id = env.get("CNI_CONTAINERID", "")
+        trace.ifname = env.get("CNI_IFNAME", "")
         version: str | None = None
         try:
             request = parse_request(env, stdin)
             version = request.cni_version
-            verb = request.command
-            result = self._run(request)
+            trace.identify(request)
+            result = self._run(request, trace)
             self._reply(envelope, 0, result)
-            outcome = "ok"
+            trace.result = "ok"
         except CniError as exc:
-            if exc.code is not Code.NOT_AVAILABLE:
-                self.log.warning("%s %s failed: %s", verb, env.get("CNI_CONTAINERID", ""), exc)
             self._reply(envelope, 1, render_error(version, exc))
-            outcome = str(int(exc.code))
+            trace.result = str(int(exc.code))
+            trace.error = str(exc)
         except Exception as exc:
-            self.log.exception("%s failed unexpectedly", verb)
-            error = CniError(Code.TRY_AGAIN_LATER, f"{verb} failed inside the daemon", repr(exc))
+            self.log.exception("%s failed unexpectedly", trace.verb)
+            error = CniError(
+                Code.TRY_AGAIN_LATER, f"{trace.verb} failed inside the daemon", repr(exc)
+            )
             self._reply(envelope, 1, render_error(version, error))
-            outcome = str(int(error.code))
+            trace.result = str(int(error.code))
+            trace.error = repr(exc)
+        verb = trace.verb
         if verb not in ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"):
-            verb = "UNKNOWN"
-        self._metrics.requests.labels(verb, outcome).inc()
-        self._metrics.request_duration.labels(verb).observe(time.monotonic() - started)
+            verb = trace.verb = "UNKNOWN"
+        self._metrics.requests.labels(verb, trace.result).inc()
+        self._metrics.request_duration.labels(verb).observe(time.monotonic() - trace.started)
+        self._log_request(trace)
 
-    def _run(self, request: Request) -> dict[str, Any] | None:
+    def _log_request(self, trace: RequestTrace) -> None:
+        """One line per request; a runtime's "not ready yet" (code 50) is no warning."""
+        if trace.result == "ok":
+            level = logging.DEBUG if trace.verb in ROUTINE_VERBS else logging.INFO
+        elif trace.result == str(int(Code.NOT_AVAILABLE)):
+            level = logging.INFO
+        else:
+            level = logging.WARNING
+        if self.log.isEnabledFor(level):
+            fields = trace.fields()
+            self.log.log(level, "%s", render_text(fields), extra={FIELDS: fields})
+
+    def _run(self, request: Request, trace: RequestTrace) -> dict[str, Any] | None:
         match request.command:
             case "ADD":
                 with self._gate.working(request.key):
-                    return self._add(request)
+                    return self._add(request, trace)
             case "DEL":
                 with self._gate.working(request.key):
                     self._del(request)
@@ -383,18 +404,19 @@ class CNIServerActor(BaseActor):
             "the daemon creates it from server.ini [default] when no VRFDomain exists",
         )
 
-    def _add(self, request: Request) -> dict[str, Any]:
+    def _add(self, request: Request, trace: RequestTrace) -> dict[str, Any]:
         domain = self._domain_for(request)
+        trace.vrf = domain.vrf
         pod = PodRef(namespace=request.pod_namespace, name=request.pod_name, uid=request.pod_uid)
-        phases = self._metrics.add_phase_duration
         # Answered within add_timeout, before the shim (shim_timeout) gives up.
         deadline = time.monotonic() + self._settings.cni.add_timeout
-        with phases.labels("ipam").time():
+        with self._phase("ipam", trace):
             allocated: AddressAllocated = self._ask(
                 self._ipam, AllocateAddress(key=request.key, pod=pod, domain=domain), deadline
             )
+        trace.address = allocated.address
         try:
-            with phases.labels("netlink").time():
+            with self._phase("netlink", trace):
                 plumbed: PodPlumbed = self._ask(
                     self._netlink,
                     PlumbPod(
@@ -415,6 +437,17 @@ class CNIServerActor(BaseActor):
             raise
         dns = request.config.get("dns") or {}
         return render_add_result(request.cni_version, plumbed, dns if isinstance(dns, dict) else {})
+
+    @contextmanager
+    def _phase(self, name: str, trace: RequestTrace) -> Iterator[None]:
+        """Time one ADD phase for the metric and the request's log line."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = time.monotonic() - started
+            self._metrics.add_phase_duration.labels(name).observe(spent)
+            trace.phases[name] = spent
 
     def _rollback(self, request: Request, deadline: float | None = None) -> None:
         """A failed ADD leaves nothing behind: devices removed, address released.

@@ -352,8 +352,6 @@ class FRRActor(BaseActor):
                 nodes=frozenset(self._model.vteps),
             )
             self._keeper.tell(BgpSessionsSeen(view=view))
-        if self._netlink is None:
-            return
         known: list[tuple[int, int]] = []
         for vrf in self._model.vrfs:
             if state.l3vnis.get(vrf.name) == vrf.l3vni:
@@ -361,11 +359,15 @@ class FRRActor(BaseActor):
         for l2 in self._model.l2vnis:
             if l2.vni in state.l2vnis:
                 known.append((l2.vrf, l2.vni))
+        wanted = len(self._model.vrfs) + len(self._model.l2vnis)
+        self._metrics.evpn_vnis_expected.set(wanted)
+        self._metrics.evpn_vnis_known.set(len(known))
+        if self._netlink is None:
+            return
         for vrf_id, vni in known:
             if (vrf_id, vni) not in self._told:
                 self._told.add((vrf_id, vni))
                 self._netlink.tell(VniKnown(vrf=vrf_id, vni=vni))
-        wanted = len(self._model.vrfs) + len(self._model.l2vnis)
         if len(known) < wanted and self._quick_polls > 0:
             self._quick_polls -= 1
             self._later(self._frr.quick_poll_interval, PollFrr(once=True))

@@ -186,6 +186,7 @@ class IPAMActor(BaseActor):
         self._lease_seen: tuple[str, str] | None = None
         self._lease_seen_at = 0.0
         self._gauge_vrfs: set[int] = set()
+        self._domain_gauge_vrfs: set[int] = set()
         self._domains_synced = False
         self._published: tuple[BlockInfo, ...] | None = None
         self._timer: threading.Timer | None = None
@@ -321,6 +322,7 @@ class IPAMActor(BaseActor):
                 # A snapshot replaces the view: domains gone while we were not told vanish.
                 self._domains = {domain.vrf: domain for domain in domains}
                 self._domains_synced = True
+                self._update_domain_gauges()
                 return None
             case ClusterObjectChanged(kind=kind, obj=obj):
                 if isinstance(obj, VrfDomainSpec):
@@ -328,6 +330,7 @@ class IPAMActor(BaseActor):
                         self._domains.pop(obj.vrf, None)
                     else:
                         self._domains[obj.vrf] = obj
+                    self._update_domain_gauges()
                 return None
             case NamespaceChanged():
                 return None  # the watcher tells every subscriber; IPAM needs no namespaces
@@ -449,6 +452,7 @@ class IPAMActor(BaseActor):
             if isinstance(op, AllocateAddress) and isinstance(reply, AddressAllocated):
                 self._domains[op.domain.vrf] = op.domain
         if self._loaded:
+            self._update_domain_gauges()
             self._after_change()
         return replies
 
@@ -698,6 +702,7 @@ class IPAMActor(BaseActor):
             if claimed is not None:
                 return claimed
         self.log.warning("node %s: %s", self._node, exhausted_reason(domain))
+        self._metrics.ipam_exhausted.labels(str(domain.vrf)).inc()
         return Failure(reason=exhausted_reason(domain), kind=ErrorKind.PERMANENT)
 
     def _try_create(
@@ -773,13 +778,24 @@ class IPAMActor(BaseActor):
     def _update_gauges(self) -> None:
         blocks: Counter[int] = Counter()
         addresses: Counter[int] = Counter()
+        free: Counter[int] = Counter()
         for block in self._blocks.values():
             blocks[block.vrf] += 1
             addresses[block.vrf] += block.pod_count
+            free[block.vrf] += block.free_count
         for vrf in self._gauge_vrfs | set(blocks):
             self._metrics.ipam_blocks.labels(str(vrf)).set(blocks[vrf])
             self._metrics.ipam_addresses.labels(str(vrf)).set(addresses[vrf])
+            self._metrics.ipam_free_addresses.labels(str(vrf)).set(free[vrf])
         self._gauge_vrfs |= set(blocks)
+
+    def _update_domain_gauges(self) -> None:
+        """Each domain's pool size, so alerts can sum the nodes' blocks against it."""
+        for vrf in self._domain_gauge_vrfs - set(self._domains):
+            self._metrics.ipam_domain_blocks.remove(str(vrf))
+        for vrf, domain in self._domains.items():
+            self._metrics.ipam_domain_blocks.labels(str(vrf)).set(block_count(domain))
+        self._domain_gauge_vrfs = set(self._domains)
 
     def _publish(self) -> None:
         infos = tuple(

@@ -17,7 +17,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pyroute2-cni: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, settings.logging.format)
     from pyroute2_cni.daemon import run_daemon
     from pyroute2_cni.wiring import build_actor_specs
 

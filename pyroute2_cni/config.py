@@ -128,6 +128,8 @@ class LoggingSection:
         "one of debug, info, warning, error, critical",
         _choice("debug", "info", "warning", "error", "critical"),
     )
+    # json: one object per line, the CNI request line's fields as keys (log collectors).
+    format: str = _opt("text", "text or json", _choice("text", "json"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +153,9 @@ class DaemonSection:
     )
     netns_dir: str = _opt("/var/run/netns", "a directory path", _text)
     state_dir: str = _opt("/run/pyroute2-cni", "a directory path", _text)
+    # How often the Node's Pyroute2CNIReady condition is compared with the readiness
+    # (written only when it changes).
+    node_condition_interval: float = _opt(5.0, "seconds from 0.1 to 3600", _float_range(0.1, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

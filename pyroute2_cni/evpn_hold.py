@@ -22,7 +22,8 @@ in BGP:
   * the session to the peer stays up for ``confirm`` seconds after the
     deletion (its uptime is older than the hold): a real withdrawal, release;
   * the session is Established again: release what zebra has re-installed,
-    and everything after ``regrace`` seconds;
+    and everything after ``regrace`` seconds once zebra has re-learned something of
+    the peer (or after ``REGRACE_LIMIT`` regraces if it re-learns nothing);
   * the session is down (or not configured yet, as when our own bgpd has just
     started) and the peer's daemon has not answered its /livez for ``silent``
     seconds: the node is gone, release.  One unanswered probe proves nothing (a
@@ -57,6 +58,9 @@ RESTORE_ORDER = {ROUTE: 0, NEIGH: 1, FDB: 2}
 # A PeerSession state for a peer daemon that accepted the connection but did not answer
 # in time: alive (its listener is there), its sessions unknown.
 NO_ANSWER_IN_TIME = "NoAnswerInTime"
+# A peer whose session is back but whose routes zebra has not re-learned is held at most
+# this many regraces (then its routes are taken as withdrawn).
+REGRACE_LIMIT = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +159,7 @@ class EvpnHold:
         self._back_since: dict[str, float] = {}
         self._up_since: dict[str, float] = {}
         self._silent_since: dict[str, float] = {}
+        self._added_at: dict[str, float] = {}  # by VTEP: when zebra last installed an entry
         self.restored = 0
         self.released: dict[str, int] = {}
 
@@ -175,6 +180,7 @@ class EvpnHold:
     def added(self, entry: EvpnEntry) -> None:
         if entry.owned:
             self._known[entry.key] = entry
+            self._added_at[entry.vtep] = self._clock()
 
     def deleted(self, entry: EvpnEntry) -> None:
         self.changed([(False, entry)])
@@ -278,7 +284,16 @@ class EvpnHold:
                 seen = self._up_since.setdefault(vtep, now)
                 return "withdrawn by the peer" if now - seen >= self._confirm else None
             back = self._back_since.setdefault(vtep, now)
-            return "peer back" if now - back >= self._regrace else None
+            if now - back < self._regrace:
+                return None
+            # A session up is not routes back: a bgpd that watchfrr restarted, or one
+            # still loading its configuration, advertises its routes seconds later.
+            # Until zebra has re-learned something of the peer, hold on (up to
+            # REGRACE_LIMIT regraces: a peer may have nothing left to advertise).
+            relearning = self._added_at.get(vtep, float("-inf")) >= oldest
+            if relearning or now - back >= REGRACE_LIMIT * self._regrace:
+                return "peer back"
+            return None
         self._back_since.pop(vtep, None)
         self._up_since.pop(vtep, None)
         if remote:

@@ -75,6 +75,27 @@ class Metrics:
             ["vrf"],
             registry=r,
         )
+        # A pool's use is sum(pyroute2_cni_ipam_blocks) over the nodes (each block has one
+        # owner) against this: no node needs to LIST the cluster's blocks to know it.
+        self.ipam_domain_blocks = Gauge(
+            "pyroute2_cni_ipam_domain_blocks",
+            "Blocks a VRFDomain's range holds (its pool, in blocks of its ipblocklen)",
+            ["vrf"],
+            registry=r,
+        )
+        self.ipam_free_addresses = Gauge(
+            "pyroute2_cni_ipam_free_addresses",
+            "Free pod addresses in this node's blocks",
+            ["vrf"],
+            registry=r,
+        )
+        self.ipam_exhausted = Counter(
+            "pyroute2_cni_ipam_exhausted",
+            "Allocations refused because every block of the VRFDomain is full or held by "
+            "other nodes",
+            ["vrf"],
+            registry=r,
+        )
         self.ipam_api_writes = Counter(
             "pyroute2_cni_ipam_api_writes", "Kubernetes API writes made by IPAM", ["op"], registry=r
         )
@@ -111,6 +132,23 @@ class Metrics:
             "pyroute2_cni_bgp_sessions",
             "BGP sessions of this node, by state",
             ["state"],
+            registry=r,
+        )
+        self.evpn_vnis_expected = Gauge(
+            "pyroute2_cni_evpn_vnis_expected",
+            "VNIs (l3vni and l2vni) this node's FRR configuration declares",
+            registry=r,
+        )
+        self.evpn_vnis_known = Gauge(
+            "pyroute2_cni_evpn_vnis_known",
+            "Of those, the VNIs zebra knows with the expected VRF (0 while zebra does not "
+            "answer); the VXLAN devices of the others stay down",
+            registry=r,
+        )
+        self.node_condition_writes = Counter(
+            "pyroute2_cni_node_condition_writes",
+            "Writes of the Node's Pyroute2CNIReady condition (only on a change), by result",
+            ["result"],
             registry=r,
         )
         self.netlink_repairs = Counter(

@@ -5,6 +5,7 @@
     FRR ──VniKnown──▶ Netlink;  FRR ──FrrApplyReported──▶ CRDWatcher
     FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
+    NodeCondition reads the readiness of all and writes the Node's Pyroute2CNIReady
 
 Addresses are created first and handed to constructors, so each actor can
 be restarted without the others noticing more than a dropped message; a
@@ -41,6 +42,7 @@ def build_actor_specs(
     from pyroute2_cni.actors.frr_actor import FRRActor
     from pyroute2_cni.actors.ipam_actor import IPAMActor
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
+    from pyroute2_cni.actors.node_condition_actor import NodeConditionActor
     from pyroute2_cni.actors.route_keeper_actor import (
         RouteKeeperActor,
         probe_bgp,
@@ -53,9 +55,17 @@ def build_actor_specs(
     from pyroute2_cni.netlink_backend import KernelNetlink
 
     node = settings.daemon.node_name
-    watcher, ipam, netlink, frr, cni, keeper = (
+    watcher, ipam, netlink, frr, cni, keeper, condition = (
         Address(name)
-        for name in ("crd-watcher", "ipam", "netlink", "frr", "cni-server", "route-keeper")
+        for name in (
+            "crd-watcher",
+            "ipam",
+            "netlink",
+            "frr",
+            "cni-server",
+            "route-keeper",
+            "node-condition",
+        )
     )
 
     def api() -> Any:
@@ -139,6 +149,16 @@ def build_actor_specs(
             metrics=metrics,
         )
 
+    def start_condition(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NodeConditionActor.start(
+            hooks,
+            node=node,
+            readiness=readiness,
+            api_factory=api,
+            interval=settings.daemon.node_condition_interval,
+            metrics=metrics,
+        )
+
     return [
         ActorSpec(
             name="netlink", start=start_netlink, address=netlink, after_restart=resync_netlink
@@ -171,4 +191,5 @@ def build_actor_specs(
             address=watcher,
             depends_on=("netlink", "frr", "cni-server"),
         ),
+        ActorSpec(name="node-condition", start=start_condition, address=condition),
     ]

@@ -111,6 +111,26 @@ def test_cross_node_ping_in_the_system_vrf(lab: Lab) -> None:
     for pod in pods:
         owner = [c for c in blocks if ipaddress.ip_address(pod.address) in ipaddress.ip_network(c)]
         assert [blocks[c] for c in owner] == [pod.node], (pod, blocks)
+    # What the VNI-missing and pool alerts read, from the real daemons.
+    for node in lab.nodes:
+        expected = lab.metric(node, "pyroute2_cni_evpn_vnis_expected")
+        assert expected >= 1 and lab.metric(node, "pyroute2_cni_evpn_vnis_known") == expected
+        assert lab.metric(node, "pyroute2_cni_ipam_domain_blocks") >= 1024  # the /16 in /26s
+    held = sum(lab.metric(node, "pyroute2_cni_ipam_blocks") for node in lab.nodes)
+    assert held == len(blocks), (held, blocks)
+
+    # Every daemon says on its Node that it serves ADDs (issue 19, item 2); a daemon an
+    # earlier test restarted may still be applying FRR.
+    def condition(node: str) -> list[tuple[str, str]]:
+        conditions = lab.core().read_node_status(node).status.conditions or []
+        return [(c.status, c.reason) for c in conditions if c.type == "Pyroute2CNIReady"]
+
+    wait_until(
+        lambda: all(condition(n) == [("True", "DaemonReady")] for n in lab.nodes),
+        60,
+        "Pyroute2CNIReady True on every node",
+        0.5,
+    )
 
 
 def _records_on(lab: Lab, node: str) -> dict[str, str]:

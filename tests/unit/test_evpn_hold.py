@@ -9,6 +9,7 @@ import pytest
 from pyroute2_cni.evpn_hold import (
     FDB,
     NEIGH,
+    REGRACE_LIMIT,
     ROUTE,
     BgpView,
     EvpnEntry,
@@ -189,7 +190,26 @@ def test_whatever_is_not_relearned_goes_after_the_regrace() -> None:
     rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
     rig.tick()
     assert len(rig.kernel.copies) == 3
+    rig.hold.added(neigh())  # the peer advertises again: zebra has its router MAC back
     rig.tick(9.0)
+    rig.tick(2.0)
+    assert rig.kernel.copies == {neigh().key: neigh()}, "zebra's neighbour stays"
+    assert rig.hold.released == {"re-learned": 1, "peer back": 2}
+
+
+def test_a_peer_back_that_advertises_nothing_yet_is_held_a_few_regraces() -> None:
+    """Issue 15: a bgpd restarted by watchfrr had its session up again 10 s before its
+    routes came, and the released copies cost echoes.  The copies stay until zebra
+    re-learns something of the peer, at most REGRACE_LIMIT regraces."""
+    rig = Rig()
+    # A route of the peer's other VRF that zebra keeps all along is no sign of its return.
+    rig.hold.added(route(PEER, "10.1.86.0/26"))
+    rig.tick()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
+    rig.tick()
+    rig.tick(REGRACE_LIMIT * 10.0 - 2.0)
+    assert len(rig.kernel.copies) == 3, "a session up is not routes back"
     rig.tick(2.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"peer back": 3}

@@ -192,11 +192,21 @@ def test_invalid_config_keeps_last_good_and_recovers(rig: Rig) -> None:
 
 
 def test_known_vnis_are_told_to_netlink_once(rig: Rig) -> None:
+    def vnis(kind: str) -> float | None:
+        return rig.metrics.registry.get_sample_value(f"pyroute2_cni_evpn_vnis_{kind}")
+
     rig.actor.tell(snapshot(DOMAIN))
     wait_for(lambda: rig.frr.reloads == 1, 5, "first reload")
+    wait_for(lambda: vnis("expected") == 1, 5, "the expected VNI exported")
+    assert vnis("known") == 0, "zebra does not know it yet: the VNI-missing alert's input"
     assert not any(isinstance(m, VniKnown) for m in rig.netlink_seen)
+    rig.frr.l3vnis = {"vrf-42": 43}  # zebra has the VRF with another VNI: still missing
+    polls = rig.frr.polls
+    wait_for(lambda: rig.frr.polls >= polls + 1, 5, "one more poll")
+    assert vnis("known") == 0
     rig.frr.l3vnis = {"vrf-42": 42}
     wait_for(lambda: VniKnown(vrf=42, vni=42) in rig.netlink_seen, 5, "VniKnown told")
+    wait_for(lambda: vnis("known") == 1, 5, "the known VNI exported")
     polls = rig.frr.polls
     wait_for(lambda: rig.frr.polls >= polls + 3, 5, "three more polls")
     assert rig.netlink_seen.count(VniKnown(vrf=42, vni=42)) == 1

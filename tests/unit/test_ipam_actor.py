@@ -262,6 +262,7 @@ def test_each_block_has_its_own_gateway(nodes: Callable[..., Node], store: FakeB
     assert len({r.address for r in replies}) == 12
     assert n1.netlink.last_blocks == set(by_block)
     assert n1.gauge("pyroute2_cni_ipam_blocks", 7) == 3
+    assert n1.gauge("pyroute2_cni_ipam_free_addresses", 7) == 3
 
 
 def test_release_is_idempotent_and_frees_the_lowest_address(
@@ -320,6 +321,12 @@ def test_exhaustion_names_the_domain_and_never_duplicates(
             "VRFDomain vrf-300 (10.9.0.0/27) has no free addresses: "
             "all 4 /29 blocks are full or held by other nodes"
         )
+    # What the pool alert sums over the nodes: every block of the domain is held.
+    assert sum(n.gauge("pyroute2_cni_ipam_blocks", 300) or 0 for n in (n1, n2)) == 4
+    assert n1.gauge("pyroute2_cni_ipam_domain_blocks", 300) == 4
+    assert n1.gauge("pyroute2_cni_ipam_free_addresses", 300) == 0
+    refused = sum(n.gauge("pyroute2_cni_ipam_exhausted_total", 300) or 0 for n in (n1, n2))
+    assert refused == len(failures)
     # A release makes room again on that node only.
     n1_block = next(b for b in store.blocks.values() if b.node == "n1")
     key = next(k for k, _ in n1_block.key_addresses())
@@ -474,6 +481,19 @@ def test_a_create_whose_reply_is_lost_is_adopted_not_leaked(
     assert allocated(n1.allocate("a/eth0")).block == created.cidr
     assert store.writes["create"] == 1 and len(store.blocks) == 1
     assert_sound(store)
+
+
+def test_a_domain_s_pool_size_is_exported_while_it_exists(nodes: Callable[..., Node]) -> None:
+    n1 = nodes("n1")
+    empty = ClusterSnapshot(domains=(), bindings=(), node_configs=(), nodes=(), namespaces=())
+    n1.ask(empty)
+    assert n1.gauge("pyroute2_cni_ipam_domain_blocks", 42) is None
+    n1.ask(
+        ClusterSnapshot(domains=(DOMAIN,), bindings=(), node_configs=(), nodes=(), namespaces=())
+    )
+    assert n1.gauge("pyroute2_cni_ipam_domain_blocks", 42) == 1024  # a /16 in /26 blocks
+    n1.ask(empty)
+    assert n1.gauge("pyroute2_cni_ipam_domain_blocks", 42) is None
 
 
 def test_a_failed_allocation_leaves_the_known_domain_unchanged(

@@ -394,6 +394,7 @@ def test_rbac_has_no_wildcards(release: list[Obj]) -> None:
 
 GRANTED = [
     ("", "nodes", "get list watch"),
+    ("", "nodes/status", "get patch"),
     ("", "namespaces", "get list watch"),
     ("", "pods", "get list watch"),
     ("cni.pyroute2.org", "vrfdomains", "get list watch create"),
@@ -410,6 +411,8 @@ GRANTED = [
 DENIED = [
     ("", "secrets", "get"),
     ("", "nodes", "update"),
+    ("", "nodes", "patch"),
+    ("", "nodes/status", "update"),
     ("", "pods", "delete"),
     ("cni.pyroute2.org", "vrfdomains", "delete"),
     ("cni.pyroute2.org", "vrfdomains", "update"),

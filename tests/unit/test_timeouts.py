@@ -17,6 +17,7 @@ from pyroute2_cni import cli
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.cni_server_actor import CNIServerActor
+from pyroute2_cni.cni_log import RequestTrace
 from pyroute2_cni.cni_spec import CniError, parse_request
 from pyroute2_cni.config import (
     HUNG_MARGIN,
@@ -278,7 +279,7 @@ def test_add_is_answered_within_add_timeout_and_rolled_back_after(
     )
     start = time.monotonic()
     with pytest.raises(CniError):
-        actor._add(request)
+        actor._add(request, RequestTrace(verb="ADD"))
     elapsed = time.monotonic() - start
     print(f"ADD answered after {elapsed:.3f} s (add_timeout 0.6, shim_timeout 2)")
     assert elapsed < 0.6 + 0.2 < settings.cni.shim_timeout
