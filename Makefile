@@ -11,6 +11,7 @@ export PYROUTE2_CNI_CACHE := $(CACHE)
 
 .PHONY: all deps venv shim kube-apiserver tools uml test test-unit test-api test-kernel \
         test-e2e shim-check lint bench lab lab-down clean
+.PHONY: images test-images
 
 all: venv shim
 
@@ -56,6 +57,15 @@ test-kernel: deps venv shim kube-apiserver uml
 
 test-e2e: venv shim kube-apiserver tools uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
+
+# The daemon and FRR images (oci-archives under $(CACHE)/images), with Debian's buildah
+# from a local Debian base: no container registry needed.
+images: deps shim
+	scripts/build-images
+
+# The images hold what the DaemonSet runs (buildah run; no kubelet).
+test-images: venv images
+	scripts/pytest-tier images
 
 # The shim's C under AddressSanitizer/UBSan, against the shim tests (gcc, not musl).
 shim-check: venv

@@ -15,6 +15,8 @@ PACKAGES=(
   containernetworking-plugins containerd runc
   # alert rules: promtool (check and unit-test kubernetes/monitoring/)
   prometheus
+  # images: buildah (chroot isolation, no daemon) and mmdebstrap for the local base
+  buildah mmdebstrap
   # misc
   jq procps psmisc kmod curl libc6-dev xz-utils
 )
