@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pyroute2_cni.actors.address import ActorUnavailable
 from pyroute2_cni.config import SupervisorSection
 from pyroute2_cni.messages.base import ErrorKind, Failure
 from pyroute2_cni.metrics import Metrics
@@ -94,7 +95,16 @@ def test_hung_actor_is_detected_and_replaced(running) -> None:  # type: ignore[n
     addresses["alpha"].tell(Hang(release=release))
     try:
         wait_for(lambda: restarts(metrics, "alpha") == 1, 5.0, "hung alpha restarted")
-        assert addresses["alpha"].ask(WhoAreYou(), timeout=2).generation == 2
+
+        # The successor binds the address only once the hung instance is abandoned
+        # (it never stops by itself): the counter moves before that.
+        def successor_serves() -> bool:
+            try:
+                return bool(addresses["alpha"].ask(WhoAreYou(), timeout=2).generation == 2)
+            except ActorUnavailable:
+                return False
+
+        wait_for(successor_serves, 10.0, "generation 2 serving alpha")
     finally:
         release.set()
 
