@@ -447,12 +447,15 @@ class IPAMActor(BaseActor):
                     else:
                         retry.append(i)
             pending = sorted(retry + deferred)
+        learned = False
         for op, reply in zip(ops, replies, strict=True):
             # The domain a request names is learned only once the allocation stands.
             if isinstance(op, AllocateAddress) and isinstance(reply, AddressAllocated):
+                learned |= self._domains.get(op.domain.vrf) != op.domain
                 self._domains[op.domain.vrf] = op.domain
+        if learned:
+            self._update_domain_gauges()  # not on every allocation: domains rarely change
         if self._loaded:
-            self._update_domain_gauges()
             self._after_change()
         return replies
 

@@ -70,19 +70,25 @@ def _writes(metrics: Metrics, result: str = "ok") -> float:
     return value or 0.0
 
 
-def test_the_condition_follows_readiness_and_writes_only_changes(
-    kube_api: ApiServer, k8s_client: ApiClient, node_name: str
-) -> None:
-    core = CoreV1Api(k8s_client)
-    readiness, metrics = Readiness(), Metrics()
-    ref = NodeConditionActor.start(
-        ActorHooks(name="node-condition", generation=1, on_crash=lambda *_args: None),
-        node=node_name,
+def _start(
+    kube_api: ApiServer, node: str, readiness: Readiness, metrics: Metrics, generation: int = 1
+) -> Any:
+    return NodeConditionActor.start(
+        ActorHooks(name="node-condition", generation=generation, on_crash=lambda *_args: None),
+        node=node,
         readiness=readiness,
         api_factory=kube_api.api_client,
         interval=0.05,
         metrics=metrics,
     )
+
+
+def test_the_condition_follows_readiness_and_writes_only_changes(
+    kube_api: ApiServer, k8s_client: ApiClient, node_name: str
+) -> None:
+    core = CoreV1Api(k8s_client)
+    readiness, metrics = Readiness(), Metrics()
+    ref = _start(kube_api, node_name, readiness, metrics)
     try:
         wait_for(lambda: CONDITION_TYPE in _conditions(core, node_name), 10, "the condition")
         ours = _conditions(core, node_name)[CONDITION_TYPE]
@@ -112,14 +118,7 @@ def test_the_condition_follows_readiness_and_writes_only_changes(
     # A restarted daemon keeps the transition time when the status has not changed.
     before = _conditions(core, node_name)[CONDITION_TYPE]
     metrics = Metrics()
-    ref = NodeConditionActor.start(
-        ActorHooks(name="node-condition", generation=2, on_crash=lambda *_args: None),
-        node=node_name,
-        readiness=readiness,
-        api_factory=kube_api.api_client,
-        interval=0.05,
-        metrics=metrics,
-    )
+    ref = _start(kube_api, node_name, readiness, metrics, generation=2)
     try:
         wait_for(lambda: _writes(metrics) == 1, 10, "the restarted actor's first write")
         after = _conditions(core, node_name)[CONDITION_TYPE]
