@@ -21,9 +21,13 @@ in BGP:
 
   * the session to the peer stays up for ``confirm`` seconds after the
     deletion (its uptime is older than the hold): a real withdrawal, release;
-  * the session is Established again: release what zebra has re-installed,
-    and everything after ``regrace`` seconds once zebra has re-learned something of
-    the peer (or after ``REGRACE_LIMIT`` regraces if it re-learns nothing);
+  * the session is Established again: release what zebra has re-installed at
+    once; after ``regrace`` seconds, a route once zebra has re-learned a route of
+    the peer in the same table, and neighbours and FDB entries once no route of
+    the peer is held any more (they resolve the held routes' next hop); everything
+    after ``REGRACE_LIMIT`` regraces (the peer may have nothing left to advertise).
+    Evidence from another VRF proves nothing: a restarted bgpd advertises its
+    VRFs one after the other, seconds apart;
   * the session is down (or not configured yet, as when our own bgpd has just
     started) and the peer's daemon has not answered its /livez for ``silent``
     seconds: the node is gone, release.  One unanswered probe proves nothing (a
@@ -61,6 +65,8 @@ NO_ANSWER_IN_TIME = "NoAnswerInTime"
 # A peer whose session is back but whose routes zebra has not re-learned is held at most
 # this many regraces (then its routes are taken as withdrawn).
 REGRACE_LIMIT = 3
+# _verdict's answer for "session back a regrace ago": release per scope, not all.
+_REGRACE_OVER = "regrace over"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +166,8 @@ class EvpnHold:
         self._up_since: dict[str, float] = {}
         self._silent_since: dict[str, float] = {}
         self._added_at: dict[str, float] = {}  # by VTEP: when zebra last installed an entry
+        # By (VTEP, table): when zebra last installed a route of the peer there.
+        self._route_added_at: dict[tuple[str, int], float] = {}
         self.restored = 0
         self.released: dict[str, int] = {}
 
@@ -180,7 +188,10 @@ class EvpnHold:
     def added(self, entry: EvpnEntry) -> None:
         if entry.owned:
             self._known[entry.key] = entry
-            self._added_at[entry.vtep] = self._clock()
+            now = self._clock()
+            self._added_at[entry.vtep] = now
+            if entry.kind == ROUTE:
+                self._route_added_at[(entry.vtep, entry.table)] = now
 
     def deleted(self, entry: EvpnEntry) -> None:
         self.changed([(False, entry)])
@@ -250,7 +261,7 @@ class EvpnHold:
             by_vtep.setdefault(item.entry.vtep, []).append(item)
         for vtep, items in by_vtep.items():
             reason = self._verdict(vtep, items, now)
-            if reason is not None:
+            if reason is not None and reason != _REGRACE_OVER:
                 for item in items:
                     self._release(item, reason)
                 continue
@@ -259,6 +270,28 @@ class EvpnHold:
                 for item in items:
                     if item.entry.key in self._known:
                         self._release(item, "re-learned")
+            if reason == _REGRACE_OVER:
+                self._release_relearned_scopes(vtep, now)
+
+    def _release_relearned_scopes(self, vtep: str, now: float) -> None:
+        """The session has been back a regrace: release what the peer has shown it
+        re-advertises (see the module docstring); all of it after REGRACE_LIMIT."""
+        items = [h for h in self._held.values() if h.entry.vtep == vtep]
+        if now - self._back_since.get(vtep, now) >= REGRACE_LIMIT * self._regrace:
+            for item in items:
+                self._release(item, "peer back")
+            return
+        never = float("-inf")
+        for item in items:
+            scope = (vtep, item.entry.table)
+            if item.entry.kind == ROUTE and self._route_added_at.get(scope, never) >= item.since:
+                self._release(item, "peer back")
+        rest = [h for h in self._held.values() if h.entry.vtep == vtep]
+        if any(h.entry.kind == ROUTE for h in rest):
+            return
+        for item in rest:
+            if self._added_at.get(vtep, never) >= item.since:
+                self._release(item, "peer back")
 
     def _verdict(self, vtep: str, items: list[_Held], now: float) -> str | None:
         oldest = min(item.since for item in items)
@@ -287,13 +320,9 @@ class EvpnHold:
             if now - back < self._regrace:
                 return None
             # A session up is not routes back: a bgpd that watchfrr restarted, or one
-            # still loading its configuration, advertises its routes seconds later.
-            # Until zebra has re-learned something of the peer, hold on (up to
-            # REGRACE_LIMIT regraces: a peer may have nothing left to advertise).
-            relearning = self._added_at.get(vtep, float("-inf")) >= oldest
-            if relearning or now - back >= REGRACE_LIMIT * self._regrace:
-                return "peer back"
-            return None
+            # still loading its configuration, advertises its routes seconds later;
+            # the caller releases what the peer has shown it re-advertises.
+            return _REGRACE_OVER
         self._back_since.pop(vtep, None)
         self._up_since.pop(vtep, None)
         if remote:

@@ -2005,6 +2005,11 @@ class ContinuousPing:
                     f"in {timeout:.0f} s"
                 )
 
+    def latest(self) -> int:
+        """The highest sequence number answered so far (0 before the first reply)."""
+        with self._cond:
+            return max(self._seqs, default=0)
+
     def lost(self) -> list[int]:
         """Sequence numbers missing below the last reply."""
         with self._cond:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -190,7 +191,9 @@ def test_whatever_is_not_relearned_goes_after_the_regrace() -> None:
     rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
     rig.tick()
     assert len(rig.kernel.copies) == 3
-    rig.hold.added(neigh())  # the peer advertises again: zebra has its router MAC back
+    # The peer advertises again: zebra has another route of the VRF and its router MAC back.
+    rig.hold.added(route(PEER, "10.244.51.0/26"))
+    rig.hold.added(neigh())
     rig.tick(9.0)
     rig.tick(2.0)
     assert rig.kernel.copies == {neigh().key: neigh()}, "zebra's neighbour stays"
@@ -211,6 +214,25 @@ def test_a_peer_back_that_advertises_nothing_yet_is_held_a_few_regraces() -> Non
     rig.tick(REGRACE_LIMIT * 10.0 - 2.0)
     assert len(rig.kernel.copies) == 3, "a session up is not routes back"
     rig.tick(2.0)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"peer back": 3}
+
+
+def test_what_another_vrf_of_the_peer_relearns_is_no_evidence() -> None:
+    """Issue 15: lab-n2 released lab-n1's VRF 42 copies as "peer back" because a route
+    of lab-n1's other VRF was back, before the restarted bgpd advertised VRF 42: 9 echoes
+    lost.  A route goes once a route of its own table is back; the router MAC's
+    neighbour and FDB entry once no route of the peer is held."""
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.sessions(PEER="Established", OTHER="Established", uptime=0.5)
+    rig.tick()
+    rig.hold.added(replace(route(PEER, "10.1.86.0/26"), table=10200))
+    rig.hold.added(replace(fdb(), ifindex=9, lladdr="02:00:00:00:00:09"))
+    rig.tick(11.0)
+    assert len(rig.kernel.copies) == 3, "nothing of VRF 42 is back yet"
+    rig.hold.added(route(PEER, "10.244.51.0/26"))
+    rig.tick()
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"peer back": 3}
 
