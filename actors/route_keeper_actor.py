@@ -29,6 +29,7 @@ from pyroute2_cni.evpn_hold import (
     EvpnKernel,
     PeerSession,
 )
+from pyroute2_cni.evpn_kernel import hurry_this_thread
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import (
     BgpSessionsSeen,
@@ -156,6 +157,8 @@ class RouteKeeperActor(BaseActor):
         if self._hold_time <= 0:
             self.set_ready(True, "EVPN hold disabled in server.ini [frr] evpn_hold")
             return
+        # This thread puts a withdrawal's copies back: it must not wait behind FRR.
+        hurry_this_thread()
         self._kernel = self._kernel_factory()
         self._hold = EvpnHold(
             kernel=self._kernel,

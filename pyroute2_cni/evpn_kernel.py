@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
+import os
 import select
 import socket
 import threading
@@ -73,10 +75,12 @@ RTMGRP_NEIGH = 0x4
 RTMGRP_IPV4_ROUTE = 0x40
 NTF_SELF = 0x02
 NTF_EXT_LEARNED = 0x10
+NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 0x4
 RTN_UNICAST = 1
+log = logging.getLogger("pyroute2_cni.evpn_kernel")
 AF_BRIDGE = 7
 _SKIP_TABLES = frozenset({0, 253, 254, 255})
 # A burst: datagrams that follow each other within BURST_GAP seconds, for at most
@@ -87,6 +91,22 @@ _SKIP_TABLES = frozenset({0, 253, 254, 255})
 BURST_GAP = 0.003
 BURST_MAX = 0.01
 BURST_READS = 256
+# Scheduling priority (nice) of the threads that read a withdrawal and put the copies
+# back: while the copies are missing, traffic is lost, and a withdrawal comes exactly
+# when the node is busiest (FRR restarting, zebra re-reading the kernel).  Measured in
+# the lab (one CPU under User-Mode Linux): 5-18 ms from zebra's deletion to the copy,
+# 46 ms when the node was busy.
+RESTORE_NICE = -10
+
+
+def hurry_this_thread() -> None:
+    """Run the calling thread at :data:`RESTORE_NICE` (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RESTORE_NICE)
+    except OSError as exc:  # no CAP_SYS_NICE: the copies still come, a little later
+        log.debug("cannot raise the priority of %s: %s", threading.current_thread().name, exc)
+
+
 # Sequence numbers of batched requests: apart from _Rtnl's own (which count from 1), so
 # neither takes the other's answers for its own.
 _BATCH_SEQ_START = 1 << 30
@@ -177,9 +197,20 @@ def decode(data: bytes) -> Iterable[tuple[bool, EvpnEntry]]:
         elif mtype in (RTM_NEWNEIGH, RTM_DELNEIGH):
             msg = ndmsg(chunk)
             msg.decode()
-            entry = neigh_entry(msg, deleted=mtype == RTM_DELNEIGH)
+            gone = mtype == RTM_DELNEIGH or _failing(msg)
+            entry = neigh_entry(msg, deleted=gone)
+            if entry is not None:
+                yield not gone, entry
+            continue
         if entry is not None:
-            yield mtype in (RTM_NEWROUTE, RTM_NEWNEIGH), entry
+            yield mtype == RTM_NEWROUTE, entry
+
+
+def _failing(msg: Any) -> bool:
+    """zebra removes a neighbour in two steps, FAILED then deleted, up to 30 ms apart on
+    a busy node; a packet sent meanwhile is queued on the FAILED entry and dropped with
+    it (issue 15: one echo lost).  So FAILED counts as the deletion."""
+    return int(msg["family"]) == socket.AF_INET and bool(int(msg["state"]) & NUD_FAILED)
 
 
 class EvpnMonitor:
@@ -204,6 +235,7 @@ class EvpnMonitor:
         self._thread.start()
 
     def _run(self) -> None:
+        hurry_this_thread()
         while not self._stop.is_set():
             try:
                 data = self._sock.recv(1 << 20)

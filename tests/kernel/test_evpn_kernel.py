@@ -127,31 +127,38 @@ class Clock:
         return self.now
 
 
-def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
-    events: queue.SimpleQueue[tuple[bool, EvpnEntry]] = queue.SimpleQueue()
+class Feed:
+    """The monitor's notifications, handed to ``hold`` until a condition holds."""
 
-    def put(changes: tuple[tuple[bool, EvpnEntry], ...]) -> None:
+    def __init__(self, hold: EvpnHold) -> None:
+        self.hold = hold
+        self.events: queue.SimpleQueue[tuple[bool, EvpnEntry]] = queue.SimpleQueue()
+        self.seen: list[tuple[bool, EvpnEntry]] = []
+
+    def put(self, changes: tuple[tuple[bool, EvpnEntry], ...]) -> None:
         for change in changes:
-            events.put(change)
+            self.events.put(change)
 
-    monitor = EvpnMonitor(put, lambda _error: None, netns=node)
-    kernel = KernelEvpn(node)
-    clock = Clock()
-    hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)
-
-    seen: list[tuple[bool, EvpnEntry]] = []
-
-    def feed_until(done: Any, what: str) -> None:
+    def until(self, done: Any, what: str) -> None:
         for _ in range(200):
             if done():
                 return
             try:
-                added, entry = events.get(timeout=0.05)
+                added, entry = self.events.get(timeout=0.05)
             except queue.Empty:
                 continue
-            seen.append((added, entry))
-            (hold.added if added else hold.deleted)(entry)
-        raise AssertionError(f"timed out waiting for {what}; events: {seen}")
+            self.seen.append((added, entry))
+            (self.hold.added if added else self.hold.deleted)(entry)
+        raise AssertionError(f"timed out waiting for {what}; events: {self.seen}")
+
+
+def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
+    kernel = KernelEvpn(node)
+    clock = Clock()
+    hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)
+    feed = Feed(hold)
+    feed_until = feed.until
+    monitor = EvpnMonitor(feed.put, lambda _error: None, netns=node)
 
     monitor.start()
     try:
@@ -214,6 +221,38 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
         assert "extern_learn" in fdb, f"the FDB copy became zebra's entry: {fdb}"
         assert [r["protocol"] for r in _routes(node)] == ["bgp"]
         assert len(_neighbours(node)) == 1
+    finally:
+        monitor.close()
+        kernel.close()
+
+
+def test_a_neighbour_zebra_marks_failed_is_replaced_by_the_copy_at_once(node: str) -> None:
+    """zebra marks a router MAC's neighbour FAILED before it deletes it (up to 30 ms
+    later on a busy node); packets queued on the FAILED entry go with it.  The copy
+    replaces the FAILED entry at once (its queue is sent when it turns valid)."""
+    kernel = KernelEvpn(node)
+    clock = Clock()
+    hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True)
+    feed = Feed(hold)
+    monitor = EvpnMonitor(feed.put, lambda _error: None, netns=node)
+    monitor.start()
+    try:
+        hold.snapshot(kernel.entries())
+        clock.now += 1
+        hold.bgp(
+            BgpView(
+                answered=True, taken=clock(), sessions={PEER: PeerSession(state="Active", uptime=0)}
+            )
+        )
+        ip(["neigh", "change", PEER, "dev", "l3br-42", "nud", "failed"], node)
+        feed.until(lambda: [e.kind for e in hold.held] == [NEIGH], "the neighbour held")
+        (neighbour,) = _neighbours(node)
+        assert neighbour["lladdr"] == RMAC and "NOARP" in neighbour["state"], neighbour
+        assert "extern_learn" not in neighbour, "the FAILED entry was replaced by the copy"
+        # zebra's deletion that follows takes the copy; it is put back again.
+        ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
+        feed.until(lambda: len(_neighbours(node)) == 1, "the copy back after the deletion")
+        assert [e.kind for e in hold.held] == [NEIGH]
     finally:
         monitor.close()
         kernel.close()

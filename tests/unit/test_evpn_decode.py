@@ -16,6 +16,7 @@ from pyroute2_cni.evpn_kernel import (
     HOLD_PROTO,
     NTF_EXT_LEARNED,
     NTF_SELF,
+    NUD_FAILED,
     RTM_DELNEIGH,
     RTM_NEWNEIGH,
     RTPROT_BGP,
@@ -92,6 +93,19 @@ def test_only_externally_learned_neighbours_are_followed_except_deletions() -> N
         (False, NEIGH, "192.0.2.1"),
         (True, FDB, "192.0.2.1"),
     ]
+
+
+def test_a_neighbour_gone_failed_is_a_deletion() -> None:
+    """zebra marks a router MAC's neighbour FAILED (without the extern_learn flag) before
+    it deletes it; a packet queued on it meanwhile goes with it, so the copy goes in at
+    FAILED, not 30 ms later at the deletion."""
+    failed = _neigh(socket.AF_INET, 0, "192.0.2.1")
+    failed["state"] = NUD_FAILED
+    reachable = _neigh(socket.AF_INET, NTF_EXT_LEARNED, "192.0.2.1")
+    reachable["state"] = 0x02
+    data = _encode(reachable, RTM_NEWNEIGH) + _encode(failed, RTM_NEWNEIGH)
+    events = [(added, e.kind, e.vtep) for added, e in decode(data)]
+    assert events == [(True, NEIGH, "192.0.2.1"), (False, NEIGH, "192.0.2.1")]
 
 
 def test_a_truncated_datagram_ends_the_decoding() -> None:
