@@ -63,6 +63,7 @@ from pyroute2_cni.crd_validate import (
 )
 from pyroute2_cni.ipam_store import BlockStore, KubeBlockStore, StoreError
 from pyroute2_cni.kube_watch import (
+    CONDITION_ACCEPTED,
     DEFAULT_VXLAN_PORT,
     ApiError,
     Condition,
@@ -98,6 +99,7 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.frr import FrrApplyReported
 
 
@@ -150,6 +152,7 @@ class CRDWatcherActor(BaseActor):
         edge_factory: Callable[[], KubeApi] | None = None,
         control: WatchControl | None = None,
         block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
+        events: Address | None = None,
     ) -> None:
         """`api_factory` returns a kubernetes ApiClient; each pump and the writer get one.
 
@@ -161,6 +164,7 @@ class CRDWatcherActor(BaseActor):
         """
         super().__init__(hooks)
         self._settings = settings
+        self._events = events
         self._subscribers = tuple(subscribers)
         self._timings = timings if timings is not None else WatchTimings()
         if edge_factory is None:
@@ -276,6 +280,17 @@ class CRDWatcherActor(BaseActor):
         changed = previous is None or (previous.ok, previous.reason) != (report.ok, report.reason)
         if changed:
             self._write_frr_condition(report)
+        if self._events is not None and previous is not None and previous.ok != report.ok:
+            # On the Node: `kubectl describe node` is where one looks first.
+            self._events.tell(
+                RecordEvent(
+                    kind="Node",
+                    name=report.node,
+                    reason="FrrApplyFailed" if not report.ok else "FrrApplied",
+                    message=f"FRR apply on {report.node}: {report.reason}: {report.message}",
+                    warning=not report.ok,
+                )
+            )
         if previous is None or previous.ok != report.ok:
             level = self.log.info if report.ok else self.log.warning
             level(
@@ -578,6 +593,7 @@ class CRDWatcherActor(BaseActor):
                 continue
             self._write_failed.pop(name, None)
             self._last_write[name] = ((domain.generation, wanted), time.monotonic())
+            self._accepted_event(domain, verdict)
             self.log.info(
                 "VRFDomain %s: Accepted=%s (%s)",
                 name,
@@ -587,6 +603,27 @@ class CRDWatcherActor(BaseActor):
             if updated.name == name:
                 self._domains[name] = updated
         return complete, wake_in
+
+    def _accepted_event(self, domain: DomainObject, verdict: Verdict) -> None:
+        """An Event on the VRFDomain when its Accepted condition changes to False, or
+        back to True (written by the node whose status write made the change)."""
+        if self._events is None:
+            return
+        have = next((c for c in domain.conditions if c.type == CONDITION_ACCEPTED), None)
+        before = None if have is None else (have.status == "True", have.reason, have.message)
+        if before == (verdict.accepted, verdict.reason, verdict.message):
+            return
+        if verdict.accepted and (before is None or before[0]):
+            return  # accepted from the start: nothing to tell
+        self._events.tell(
+            RecordEvent(
+                kind="VRFDomain",
+                name=domain.name,
+                reason="Accepted" if verdict.accepted else verdict.reason,
+                message=verdict.message,
+                warning=not verdict.accepted,
+            )
+        )
 
     def _schedule_retry(self, delay: float) -> None:
         ref = self.actor_ref

@@ -92,6 +92,7 @@ from pyroute2_cni.messages.crd import (
     NamespaceChanged,
     VrfDomainSpec,
 )
+from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.ipam import (
     AddressAllocated,
     AddressesReleased,
@@ -160,9 +161,11 @@ class IPAMActor(BaseActor):
         clock: Callable[[], float],
         lease_namespace: str = DEFAULT_LEASE_NAMESPACE,
         max_batch: int = DEFAULT_MAX_BATCH,
+        events: Address | None = None,
     ) -> None:
         super().__init__(hooks)
         self._node = node
+        self._events = events
         self._settings = settings
         self._store_factory = store_factory
         self._metrics = metrics
@@ -706,6 +709,18 @@ class IPAMActor(BaseActor):
                 return claimed
         self.log.warning("node %s: %s", self._node, exhausted_reason(domain))
         self._metrics.ipam_exhausted.labels(str(domain.vrf)).inc()
+        if self._events is not None:
+            self._events.tell(
+                RecordEvent(
+                    kind="VRFDomain",
+                    name=domain.name,
+                    reason="PoolExhausted",
+                    message=(
+                        f"node {self._node}: {exhausted_reason(domain)}; delete pods that are"
+                        " done, or bind the namespace to a VRFDomain with a larger prefix"
+                    ),
+                )
+            )
         return Failure(reason=exhausted_reason(domain), kind=ErrorKind.PERMANENT)
 
     def _try_create(

@@ -151,6 +151,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.event_writes = Counter(
+            "pyroute2_cni_event_writes",
+            "Kubernetes Event writes (creates and count updates, at most one per series per "
+            "interval), by result",
+            ["result"],
+            registry=r,
+        )
         self.netlink_repairs = Counter(
             "pyroute2_cni_netlink_repairs",
             "Kernel objects recreated or corrected by reconcile",

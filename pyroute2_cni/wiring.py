@@ -6,6 +6,7 @@
     FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
     NodeCondition reads the readiness of all and writes the Node's Pyroute2CNIReady
+    CRDWatcher, IPAM ──RecordEvent──▶ Events (Kubernetes Events on the objects concerned)
 
 Addresses are created first and handed to constructors, so each actor can
 be restarted without the others noticing more than a dropped message; a
@@ -39,6 +40,7 @@ def build_actor_specs(
     # Imported here so `pyroute2-cni version` does not load pyroute2, zmq or kubernetes.
     from pyroute2_cni.actors.cni_server_actor import CNIServerActor
     from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor
+    from pyroute2_cni.actors.event_actor import EventActor
     from pyroute2_cni.actors.frr_actor import FRRActor
     from pyroute2_cni.actors.ipam_actor import IPAMActor
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
@@ -55,7 +57,7 @@ def build_actor_specs(
     from pyroute2_cni.netlink_backend import KernelNetlink
 
     node = settings.daemon.node_name
-    watcher, ipam, netlink, frr, cni, keeper, condition = (
+    watcher, ipam, netlink, frr, cni, keeper, condition, events = (
         Address(name)
         for name in (
             "crd-watcher",
@@ -65,6 +67,7 @@ def build_actor_specs(
             "cni-server",
             "route-keeper",
             "node-condition",
+            "events",
         )
     )
 
@@ -83,7 +86,11 @@ def build_actor_specs(
 
     def start_watcher(hooks: ActorHooks) -> pykka.ActorRef[Any]:
         return CRDWatcherActor.start(
-            hooks, settings=settings, api_factory=api, subscribers=[netlink, ipam, frr, cni]
+            hooks,
+            settings=settings,
+            api_factory=api,
+            subscribers=[netlink, ipam, frr, cni],
+            events=events,
         )
 
     def start_netlink(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -112,6 +119,7 @@ def build_actor_specs(
             metrics=metrics,
             netlink=netlink,
             clock=time.monotonic,
+            events=events,
         )
 
     def start_frr(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -159,7 +167,11 @@ def build_actor_specs(
             metrics=metrics,
         )
 
+    def start_events(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return EventActor.start(hooks, node=node, api_factory=api, metrics=metrics)
+
     return [
+        ActorSpec(name="events", start=start_events, address=events),
         ActorSpec(
             name="netlink", start=start_netlink, address=netlink, after_restart=resync_netlink
         ),

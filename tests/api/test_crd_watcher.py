@@ -38,6 +38,7 @@ from kubernetes.client.rest import ApiException
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor, live_blocks
+from pyroute2_cni.actors.event_actor import EventActor
 from pyroute2_cni.config import Settings
 from pyroute2_cni.crd_validate import LiveBlock
 from pyroute2_cni.ipam_blocks import Block, new_block
@@ -70,6 +71,7 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.frr import FrrApplyReported
+from pyroute2_cni.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.fake_kube_watch import MessageLog, recorder
 from tests.harness.waiting import wait_for
@@ -327,6 +329,7 @@ def start_watcher(crds: ApiServer) -> Iterator[Callable[..., Watcher]]:
         name: str = "crd-watcher",
         timings: WatchTimings = TIMINGS,
         block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
+        events: Address | None = None,
     ) -> Watcher:
         stats = Stats()
         control = WatchControl()
@@ -344,6 +347,7 @@ def start_watcher(crds: ApiServer) -> Iterator[Callable[..., Watcher]]:
             timings=timings,
             edge_factory=edge,
             control=control,
+            events=events,
             **({"block_lister": block_lister} if block_lister is not None else {}),
         )
         watcher = Watcher(ref, log, control, stats, subscriber, sub_ref, crashes)
@@ -681,6 +685,48 @@ def test_invalid_domain_is_rejected_in_status_and_not_published(
     watcher.wait_change(ChangeKind.ADDED, marker)
     assert watcher.changes(bad) == []
     assert all(bad not in {d.name for d in s.domains} for s in watcher.snapshots())
+
+
+def test_a_rejected_domain_gets_a_warning_event_and_its_fix_a_normal_one(
+    crds: ApiServer, cluster: Cluster, start_watcher: Callable[..., Watcher], ids: Ids
+) -> None:
+    """Issue 19 item 3: `kubectl describe vrfdomain` shows why it was rejected."""
+    events = Address("events")
+    recorder_ref = EventActor.start(
+        ActorHooks(name="events", generation=1, on_crash=lambda *_args: None),
+        node=ids.name("node"),
+        api_factory=crds.api_client,
+        metrics=Metrics(),
+    )
+    events.bind(recorder_ref)
+    core = CoreV1Api(crds.api_client())
+    try:
+        start_watcher(events=events)
+        bad = ids.name("bad")
+        created = cluster.create(DOMAIN, bad, ids.domain_spec(0, prefixlen=24, ipblocklen=20))
+
+        def on_it(reason: str) -> Any:
+            found = core.list_namespaced_event(
+                "default", field_selector=f"involvedObject.name={bad}"
+            ).items
+            return next((e for e in found if e.reason == reason), None)
+
+        warning = wait_for(lambda: on_it("InvalidSpec"), 20, "the InvalidSpec event")
+        assert warning.type == "Warning" and "spec.ipblocklen (20)" in warning.message
+        assert warning.involved_object.kind == "VRFDomain"
+        assert warning.involved_object.uid == created["metadata"]["uid"]
+        cluster.patch_spec(DOMAIN, bad, {"ipblocklen": 26})
+        normal = wait_for(lambda: on_it("Accepted"), 20, "the Accepted event")
+        assert normal.type == "Normal"
+        good = ids.name("good")
+        cluster.create(DOMAIN, good, ids.domain_spec(1))
+        wait_for(lambda: cluster.conditions(good).get("Accepted"), 20, "good accepted")
+        recorder_ref.ask(Ping(seq=1), timeout=10)
+        assert not core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={good}"
+        ).items, "a domain accepted from the start needs no event"
+    finally:
+        recorder_ref.stop(block=True, timeout=10)
 
 
 def test_stop_closes_the_streams_promptly(start_watcher: Callable[..., Watcher]) -> None:

@@ -116,6 +116,7 @@ class Node:
         self.store = store
         self.metrics = metrics or Metrics()
         self.netlink = RecordingAddress()
+        self.events = RecordingAddress()
         self.crashes: list[BaseException | None] = []
         hooks = ActorHooks(
             name=f"ipam-{name}", generation=1, on_crash=lambda n, g, e: self.crashes.append(e)
@@ -128,6 +129,7 @@ class Node:
             metrics=self.metrics,
             netlink=self.netlink,
             clock=clock,
+            events=self.events,
         )
         self.address = Address(f"ipam-{name}")
         self.address.bind(self.ref)
@@ -327,6 +329,18 @@ def test_exhaustion_names_the_domain_and_never_duplicates(
     assert n1.gauge("pyroute2_cni_ipam_free_addresses", 300) == 0
     refused = sum(n.gauge("pyroute2_cni_ipam_exhausted_total", 300) or 0 for n in (n1, n2))
     assert refused == len(failures)
+    # Each refusal is an occurrence of the VRFDomain's PoolExhausted Event (aggregated by
+    # the EventActor), naming the node and what to do.
+    told = [m for n in (n1, n2) for m in n.events.messages]
+    assert len(told) == len(failures)
+    assert {(m.kind, m.name, m.reason, m.warning) for m in told} == {
+        ("VRFDomain", "vrf-300", "PoolExhausted", True)
+    }
+    assert all(
+        m.message.startswith(("node n1: VRFDomain vrf-300", "node n2: VRFDomain vrf-300"))
+        for m in told
+    )
+    assert "larger prefix" in told[0].message
     # A release makes room again on that node only.
     n1_block = next(b for b in store.blocks.values() if b.node == "n1")
     key = next(k for k, _ in n1_block.key_addresses())
