@@ -44,6 +44,7 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, RestoreFrr, VniKnown
 from pyroute2_cni.metrics import Metrics
@@ -66,8 +67,12 @@ class FRRActor(BaseActor):
         keeper: Address | None = None,
         clock: Callable[[], float] = time.monotonic,
         hostname: str = "",
+        events: Address | None = None,
     ) -> None:
         super().__init__(hooks)
+        self._events = events
+        # (vrf, vni) pairs an event said zebra lacks, so it is said once per change.
+        self._missing_told: frozenset[tuple[int, int]] = frozenset()
         self._settings = settings
         self._hostname = hostname
         self._frr = settings.frr
@@ -373,6 +378,44 @@ class FRRActor(BaseActor):
             self._later(self._frr.quick_poll_interval, PollFrr(once=True))
         else:
             self._quick_polls = 0
+            if state.answered:  # FRR away: its own event says so, not one per VNI
+                self._vni_events(set(known))
+
+    def _vni_events(self, known: set[tuple[int, int]]) -> None:
+        """After the quick polls (zebra had its time): an Event on each VRFDomain whose
+        VNI zebra lacks on this node, and one when it knows them again."""
+        assert self._model is not None
+        wanted = [(v.vrf, v.l3vni, v.name) for v in self._model.vrfs]
+        wanted += [(l2.vrf, l2.vni, f"vrf-{l2.vrf}") for l2 in self._model.l2vnis]
+        missing = frozenset((vrf, vni) for vrf, vni, _ in wanted if (vrf, vni) not in known)
+        told, self._missing_told = self._missing_told, missing
+        if self._events is None or missing == told:
+            return
+        for vrf, vni, vrf_name in wanted:
+            domain = next((d.name for d in self._domains.values() if d.vrf == vrf), None)
+            if domain is None:
+                continue
+            if (vrf, vni) in missing and (vrf, vni) not in told:
+                message = (
+                    f"node {self._node}: zebra does not know VNI {vni} of {vrf_name}, so its "
+                    "VXLAN device stays down and this node's pods in the domain reach no other "
+                    "node; see `vtysh -c 'show evpn vni'` in the pyroute2-frr container and "
+                    "the daemon's log"
+                )
+                self._events.tell(
+                    RecordEvent(kind="VRFDomain", name=domain, reason="VniMissing", message=message)
+                )
+            elif (vrf, vni) in told and (vrf, vni) not in missing:
+                message = f"node {self._node}: zebra knows VNI {vni} of {vrf_name} again"
+                self._events.tell(
+                    RecordEvent(
+                        kind="VRFDomain",
+                        name=domain,
+                        reason="VniKnown",
+                        message=message,
+                        warning=False,
+                    )
+                )
 
 
 def _tail(output: str, lines: int = 5) -> str:

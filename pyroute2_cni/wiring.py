@@ -6,7 +6,7 @@
     FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
     NodeCondition reads the readiness of all and writes the Node's Pyroute2CNIReady
-    CRDWatcher, IPAM ──RecordEvent──▶ Events (Kubernetes Events on the objects concerned)
+    CRDWatcher, IPAM, FRR ──RecordEvent──▶ Events (Kubernetes Events on the objects concerned)
 
 Addresses are created first and handed to constructors, so each actor can
 be restarted without the others noticing more than a dropped message; a
@@ -131,6 +131,7 @@ def build_actor_specs(
             watcher=watcher,
             metrics=metrics,
             keeper=keeper,
+            events=events,
             # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
             # shows this name; rendering it leaves frr-reload.py nothing to change.
             hostname=os.uname().nodename,

@@ -59,6 +59,7 @@ class Rig:
     netlink_seen: list[Any]
     watcher_seen: list[Any]
     keeper_seen: list[Any]
+    events_seen: list[Any]
 
     def reloads(self, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -78,15 +79,19 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     netlink_seen: list[Any] = []
     watcher_seen: list[Any] = []
     keeper_seen: list[Any] = []
+    events_seen: list[Any] = []
     netlink, watcher, keeper = Address("netlink"), Address("watcher"), Address("keeper")
+    events = Address("events")
     refs = [
         Recorder.start(hooks("netlink"), seen=netlink_seen),
         Recorder.start(hooks("watcher"), seen=watcher_seen),
         Recorder.start(hooks("keeper"), seen=keeper_seen),
+        Recorder.start(hooks("events"), seen=events_seen),
     ]
     netlink.bind(refs[0])
     watcher.bind(refs[1])
     keeper.bind(refs[2])
+    events.bind(refs[3])
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
         frr=FrrSection(
@@ -102,8 +107,9 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
         metrics=metrics,
         keeper=keeper,
         hostname="host-of-n1",
+        events=events,
     )
-    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen)
+    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen, events_seen)
     actor.stop()
     for ref in refs:
         ref.stop()
@@ -225,6 +231,29 @@ def test_vni_reported_after_reload_is_told_without_waiting_for_the_periodic_poll
     # Every VNI is known: the quick polls stop (no poll in 4 quick intervals).
     time.sleep(4 * FrrSection().quick_poll_interval)  # an absence can only be shown by waiting
     assert rig.frr.polls == settled
+
+
+@pytest.mark.parametrize("rig", [(0.05, 0.01)], indirect=True)
+def test_a_vni_zebra_lacks_after_the_quick_polls_is_an_event_on_its_domain(rig: Rig) -> None:
+    """Issue 19 item 3: a VRFDomain accepted but not programmable on this node."""
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: rig.events_seen, 5, "an event")
+    (missing,) = rig.events_seen
+    assert (missing.kind, missing.name, missing.reason, missing.warning) == (
+        "VRFDomain",
+        "vrf-42",
+        "VniMissing",
+        True,
+    )
+    assert "node n1: zebra does not know VNI 42 of vrf-42" in missing.message
+    assert rig.frr.polls > FrrSection().quick_polls, "not before zebra had its quick polls"
+    polls = rig.frr.polls
+    wait_for(lambda: rig.frr.polls >= polls + 3, 5, "three more polls")
+    assert len(rig.events_seen) == 1, "said once, not per poll"
+    rig.frr.l3vnis = {"vrf-42": 42}
+    wait_for(lambda: len(rig.events_seen) == 2, 5, "the recovery event")
+    known = rig.events_seen[1]
+    assert (known.reason, known.warning, known.name) == ("VniKnown", False, "vrf-42")
 
 
 @pytest.mark.parametrize("rig", [(300.0, 0.01)], indirect=True)
