@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -27,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pykka
@@ -78,13 +75,6 @@ from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.api
 
-REPO = Path(__file__).resolve().parents[2]
-CRDS_DIR = REPO / "kubernetes" / "crds" / "0.1"
-CRDS = (
-    "vrfdomains.cni.pyroute2.org",
-    "vrfdomainbindings.cni.pyroute2.org",
-    "vrfnodeconfigs.cni.pyroute2.org",
-)
 TIMINGS = WatchTimings(
     server_timeout=60, quiet_timeout=90, backoff_initial=0.05, backoff_max=0.5, stop_timeout=3
 )
@@ -100,39 +90,9 @@ _ids = itertools.count(1)
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-def _kubectl(kubeconfig: str, *args: str) -> str:
-    binary = shutil.which("kubectl") or "/usr/bin/kubectl"
-    proc = subprocess.run(
-        [binary, f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def crds(kube_api: ApiServer) -> ApiServer:
-    # The CRD files come from another part of the project; wait for them, never write them.
-    wait_for(
-        lambda: all((CRDS_DIR / f"{name}.yaml").exists() for name in CRDS),
-        300,
-        f"the CRD manifests in {CRDS_DIR}",
-        interval=1,
-    )
-    # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
-    # (the server drops them); see tests/api/test_crds.py.
-    _kubectl(kube_api.kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
-    _kubectl(
-        kube_api.kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *(f"crd/{name}" for name in CRDS),
-    )
-    return kube_api
+def crds(pyroute2_crds: ApiServer) -> ApiServer:
+    return pyroute2_crds
 
 
 class Cluster:

@@ -10,12 +10,16 @@ The first start needs the cached kube-apiserver binary; when it is missing the f
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.harness.apiserver import ApiServer
+from tests.harness.waiting import wait_for
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -36,3 +40,48 @@ def k8s_client(kube_api: ApiServer) -> Iterator[kubernetes.client.ApiClient]:
         yield client
     finally:
         client.close()
+
+
+CRDS_DIR = Path(__file__).resolve().parents[2] / "kubernetes" / "crds" / "0.1"
+CRDS = (
+    "vrfdomains.cni.pyroute2.org",
+    "vrfdomainbindings.cni.pyroute2.org",
+    "vrfnodeconfigs.cni.pyroute2.org",
+    "ipblocks.ipam.pyroute2.org",
+)
+
+
+def kubectl(kubeconfig: str, *args: str) -> str:
+    binary = shutil.which("kubectl") or "/usr/bin/kubectl"
+    proc = subprocess.run(
+        [binary, f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def pyroute2_crds(kube_api: ApiServer) -> ApiServer:
+    """``kube_api`` with the project's CRDs installed (``kubectl apply -k``, as users do)."""
+    # The CRD files come from another part of the project; wait for them, never write them.
+    wait_for(
+        lambda: all((CRDS_DIR / f"{name}.yaml").exists() for name in CRDS),
+        300,
+        f"the CRD manifests in {CRDS_DIR}",
+        interval=1,
+    )
+    # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
+    # (the server drops them); see tests/api/test_crds.py.
+    kubectl(kube_api.kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
+    kubectl(
+        kube_api.kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *(f"crd/{name}" for name in CRDS),
+    )
+    return kube_api

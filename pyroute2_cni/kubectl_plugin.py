@@ -1,0 +1,356 @@
+"""`kubectl pyroute2`: the cluster's pod network at a glance, and why one pod has none.
+
+Installed as the executable ``kubectl-pyroute2`` (kubectl finds plugins on PATH):
+
+    kubectl pyroute2 status             nodes, VRFDomains and pools, recent warnings
+    kubectl pyroute2 why POD [-n NS]    the chain a pod's network hangs on, link by link
+
+Reads the API only (Nodes, Pods, the pyroute2 custom resources, Events, the daemon's
+ConfigMap), with the caller's kubeconfig; writes nothing.  Exit status 0 when every
+link is fine, 1 when something is wrong (what and what to do is printed), 2 on usage
+or API errors.  The report is built from plain objects (dicts) by pure functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2_cni.node_condition import CONDITION_TYPE
+
+CNI_GROUP, IPAM_GROUP, VERSION = "cni.pyroute2.org", "ipam.pyroute2.org", "v1alpha1"
+DAEMON_NAMESPACE, CONFIGMAP, CONFIG_KEY = "pyroute2-cni", "server-config", "server.ini"
+DEFAULT_VRF = 42  # server.ini [default] vrf when the ConfigMap cannot be read
+COMPONENT = "pyroute2-cni"
+WARNINGS_SHOWN = 10
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """What the report needs, read once."""
+
+    nodes: list[Obj]
+    domains: list[Obj]
+    bindings: list[Obj]
+    blocks: list[Obj]
+    events: list[Obj]  # the daemon's events
+    default_vrf: int = DEFAULT_VRF
+    pods: list[Obj] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    ok: bool
+    text: str
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def _condition(obj: Obj, kind: str) -> Obj | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def _name(obj: Obj) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def _spec(obj: Obj) -> Obj:
+    return obj.get("spec") or {}
+
+
+def default_vrf(server_ini: str | None) -> int:
+    """[default] vrf of the daemon's server.ini (the VRF of unbound namespaces)."""
+    if not server_ini:
+        return DEFAULT_VRF
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(server_ini)
+        return parser.getint("default", "vrf", fallback=DEFAULT_VRF)
+    except (configparser.Error, ValueError):
+        return DEFAULT_VRF
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def _pool(domain: Obj, blocks: Iterable[Obj]) -> tuple[int, int, int, int]:
+    """(blocks claimed, blocks in the pool, addresses allocated, capacity claimed)."""
+    spec = _spec(domain)
+    mine = [b for b in blocks if _spec(b).get("vrf") == spec.get("vrf")]
+    size = 2 ** max(0, int(spec.get("ipblocklen", 0)) - int(spec.get("prefixlen", 0)))
+    allocated = sum(int((b.get("status") or {}).get("allocated", 0)) for b in mine)
+    capacity = sum(int(_spec(b).get("capacity", 0)) for b in mine)
+    return len(mine), size, allocated, capacity
+
+
+def status_report(cluster: Cluster) -> tuple[list[str], bool]:
+    lines: list[str] = []
+    healthy = True
+    lines.append(f"{'NODE':<24} {'CNI-READY':<10} {'REASON':<18} MESSAGE")
+    for node in sorted(cluster.nodes, key=_name):
+        cond = _condition(node, CONDITION_TYPE)
+        if cond is None:
+            healthy = False
+            lines.append(
+                f"{_name(node):<24} {'Unknown':<10} {'NoDaemon':<18} no pyroute2-cni daemon has"
+                " reported on this node: is the DaemonSet's pod running there?"
+            )
+            continue
+        healthy &= cond.get("status") == "True"
+        lines.append(
+            f"{_name(node):<24} {cond.get('status', ''):<10} {cond.get('reason', ''):<18}"
+            f" {cond.get('message', '')}"
+        )
+    lines.append("")
+    lines.append(
+        f"{'VRFDOMAIN':<24} {'VRF':>5} {'PREFIX':<18} {'ACCEPTED':<9} {'BLOCKS':>9}"
+        f" {'ADDRESSES':>11} REASON"
+    )
+    for domain in sorted(cluster.domains, key=_name):
+        spec = _spec(domain)
+        cond = _condition(domain, "Accepted") or {}
+        accepted = cond.get("status", "Unknown")
+        healthy &= accepted == "True"
+        claimed, size, allocated, capacity = _pool(domain, cluster.blocks)
+        prefix = f"{spec.get('prefix')}/{spec.get('prefixlen')}"
+        lines.append(
+            f"{_name(domain):<24} {spec.get('vrf', ''):>5} {prefix:<18} {accepted:<9}"
+            f" {f'{claimed}/{size}':>9} {f'{allocated}/{capacity}':>11} {cond.get('reason', '')}"
+        )
+    warnings = [e for e in cluster.events if e.get("type") == "Warning"]
+    warnings.sort(key=lambda e: str(e.get("lastTimestamp") or ""), reverse=True)
+    if warnings:
+        lines.append("")
+        lines.append(f"RECENT WARNINGS (newest first, at most {WARNINGS_SHOWN})")
+        for event in warnings[:WARNINGS_SHOWN]:
+            involved = event.get("involvedObject") or {}
+            lines.append(
+                f"{event.get('lastTimestamp', '')}  {involved.get('kind')}/{involved.get('name')}"
+                f"  {event.get('reason')} (x{event.get('count', 1)}): {event.get('message')}"
+            )
+    return lines, healthy
+
+
+# -- why --------------------------------------------------------------------------------
+
+
+def why_report(cluster: Cluster, pod: Obj) -> list[Link]:
+    """The links a pod's network depends on, in order; the first broken one explains."""
+    links: list[Link] = []
+    namespace = pod["metadata"]["namespace"]
+    name = f"{namespace}/{_name(pod)}"
+    node_name = _spec(pod).get("nodeName")
+    if not node_name:
+        return [Link(False, f"pod {name} is not scheduled yet: no node, no network to set up")]
+    if _spec(pod).get("hostNetwork"):
+        return [Link(True, f"pod {name} uses the host's network: pyroute2-cni is not involved")]
+    ips = [p.get("ip") for p in (pod.get("status") or {}).get("podIPs") or []]
+    links.append(
+        Link(
+            bool(ips),
+            f"pod {name} on node {node_name}: "
+            + (
+                f"address {', '.join(ips)}"
+                if ips
+                else "no address yet (its CNI ADD failed or runs)"
+            ),
+        )
+    )
+    # Which VRFDomain: the namespace's binding, else the default domain.
+    bound = [
+        b for b in cluster.bindings if _spec(b).get("namespaceRef", {}).get("name") == namespace
+    ]
+    domain: Obj | None
+    if not bound:
+        domain = next(
+            (d for d in cluster.domains if _spec(d).get("vrf") == cluster.default_vrf), None
+        )
+        links.append(
+            Link(
+                domain is not None,
+                f"namespace {namespace} has no VRFDomainBinding: its pods join the default"
+                f" domain (vrf {cluster.default_vrf})"
+                + ("" if domain is not None else ", which does not exist: check the daemon's log"),
+            )
+        )
+    else:
+        binding = bound[0]
+        ready = _condition(binding, "Ready") or {}
+        target = _spec(binding).get("vrfDomainRef", {}).get("name", "")
+        ok = len(bound) == 1 and ready.get("status") != "False"
+        text = (
+            f"namespace {namespace} is bound by VRFDomainBinding {_name(binding)}"
+            f" to VRFDomain {target}"
+        )
+        if len(bound) > 1:
+            names = ", ".join(sorted(map(_name, bound)))
+            text += f"; {len(bound)} bindings name it ({names}): delete all but one"
+        elif not ok:
+            text += f"; binding not ready: {ready.get('reason')}: {ready.get('message')}"
+        links.append(Link(ok, text))
+        domain = next((d for d in cluster.domains if _name(d) == target), None)
+        if domain is None:
+            links.append(
+                Link(False, f"VRFDomain {target} does not exist: create it or fix the binding")
+            )
+    if domain is not None:
+        links.append(_domain_link(domain))
+        links.append(_pool_link(domain, cluster.blocks, node_name))
+    node = next((n for n in cluster.nodes if _name(n) == node_name), None)
+    links.append(_node_link(node, node_name))
+    concerned = {("Node", node_name)} | ({("VRFDomain", _name(domain))} if domain else set())
+    for event in cluster.events:
+        involved = event.get("involvedObject") or {}
+        if (
+            event.get("type") == "Warning"
+            and (involved.get("kind"), involved.get("name")) in concerned
+        ):
+            links.append(
+                Link(
+                    False,
+                    f"event on {involved.get('kind')}/{involved.get('name')}: {event.get('reason')}"
+                    f" (x{event.get('count', 1)}, last {event.get('lastTimestamp')}):"
+                    f" {event.get('message')}",
+                )
+            )
+    return links
+
+
+def _domain_link(domain: Obj) -> Link:
+    cond = _condition(domain, "Accepted")
+    spec = _spec(domain)
+    cidr = f"{spec.get('prefix')}/{spec.get('prefixlen')}"
+    what = f"VRFDomain {_name(domain)} (vrf {spec.get('vrf')}, {cidr})"
+    if cond is None:
+        return Link(
+            False, f"{what} has no Accepted condition yet: is any pyroute2-cni daemon running?"
+        )
+    if cond.get("status") != "True":
+        return Link(False, f"{what} is not accepted: {cond.get('reason')}: {cond.get('message')}")
+    return Link(True, f"{what} is accepted")
+
+
+def _pool_link(domain: Obj, blocks: Iterable[Obj], node: str) -> Link:
+    vrf = _spec(domain).get("vrf")
+    mine = [b for b in blocks if _spec(b).get("vrf") == vrf]
+    on_node = [b for b in mine if _spec(b).get("node") == node]
+    free = sum(
+        int(_spec(b).get("capacity", 0)) - int((b.get("status") or {}).get("allocated", 0))
+        for b in on_node
+    )
+    claimed, size, _, _ = _pool(domain, mine)
+    text = (
+        f"pool of VRFDomain {_name(domain)}: {claimed} of {size} blocks claimed;"
+        f" node {node} holds {len(on_node)} with {free} free addresses"
+    )
+    if free > 0 or claimed < size:
+        return Link(True, text)
+    return Link(
+        False,
+        text + ": the pool is exhausted for this node; delete pods that are done, or bind"
+        " the namespace to a VRFDomain with a larger prefix",
+    )
+
+
+def _node_link(node: Obj | None, name: str) -> Link:
+    if node is None:
+        return Link(False, f"node {name} does not exist")
+    cond = _condition(node, CONDITION_TYPE)
+    if cond is None:
+        return Link(
+            False,
+            f"node {name}: no {CONDITION_TYPE} condition: no pyroute2-cni daemon has reported"
+            " there; is the DaemonSet's pod running on it?",
+        )
+    if cond.get("status") != "True":
+        return Link(
+            False, f"node {name}: {CONDITION_TYPE}={cond.get('status')}: {cond.get('message')}"
+        )
+    return Link(True, f"node {name}: the pyroute2-cni daemon serves CNI requests")
+
+
+# -- the API ----------------------------------------------------------------------------
+
+
+def read_cluster(api_client: Any) -> Cluster:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    sanitize = api_client.sanitize_for_serialization
+
+    def custom_list(group: str, plural: str) -> list[Obj]:
+        return list(custom.list_cluster_custom_object(group, VERSION, plural).get("items", []))
+
+    try:
+        config = core.read_namespaced_config_map(CONFIGMAP, DAEMON_NAMESPACE)
+        server_ini = (config.data or {}).get(CONFIG_KEY)
+    except ApiException:
+        server_ini = None
+    events = core.list_event_for_all_namespaces(field_selector=f"source={COMPONENT}").items
+    return Cluster(
+        nodes=[sanitize(n) for n in core.list_node().items],
+        domains=custom_list(CNI_GROUP, "vrfdomains"),
+        bindings=custom_list(CNI_GROUP, "vrfdomainbindings"),
+        blocks=custom_list(IPAM_GROUP, "ipblocks"),
+        events=[sanitize(e) for e in events],
+        default_vrf=default_vrf(server_ini),
+    )
+
+
+def _api_client(kubeconfig: str | None, context: str | None) -> Any:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=kubeconfig, context=context)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client_factory: Callable[[str | None, str | None], Any] = _api_client,
+    out: Any = None,
+) -> int:
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(prog="kubectl pyroute2", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", help="the kubeconfig to use (default: kubectl's)")
+    parser.add_argument("--context", help="the kubeconfig context to use")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="nodes, VRFDomains and pools, recent warnings")
+    why = sub.add_parser("why", help="why a pod has (or has not) its network")
+    why.add_argument("pod")
+    why.add_argument("-n", "--namespace", default="default")
+    args = parser.parse_args(argv)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api_client = client_factory(args.kubeconfig, args.context)
+        cluster = read_cluster(api_client)
+        if args.command == "status":
+            lines, healthy = status_report(cluster)
+            print("\n".join(lines), file=out)
+            return 0 if healthy else 1
+        from kubernetes import client
+
+        try:
+            pod = client.CoreV1Api(api_client).read_namespaced_pod(args.pod, args.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                print(f"pod {args.namespace}/{args.pod} does not exist", file=out)
+                return 1
+            raise
+        links = why_report(cluster, api_client.sanitize_for_serialization(pod))
+    except (ApiException, OSError) as exc:
+        print(f"kubectl pyroute2: cannot read the cluster: {exc}", file=sys.stderr)
+        return 2
+    for link in links:
+        print(f"{'ok ' if link.ok else 'BAD'} {link.text}", file=out)
+    return 0 if all(link.ok for link in links) else 1

@@ -1,0 +1,220 @@
+"""`kubectl pyroute2 status` and `why` (issue 19, item 5) against a real kube-apiserver
+holding the objects a broken cluster would: a node whose daemon is not ready, one with no
+daemon at all, a rejected VRFDomain, an exhausted pool, a namespace bound to a missing
+VRFDomain, and the daemon's Warning events."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+
+from pyroute2_cni.kubectl_plugin import main
+from pyroute2_cni.node_condition import CONDITION_TYPE
+from tests.harness.apiserver import ApiServer
+
+pytestmark = pytest.mark.api
+
+
+class World:
+    """Objects created for one test (unique names), deleted afterwards."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.core, self.custom = CoreV1Api(api), CustomObjectsApi(api)
+        self.tag = uuid.uuid4().hex[:6]
+        self.undo: list[Any] = []
+
+    def name(self, base: str) -> str:
+        return f"{base}-{self.tag}"
+
+    def node(self, base: str, condition: dict[str, str] | None) -> str:
+        name = self.name(base)
+        self.core.create_node({"metadata": {"name": name}})
+        self.undo.append(lambda: self.core.delete_node(name))
+        if condition is not None:
+            cond = {"type": CONDITION_TYPE, **condition}
+            self.core.patch_node_status(name, {"status": {"conditions": [cond]}})
+        return name
+
+    def custom_object(self, group: str, plural: str, kind: str, name: str, spec: Any) -> None:
+        body = {"apiVersion": f"{group}/v1alpha1", "kind": kind, "metadata": {"name": name}}
+        self.custom.create_cluster_custom_object(group, "v1alpha1", plural, {**body, "spec": spec})
+        self.undo.append(
+            lambda: self.custom.delete_cluster_custom_object(group, "v1alpha1", plural, name)
+        )
+
+    def status(self, group: str, plural: str, name: str, status: Any) -> None:
+        self.custom.patch_cluster_custom_object_status(
+            group, "v1alpha1", plural, name, {"status": status}
+        )
+
+    def domain(self, base: str, vrf: int, prefix: str, accepted: tuple[str, str, str]) -> str:
+        name = self.name(base)
+        spec = {
+            "vrf": vrf,
+            "table": vrf,
+            "prefix": prefix,
+            "prefixlen": 28,
+            "ipblocklen": 29,
+            "attachments": [{"type": "l3vni", "vni": vrf, "port": 4789}],
+        }
+        self.custom_object("cni.pyroute2.org", "vrfdomains", "VRFDomain", name, spec)
+        status, reason, message = accepted
+        cond = {"type": "Accepted", "status": status, "reason": reason, "message": message}
+        cond["lastTransitionTime"] = "2026-12-06T03:00:00Z"
+        self.status("cni.pyroute2.org", "vrfdomains", name, {"conditions": [cond]})
+        return name
+
+    def block(self, vrf: int, cidr: str, node: str, allocated: int) -> None:
+        name = self.name(f"b{vrf}-{cidr.replace('.', '-').replace('/', '-')}")
+        spec = {"vrf": vrf, "cidr": cidr, "node": node, "capacity": 6}
+        self.custom_object("ipam.pyroute2.org", "ipblocks", "IPBlock", name, spec)
+        self.status("ipam.pyroute2.org", "ipblocks", name, {"allocated": allocated})
+
+    def namespace(self, base: str) -> str:
+        name = self.name(base)
+        self.core.create_namespace({"metadata": {"name": name}})
+        self.undo.append(lambda: self.core.delete_namespace(name))
+        # No controller-manager here to make it; pod admission wants it.
+        self.core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
+        return name
+
+    def pod(self, namespace: str, node: str, ip: str | None) -> str:
+        name = self.name("pod")
+        container = {"name": "c", "image": "busybox"}
+        spec = {"nodeName": node, "containers": [container], "automountServiceAccountToken": False}
+        body = {"metadata": {"name": name}, "spec": spec}
+        self.core.create_namespaced_pod(namespace, body)
+        if ip:
+            status = {"podIP": ip, "podIPs": [{"ip": ip}]}
+            self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
+        return name
+
+    def event(self, kind: str, name: str, reason: str, message: str) -> None:
+        api_version = "v1" if kind == "Node" else "cni.pyroute2.org/v1alpha1"
+        self.core.create_namespaced_event(
+            "default",
+            {
+                "metadata": {"name": f"{name}.{uuid.uuid4().hex[:8]}"},
+                "involvedObject": {"kind": kind, "name": name, "apiVersion": api_version},
+                "type": "Warning",
+                "reason": reason,
+                "message": message,
+                "count": 3,
+                "lastTimestamp": "2026-12-06T03:00:00Z",
+                "source": {"component": "pyroute2-cni", "host": "n1"},
+            },
+        )
+
+    def cleanup(self) -> None:
+        for undo in reversed(self.undo):
+            with contextlib.suppress(Exception):  # already gone: nothing to undo
+                undo()
+
+
+@pytest.fixture
+def world(pyroute2_crds: ApiServer) -> Iterator[World]:
+    api = pyroute2_crds.api_client()
+    w = World(api)
+    try:
+        yield w
+    finally:
+        w.cleanup()
+        api.close()
+
+
+def run(kube_api: ApiServer, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(
+        ["--kubeconfig", kube_api.kubeconfig, *argv],
+        out=out,
+    )
+    return code, out.getvalue()
+
+
+def test_status_says_which_node_and_which_domain_is_wrong(
+    pyroute2_crds: ApiServer, world: World
+) -> None:
+    ready = world.node("ok", {"status": "True", "reason": "DaemonReady", "message": "fine"})
+    broken = world.node(
+        "frr",
+        {"status": "False", "reason": "DaemonNotReady", "message": "frr: not ready (Failed)"},
+    )
+    bare = world.node("bare", None)
+    good = world.domain("good", 3101, "10.201.0.0", ("True", "Valid", "valid"))
+    bad = world.domain("bad", 3102, "10.202.0.0", ("False", "InvalidSpec", "spec.vrf (0)"))
+    world.block(3101, "10.201.0.0/29", ready, 6)
+    world.block(3101, "10.201.0.8/29", broken, 2)
+    world.event("VRFDomain", good, "PoolExhausted", "no free addresses for node x")
+    code, text = run(pyroute2_crds, "status")
+    assert code == 1, text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert "True" in rows[ready] and "DaemonReady" in rows[ready]
+    assert "False" in rows[broken] and "frr: not ready (Failed)" in rows[broken]
+    assert "NoDaemon" in rows[bare] and "DaemonSet" in rows[bare]
+    assert rows[good].split()[3:6] == ["True", "2/2", "8/12"], rows[good]
+    assert "InvalidSpec" in rows[bad] and "False" in rows[bad]
+    assert f"VRFDomain/{good}  PoolExhausted (x3): no free addresses" in text
+
+
+def test_why_follows_the_chain_to_the_broken_link(pyroute2_crds: ApiServer, world: World) -> None:
+    node = world.node("n", {"status": "True", "reason": "DaemonReady", "message": "fine"})
+    full = world.domain("full", 3201, "10.203.0.0", ("True", "Valid", "valid"))
+    world.block(3201, "10.203.0.0/29", node, 6)
+    world.block(3201, "10.203.0.8/29", "elsewhere", 6)
+    bound = world.namespace("bound")
+    world.custom_object(
+        "cni.pyroute2.org",
+        "vrfdomainbindings",
+        "VRFDomainBinding",
+        world.name("bind"),
+        {"namespaceRef": {"name": bound}, "vrfDomainRef": {"name": full}},
+    )
+    pod = world.pod(bound, node, None)
+    code, text = run(pyroute2_crds, "why", pod, "-n", bound)
+    assert code == 1, text
+    lines = text.splitlines()
+    assert lines[0].startswith("BAD ") and "no address yet" in lines[0]
+    assert any(ln.startswith("ok ") and f"to VRFDomain {full}" in ln for ln in lines), text
+    assert any(ln.startswith("ok ") and f"VRFDomain {full} (vrf 3201" in ln for ln in lines)
+    pool = next(ln for ln in lines if "pool of VRFDomain" in ln)
+    assert pool.startswith("BAD ") and "2 of 2 blocks claimed" in pool
+    assert "0 free addresses" in pool and "larger prefix" in pool
+
+    # A namespace bound to a VRFDomain that does not exist.
+    lost = world.namespace("lost")
+    world.custom_object(
+        "cni.pyroute2.org",
+        "vrfdomainbindings",
+        "VRFDomainBinding",
+        world.name("lostbind"),
+        {"namespaceRef": {"name": lost}, "vrfDomainRef": {"name": "nowhere"}},
+    )
+    pod = world.pod(lost, node, "10.203.0.3")
+    code, text = run(pyroute2_crds, "why", pod, "-n", lost)
+    assert code == 1
+    assert "BAD VRFDomain nowhere does not exist: create it or fix the binding" in text
+    assert f"ok  node {node}: the pyroute2-cni daemon serves CNI requests" in text
+
+
+def test_why_for_a_healthy_pod_exits_0_and_a_missing_pod_is_named(
+    pyroute2_crds: ApiServer, world: World
+) -> None:
+    node = world.node("h", {"status": "True", "reason": "DaemonReady", "message": "fine"})
+    # An unbound namespace joins the default domain: server.ini [default] vrf, 42 without
+    # the daemon's ConfigMap.
+    world.domain("default", 42, "10.204.0.0", ("True", "Valid", "valid"))
+    world.block(42, "10.204.0.0/29", node, 2)
+    namespace = world.namespace("plain")
+    pod = world.pod(namespace, node, "10.204.0.3")
+    code, text = run(pyroute2_crds, "why", pod, "-n", namespace)
+    assert code == 0, text
+    assert all(line.startswith("ok ") for line in text.splitlines()), text
+    assert "has no VRFDomainBinding: its pods join the default domain (vrf 42)" in text
+    code, text = run(pyroute2_crds, "why", "nope", "-n", namespace)
+    assert (code, text.strip()) == (1, f"pod {namespace}/nope does not exist")
