@@ -4,6 +4,9 @@ Installed as the executable ``kubectl-pyroute2`` (kubectl finds plugins on PATH)
 
     kubectl pyroute2 status             nodes, VRFDomains and pools, recent warnings
     kubectl pyroute2 why POD [-n NS]    the chain a pod's network hangs on, link by link
+    kubectl pyroute2 ipam check         leaked, duplicate, inconsistent allocations
+
+``-o json`` prints the same as one JSON document.
 
 Reads the API only (Nodes, Pods, the pyroute2 custom resources, Events, the daemon's
 ConfigMap), with the caller's kubeconfig; writes nothing.  Exit status 0 when every
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +141,50 @@ def status_report(cluster: Cluster) -> tuple[list[str], bool]:
                 f"  {event.get('reason')} (x{event.get('count', 1)}): {event.get('message')}"
             )
     return lines, healthy
+
+
+def status_json(cluster: Cluster) -> Obj:
+    """What `status` prints, as data."""
+    nodes = []
+    for node in sorted(cluster.nodes, key=_name):
+        cond = _condition(node, CONDITION_TYPE)
+        nodes.append(
+            {
+                "name": _name(node),
+                "ready": None if cond is None else cond.get("status") == "True",
+                "reason": "NoDaemon" if cond is None else cond.get("reason"),
+                "message": "" if cond is None else cond.get("message"),
+            }
+        )
+    domains = []
+    for domain in sorted(cluster.domains, key=_name):
+        cond = _condition(domain, "Accepted") or {}
+        claimed, size, allocated, capacity = _pool(domain, cluster.blocks)
+        domains.append(
+            {
+                "name": _name(domain),
+                "vrf": _spec(domain).get("vrf"),
+                "accepted": cond.get("status") == "True",
+                "reason": cond.get("reason"),
+                "blocks": claimed,
+                "poolBlocks": size,
+                "allocated": allocated,
+                "capacity": capacity,
+            }
+        )
+    warnings = [
+        {
+            "object": f"{(e.get('involvedObject') or {}).get('kind')}/"
+            f"{(e.get('involvedObject') or {}).get('name')}",
+            "reason": e.get("reason"),
+            "count": e.get("count", 1),
+            "last": e.get("lastTimestamp"),
+            "message": e.get("message"),
+        }
+        for e in cluster.events
+        if e.get("type") == "Warning"
+    ]
+    return {"nodes": nodes, "vrfDomains": domains, "warnings": warnings}
 
 
 # -- why --------------------------------------------------------------------------------
@@ -320,15 +368,27 @@ def main(
     out: Any = None,
 ) -> int:
     out = out or sys.stdout
+    # Flags go after the subcommand, as with kubectl's own (`status -o json`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--kubeconfig", help="the kubeconfig to use (default: kubectl's)")
+    common.add_argument("--context", help="the kubeconfig context to use")
+    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser = argparse.ArgumentParser(prog="kubectl pyroute2", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubeconfig", help="the kubeconfig to use (default: kubectl's)")
-    parser.add_argument("--context", help="the kubeconfig context to use")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="nodes, VRFDomains and pools, recent warnings")
-    why = sub.add_parser("why", help="why a pod has (or has not) its network")
+    sub.add_parser("status", parents=[common], help="nodes, VRFDomains, pools, warnings")
+    why = sub.add_parser("why", parents=[common], help="why a pod has (or lacks) its network")
     why.add_argument("pod")
     why.add_argument("-n", "--namespace", default="default")
+    ipam = sub.add_parser("ipam", help="IPAM maintenance")
+    ipam.add_subparsers(dest="ipam_command", required=True).add_parser(
+        "check", parents=[common], help="leaked, duplicate and inconsistent allocations"
+    )
     args = parser.parse_args(argv)
+    as_json = args.output == "json"
+    if args.command == "ipam":
+        from pyroute2_cni.ipam_check import run_ipam_check
+
+        return run_ipam_check(kubeconfig=args.kubeconfig, as_json=as_json)
     from kubernetes.client.exceptions import ApiException
 
     try:
@@ -336,7 +396,10 @@ def main(
         cluster = read_cluster(api_client)
         if args.command == "status":
             lines, healthy = status_report(cluster)
-            print("\n".join(lines), file=out)
+            if as_json:
+                print(json.dumps(status_json(cluster), indent=2, sort_keys=True), file=out)
+            else:
+                print("\n".join(lines), file=out)
             return 0 if healthy else 1
         from kubernetes import client
 
@@ -351,6 +414,12 @@ def main(
     except (ApiException, OSError) as exc:
         print(f"kubectl pyroute2: cannot read the cluster: {exc}", file=sys.stderr)
         return 2
-    for link in links:
-        print(f"{'ok ' if link.ok else 'BAD'} {link.text}", file=out)
+    if as_json:
+        body = [{"ok": link.ok, "text": link.text} for link in links]
+        print(
+            json.dumps({"pod": f"{args.namespace}/{args.pod}", "links": body}, indent=2), file=out
+        )
+    else:
+        for link in links:
+            print(f"{'ok ' if link.ok else 'BAD'} {link.text}", file=out)
     return 0 if all(link.ok for link in links) else 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -130,10 +131,7 @@ def world(pyroute2_crds: ApiServer) -> Iterator[World]:
 
 def run(kube_api: ApiServer, *argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    code = main(
-        ["--kubeconfig", kube_api.kubeconfig, *argv],
-        out=out,
-    )
+    code = main([*argv, "--kubeconfig", kube_api.kubeconfig], out=out)
     return code, out.getvalue()
 
 
@@ -160,6 +158,30 @@ def test_status_says_which_node_and_which_domain_is_wrong(
     assert rows[good].split()[3:6] == ["True", "2/2", "8/12"], rows[good]
     assert "InvalidSpec" in rows[bad] and "False" in rows[bad]
     assert f"VRFDomain/{good}  PoolExhausted (x3): no free addresses" in text
+    code, text = run(pyroute2_crds, "status", "-o", "json")
+    report = json.loads(text)
+    assert code == 1
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert (nodes[ready]["ready"], nodes[broken]["ready"], nodes[bare]["ready"]) == (
+        True,
+        False,
+        None,
+    )
+    domains = {d["name"]: d for d in report["vrfDomains"]}
+    assert domains[good]["allocated"] == 8 and domains[bad]["reason"] == "InvalidSpec"
+
+
+def test_ipam_check_through_the_plugin(
+    pyroute2_crds: ApiServer, world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = world.node("ic", {"status": "True", "reason": "DaemonReady", "message": "fine"})
+    world.domain("ic", 3301, "10.205.0.0", ("True", "Valid", "valid"))
+    # ALLOCATED says 2, but the block records no address: ipam check must say so.
+    world.block(3301, "10.205.0.0/29", node, 2)
+    code = main(["ipam", "check", "-o", "json", "--kubeconfig", pyroute2_crds.kubeconfig])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1, report
+    assert world.name("b3301-10-205-0-0-29") in json.dumps(report)
 
 
 def test_why_follows_the_chain_to_the_broken_link(pyroute2_crds: ApiServer, world: World) -> None:
