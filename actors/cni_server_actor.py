@@ -108,7 +108,7 @@ class CNIServerActor(BaseActor):
         self._readiness = readiness
         self._metrics = metrics
         self._workers = workers
-        self._view = ClusterView(domains={}, bindings={}, synced=False)
+        self._current = ClusterView(domains={}, bindings={}, synced=False)
         self._gate = AttachmentGate()
         self._replies: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = -1, -1
@@ -164,6 +164,18 @@ class CNIServerActor(BaseActor):
     def _tell_self(self, message: Any) -> None:
         if not self.stopping.is_set():
             self.actor_ref.tell(message)
+
+    @property
+    def _view(self) -> ClusterView:
+        return self._current
+
+    @_view.setter
+    def _view(self, view: ClusterView) -> None:
+        # What ADDs pick VRFs from: a binding this node has not seen yet sends its
+        # namespace's pods to the default domain (the lab waits on these).
+        self._current = view
+        self._metrics.vrfdomains_known.set(len(view.domains))
+        self._metrics.bindings_known.set(len(view.bindings))
 
     # -- messages ----------------------------------------------------------
     def handle(self, message: Any) -> Any:

@@ -151,6 +151,16 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.vrfdomains_known = Gauge(
+            "pyroute2_cni_vrfdomains_known",
+            "VRFDomains this node's CNI server knows (what ADDs pick VRFs from)",
+            registry=r,
+        )
+        self.bindings_known = Gauge(
+            "pyroute2_cni_bindings_known",
+            "Namespaces bound by a VRFDomainBinding that this node's CNI server knows",
+            registry=r,
+        )
         self.event_writes = Counter(
             "pyroute2_cni_event_writes",
             "Kubernetes Event writes (creates and count updates, at most one per series per "

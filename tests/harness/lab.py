@@ -127,6 +127,8 @@ DAEMON_READY_TIMEOUT = 240.0
 DAEMON_STOP_TIMEOUT = 15.0
 POD_ADD_TIMEOUT = 120.0
 CONVERGE_TIMEOUT = 90.0
+# Until every daemon has seen a VRFDomain or binding just applied (a watch event).
+VIEW_TIMEOUT = 30.0
 UML_MEM = "3000M"
 DEFAULT_LIFETIME = 7200.0
 UP_TIMEOUT = 900.0
@@ -1705,6 +1707,27 @@ class Lab:
             "spec": {"namespaceRef": {"name": namespace}, "vrfDomainRef": {"name": domain}},
         }
 
+    def wait_cluster_view(self, timeout: float = VIEW_TIMEOUT) -> None:
+        """Until every daemon's CNI server knows the VRFDomains and bindings in the API:
+        a pod added before its namespace's binding is known joins the default domain."""
+        custom = self.custom()
+
+        def items(plural: str) -> list[dict[str, Any]]:
+            found = custom.list_cluster_custom_object(CNI_GROUP, CNI_VERSION, plural)
+            return list(found["items"])
+
+        domains = len(items("vrfdomains"))
+        bound = len({b["spec"]["namespaceRef"]["name"] for b in items("vrfdomainbindings")})
+
+        def known() -> bool:
+            return all(
+                self.metric(n, "pyroute2_cni_vrfdomains_known") >= domains
+                and self.metric(n, "pyroute2_cni_bindings_known") >= bound
+                for n in self.nodes
+            )
+
+        wait_until(known, timeout, f"{domains} VRFDomains, {bound} bindings on every node", 0.2)
+
     def _scenario_pods(self, namespace: str, prefix: str) -> list[Pod]:
         existing = self.pods_in(namespace)
         if existing:
@@ -1717,6 +1740,7 @@ class Lab:
         """VRFDomain vrf-200 bound to test02: tenant pods reach each other, not the system VRF."""
         self.apply_object(self.domain_object("vrf-200", 200, 10200, "10.1.0.0", 60200, "l3vni"))
         self.apply_object(self.binding_object("test02-vrf-200", "test02", "vrf-200"))
+        self.wait_cluster_view()
         pods = self._scenario_pods("test02", "tenant")
         in_prefix = all(p.address.startswith("10.1.") for p in pods)
         inside, seconds = self.wait_matrix(pods)
@@ -1749,6 +1773,7 @@ class Lab:
         """VRFDomain vrf-300 with an l2vni bound to test03: one subnet across the nodes."""
         self.apply_object(self.domain_object("vrf-300", 300, 10300, "10.30.0.0", 60300, "l2vni"))
         self.apply_object(self.binding_object("test03-vrf-300", "test03", "vrf-300"))
+        self.wait_cluster_view()
         pods = self._scenario_pods("test03", "l2")
         nets = {ipaddress.ip_interface(f"{p.address}/{p.prefixlen}").network for p in pods}
         one_subnet = len(nets) == 1 and all(p.prefixlen == 16 for p in pods)
