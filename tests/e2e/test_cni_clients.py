@@ -28,6 +28,7 @@ Logs: lab-state/e2e-clients/<run>/logs/ (daemon, API server, containerd).
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import json
 import os
@@ -47,6 +48,7 @@ from typing import Any
 
 import pytest
 
+from pyroute2_cni import kubectl_plugin
 from pyroute2_cni.ipam_blocks import Block
 from pyroute2_cni.ipam_store import block_from_object
 from pyroute2_cni.netlink_model import host_veth_name, is_host_veth_name
@@ -1002,6 +1004,27 @@ def test_daemon_log_has_no_tracebacks(lab: Lab) -> None:
 # -- last: a tenant domain that runs out of addresses, then goes away --------------------
 
 
+def _assert_pool_exhausted_is_reported(lab: Lab, domain: str, prefix: str) -> None:
+    """Issue 19: the refusal is a Warning Event on the VRFDomain (with its uid, so
+    `kubectl describe` lists it), and `kubectl pyroute2 status` shows the pool full."""
+    core = lab.core()
+
+    def event() -> Any:
+        found = core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={domain}"
+        ).items
+        return next((e for e in found if e.reason == "PoolExhausted"), None)
+
+    seen = wait_until(event, 30, f"a PoolExhausted event on VRFDomain {domain}", 0.5)
+    assert seen.type == "Warning" and prefix in seen.message, seen
+    assert seen.involved_object.kind == "VRFDomain" and seen.involved_object.uid
+    out = io.StringIO()
+    argv = ["status", "-o", "json", "--kubeconfig", str(lab.kubeconfig)]
+    assert kubectl_plugin.main(argv, out=out) in (0, 1)
+    (tiny,) = [d for d in json.loads(out.getvalue())["vrfDomains"] if d["name"] == domain]
+    assert tiny["blocks"] == tiny["poolBlocks"] == 2, tiny
+
+
 def test_error_exhausted_pool(kubelet: Kubelet) -> None:
     """A /29 domain cut into /30 blocks holds two pods (one gateway per block); the third
     ADD fails naming the domain and its prefix, and leaves nothing behind."""
@@ -1056,6 +1079,7 @@ def test_error_exhausted_pool(kubelet: Kubelet) -> None:
         assert len(placed) == 2, placed
         assert all(ipaddress.ip_interface(a).ip in ipaddress.ip_network(prefix) for a in placed)
         assert_cni_error(failure, 11, domain, prefix)
+        _assert_pool_exhausted_is_reported(kubelet.lab, domain, prefix)
         assert pods[-1].key not in kubelet.records()
         assert pods[-1].veth not in kubelet.veths()
         for pod in pods:
