@@ -38,7 +38,10 @@ class EventActor(BaseActor):
         self._timeout = request_timeout
         self._core: Any = None
         self._custom: Any = None
-        self._uids: dict[tuple[str, str], str | None] = {}
+        # uid by (kind, name), with when it was read: a failed read is retried after an
+        # interval, not at every occurrence (a PoolExhausted can come with every ADD).
+        self._uids: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._interval = interval
         self._failing = False
 
     def on_start(self) -> None:
@@ -95,8 +98,11 @@ class EventActor(BaseActor):
 
     def _uid(self, kind: str, name: str) -> str | None:
         key = (kind, name)
-        if key in self._uids:
-            return self._uids[key]
+        known = self._uids.get(key)
+        now = self._clock()
+        if known is not None and (known[0] is not None or now - known[1] < self._interval):
+            return known[0]
+        self._uids[key] = (None, now)
         try:
             if kind == "Node":
                 obj = self._core.read_node(name, _request_timeout=self._timeout)
@@ -111,5 +117,5 @@ class EventActor(BaseActor):
         except Exception as exc:  # no uid: the Event still lists under its name
             self.log.debug("no uid for %s %s: %s", kind, name, exc)
             return None
-        self._uids[key] = str(uid) if uid else None
-        return self._uids[key]
+        self._uids[key] = (str(uid) if uid else None, now)
+        return self._uids[key][0]

@@ -271,12 +271,12 @@ class EvpnHold:
                     if item.entry.key in self._known:
                         self._release(item, "re-learned")
             if reason == _REGRACE_OVER:
-                self._release_relearned_scopes(vtep, now)
+                left = [h for h in items if h.entry.key in self._held]
+                self._release_relearned_scopes(vtep, left, now)
 
-    def _release_relearned_scopes(self, vtep: str, now: float) -> None:
+    def _release_relearned_scopes(self, vtep: str, items: list[_Held], now: float) -> None:
         """The session has been back a regrace: release what the peer has shown it
         re-advertises (see the module docstring); all of it after REGRACE_LIMIT."""
-        items = [h for h in self._held.values() if h.entry.vtep == vtep]
         if now - self._back_since.get(vtep, now) >= REGRACE_LIMIT * self._regrace:
             for item in items:
                 self._release(item, "peer back")
@@ -286,7 +286,7 @@ class EvpnHold:
             scope = (vtep, item.entry.table)
             if item.entry.kind == ROUTE and self._route_added_at.get(scope, never) >= item.since:
                 self._release(item, "peer back")
-        rest = [h for h in self._held.values() if h.entry.vtep == vtep]
+        rest = [h for h in items if h.entry.key in self._held]
         if any(h.entry.kind == ROUTE for h in rest):
             return
         for item in rest:

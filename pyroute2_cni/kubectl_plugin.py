@@ -21,7 +21,7 @@ import configparser
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2_cni.node_condition import CONDITION_TYPE
@@ -45,7 +45,6 @@ class Cluster:
     blocks: list[Obj]
     events: list[Obj]  # the daemon's events
     default_vrf: int = DEFAULT_VRF
-    pods: list[Obj] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,77 +94,39 @@ def _pool(domain: Obj, blocks: Iterable[Obj]) -> tuple[int, int, int, int]:
     return len(mine), size, allocated, capacity
 
 
-def status_report(cluster: Cluster) -> tuple[list[str], bool]:
-    lines: list[str] = []
-    healthy = True
-    lines.append(f"{'NODE':<24} {'CNI-READY':<10} {'REASON':<18} MESSAGE")
-    for node in sorted(cluster.nodes, key=_name):
-        cond = _condition(node, CONDITION_TYPE)
-        if cond is None:
-            healthy = False
-            lines.append(
-                f"{_name(node):<24} {'Unknown':<10} {'NoDaemon':<18} no pyroute2-cni daemon has"
-                " reported on this node: is the DaemonSet's pod running there?"
-            )
-            continue
-        healthy &= cond.get("status") == "True"
-        lines.append(
-            f"{_name(node):<24} {cond.get('status', ''):<10} {cond.get('reason', ''):<18}"
-            f" {cond.get('message', '')}"
-        )
-    lines.append("")
-    lines.append(
-        f"{'VRFDOMAIN':<24} {'VRF':>5} {'PREFIX':<18} {'ACCEPTED':<9} {'BLOCKS':>9}"
-        f" {'ADDRESSES':>11} REASON"
-    )
-    for domain in sorted(cluster.domains, key=_name):
-        spec = _spec(domain)
-        cond = _condition(domain, "Accepted") or {}
-        accepted = cond.get("status", "Unknown")
-        healthy &= accepted == "True"
-        claimed, size, allocated, capacity = _pool(domain, cluster.blocks)
-        prefix = f"{spec.get('prefix')}/{spec.get('prefixlen')}"
-        lines.append(
-            f"{_name(domain):<24} {spec.get('vrf', ''):>5} {prefix:<18} {accepted:<9}"
-            f" {f'{claimed}/{size}':>9} {f'{allocated}/{capacity}':>11} {cond.get('reason', '')}"
-        )
-    warnings = [e for e in cluster.events if e.get("type") == "Warning"]
-    warnings.sort(key=lambda e: str(e.get("lastTimestamp") or ""), reverse=True)
-    if warnings:
-        lines.append("")
-        lines.append(f"RECENT WARNINGS (newest first, at most {WARNINGS_SHOWN})")
-        for event in warnings[:WARNINGS_SHOWN]:
-            involved = event.get("involvedObject") or {}
-            lines.append(
-                f"{event.get('lastTimestamp', '')}  {involved.get('kind')}/{involved.get('name')}"
-                f"  {event.get('reason')} (x{event.get('count', 1)}): {event.get('message')}"
-            )
-    return lines, healthy
+NO_DAEMON = (
+    "no pyroute2-cni daemon has reported on this node: is the DaemonSet's pod running there?"
+)
 
 
 def status_json(cluster: Cluster) -> Obj:
-    """What `status` prints, as data."""
+    """What `status` shows, as data; ``healthy`` when every node is ready and every
+    VRFDomain accepted."""
     nodes = []
     for node in sorted(cluster.nodes, key=_name):
         cond = _condition(node, CONDITION_TYPE)
         nodes.append(
             {
                 "name": _name(node),
+                "status": "Unknown" if cond is None else cond.get("status", ""),
                 "ready": None if cond is None else cond.get("status") == "True",
-                "reason": "NoDaemon" if cond is None else cond.get("reason"),
-                "message": "" if cond is None else cond.get("message"),
+                "reason": "NoDaemon" if cond is None else cond.get("reason", ""),
+                "message": NO_DAEMON if cond is None else cond.get("message", ""),
             }
         )
     domains = []
     for domain in sorted(cluster.domains, key=_name):
+        spec = _spec(domain)
         cond = _condition(domain, "Accepted") or {}
         claimed, size, allocated, capacity = _pool(domain, cluster.blocks)
         domains.append(
             {
                 "name": _name(domain),
-                "vrf": _spec(domain).get("vrf"),
+                "vrf": spec.get("vrf"),
+                "prefix": f"{spec.get('prefix')}/{spec.get('prefixlen')}",
+                "status": cond.get("status", "Unknown"),
                 "accepted": cond.get("status") == "True",
-                "reason": cond.get("reason"),
+                "reason": cond.get("reason", ""),
                 "blocks": claimed,
                 "poolBlocks": size,
                 "allocated": allocated,
@@ -178,13 +139,42 @@ def status_json(cluster: Cluster) -> Obj:
             f"{(e.get('involvedObject') or {}).get('name')}",
             "reason": e.get("reason"),
             "count": e.get("count", 1),
-            "last": e.get("lastTimestamp"),
+            "last": e.get("lastTimestamp") or "",
             "message": e.get("message"),
         }
         for e in cluster.events
         if e.get("type") == "Warning"
     ]
-    return {"nodes": nodes, "vrfDomains": domains, "warnings": warnings}
+    warnings.sort(key=lambda w: str(w["last"]), reverse=True)
+    healthy = all(n["ready"] for n in nodes) and all(d["accepted"] for d in domains)
+    return {"healthy": healthy, "nodes": nodes, "vrfDomains": domains, "warnings": warnings}
+
+
+def status_report(cluster: Cluster) -> tuple[list[str], bool]:
+    """`status` as text: the lines of :func:`status_json`."""
+    data = status_json(cluster)
+    lines = [f"{'NODE':<24} {'CNI-READY':<10} {'REASON':<18} MESSAGE"]
+    for n in data["nodes"]:
+        lines.append(f"{n['name']:<24} {n['status']:<10} {n['reason']:<18} {n['message']}")
+    lines.append("")
+    lines.append(
+        f"{'VRFDOMAIN':<24} {'VRF':>5} {'PREFIX':<18} {'ACCEPTED':<9} {'BLOCKS':>9}"
+        f" {'ADDRESSES':>11} REASON"
+    )
+    for d in data["vrfDomains"]:
+        blocks, addresses = f"{d['blocks']}/{d['poolBlocks']}", f"{d['allocated']}/{d['capacity']}"
+        lines.append(
+            f"{d['name']:<24} {d['vrf']:>5} {d['prefix']:<18} {d['status']:<9}"
+            f" {blocks:>9} {addresses:>11} {d['reason']}"
+        )
+    if data["warnings"]:
+        lines.append("")
+        lines.append(f"RECENT WARNINGS (newest first, at most {WARNINGS_SHOWN})")
+        for w in data["warnings"][:WARNINGS_SHOWN]:
+            lines.append(
+                f"{w['last']}  {w['object']}  {w['reason']} (x{w['count']}): {w['message']}"
+            )
+    return lines, bool(data["healthy"])
 
 
 # -- why --------------------------------------------------------------------------------
@@ -394,12 +384,13 @@ def main(
     try:
         api_client = client_factory(args.kubeconfig, args.context)
         cluster = read_cluster(api_client)
+        if args.command == "status" and as_json:
+            data = status_json(cluster)
+            print(json.dumps(data, indent=2, sort_keys=True), file=out)
+            return 0 if data["healthy"] else 1
         if args.command == "status":
             lines, healthy = status_report(cluster)
-            if as_json:
-                print(json.dumps(status_json(cluster), indent=2, sort_keys=True), file=out)
-            else:
-                print("\n".join(lines), file=out)
+            print("\n".join(lines), file=out)
             return 0 if healthy else 1
         from kubernetes import client
 
