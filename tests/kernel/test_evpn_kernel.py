@@ -8,8 +8,10 @@ bridge and an externally learned FDB entry on the VXLAN device.  Read-back is ip
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,14 +154,15 @@ class Feed:
         raise AssertionError(f"timed out waiting for {what}; events: {self.seen}")
 
 
-def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
+@contextlib.contextmanager
+def _hold_watching(node: str) -> Iterator[tuple[EvpnHold, Feed, Clock, KernelEvpn]]:
+    """A hold fed by a real monitor on ``node``, after the snapshot, its peer's session
+    down (Active): what zebra deletes from now on is held."""
     kernel = KernelEvpn(node)
     clock = Clock()
     hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True, regrace=10.0)
     feed = Feed(hold)
-    feed_until = feed.until
     monitor = EvpnMonitor(feed.put, lambda _error: None, netns=node)
-
     monitor.start()
     try:
         hold.snapshot(kernel.entries())
@@ -169,6 +172,15 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
                 answered=True, taken=clock(), sessions={PEER: PeerSession(state="Active", uptime=0)}
             )
         )
+        yield hold, feed, clock, kernel
+    finally:
+        monitor.close()
+        kernel.close()
+
+
+def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
+    with _hold_watching(node) as (hold, feed, clock, kernel):
+        feed_until = feed.until
         # zebra withdraws everything towards the peer (its session went down).
         ip(["route", "del", BLOCK, "table", str(TABLE), "proto", "bgp", "metric", "20"], node)
         ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
@@ -221,29 +233,13 @@ def test_deleted_entries_come_back_and_the_copies_go(node: str) -> None:
         assert "extern_learn" in fdb, f"the FDB copy became zebra's entry: {fdb}"
         assert [r["protocol"] for r in _routes(node)] == ["bgp"]
         assert len(_neighbours(node)) == 1
-    finally:
-        monitor.close()
-        kernel.close()
 
 
 def test_a_neighbour_zebra_marks_failed_is_replaced_by_the_copy_at_once(node: str) -> None:
     """zebra marks a router MAC's neighbour FAILED before it deletes it (up to 30 ms
     later on a busy node); packets queued on the FAILED entry go with it.  The copy
     replaces the FAILED entry at once (its queue is sent when it turns valid)."""
-    kernel = KernelEvpn(node)
-    clock = Clock()
-    hold = EvpnHold(kernel=kernel, clock=clock, probe=lambda _addr: True)
-    feed = Feed(hold)
-    monitor = EvpnMonitor(feed.put, lambda _error: None, netns=node)
-    monitor.start()
-    try:
-        hold.snapshot(kernel.entries())
-        clock.now += 1
-        hold.bgp(
-            BgpView(
-                answered=True, taken=clock(), sessions={PEER: PeerSession(state="Active", uptime=0)}
-            )
-        )
+    with _hold_watching(node) as (hold, feed, _clock, _kernel):
         ip(["neigh", "change", PEER, "dev", "l3br-42", "nud", "failed"], node)
         feed.until(lambda: [e.kind for e in hold.held] == [NEIGH], "the neighbour held")
         (neighbour,) = _neighbours(node)
@@ -253,9 +249,6 @@ def test_a_neighbour_zebra_marks_failed_is_replaced_by_the_copy_at_once(node: st
         ip(["neigh", "del", PEER, "dev", "l3br-42"], node)
         feed.until(lambda: len(_neighbours(node)) == 1, "the copy back after the deletion")
         assert [e.kind for e in hold.held] == [NEIGH]
-    finally:
-        monitor.close()
-        kernel.close()
 
 
 def test_an_fdb_copy_zebra_no_longer_wants_goes_and_one_it_wants_stays(node: str) -> None:
