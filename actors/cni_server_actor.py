@@ -45,6 +45,7 @@ from pyroute2_cni.cni_spec import (
 from pyroute2_cni.config import Settings
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.keyed_executor import KeyedExecutor
+from pyroute2_cni.kube_watch import utc_now
 from pyroute2_cni.logsetup import FIELDS
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.cni import CheckInstall
@@ -56,6 +57,7 @@ from pyroute2_cni.messages.crd import (
     VrfDomainBindingSpec,
     VrfDomainSpec,
 )
+from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.ipam import (
     AddressAllocated,
     AddressesReleased,
@@ -75,6 +77,7 @@ from pyroute2_cni.messages.netlink import (
     PodPlumbed,
     UnplumbPod,
 )
+from pyroute2_cni.messages.node_state import CniFailureSeen
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.shim_protocol import BadRequest, encode_reply, split_envelope
 from pyroute2_cni.shim_protocol import parse_request as parse_frames
@@ -100,8 +103,12 @@ class CNIServerActor(BaseActor):
         readiness: Callable[[], HealthReport],
         metrics: Metrics,
         workers: int = 16,
+        state: Address | None = None,
+        events: Address | None = None,
     ) -> None:
         super().__init__(hooks)
+        self._state = state
+        self._events = events
         self._settings = settings
         self._ipam = ipam
         self._netlink = netlink
@@ -323,6 +330,11 @@ class CNIServerActor(BaseActor):
         self._metrics.requests.labels(verb, trace.result).inc()
         self._metrics.request_duration.labels(verb).observe(time.monotonic() - trace.started)
         self._log_request(trace)
+        if self._state is not None and trace.result != "ok" and verb in ("ADD", "DEL", "CHECK"):
+            # A failed STATUS is the readiness, already in the node's state.
+            self._state.tell(
+                CniFailureSeen(verb=verb, pod=trace.pod, message=trace.error, at=utc_now())
+            )
 
     def _log_request(self, trace: RequestTrace) -> None:
         """One line per request; a runtime's "not ready yet" (code 50) is no warning."""
@@ -397,6 +409,7 @@ class CNIServerActor(BaseActor):
         if binding is not None:
             domain = view.domains.get(binding.domain)
             if domain is None:
+                self._binding_broken(binding.name, binding.domain, request.pod_namespace)
                 raise CniError(
                     Code.TRY_AGAIN_LATER,
                     f"namespace {request.pod_namespace} is bound to VRFDomain {binding.domain} "
@@ -414,6 +427,25 @@ class CNIServerActor(BaseActor):
             Code.TRY_AGAIN_LATER,
             f"the system VRFDomain (vrf {vrf}) does not exist yet",
             "the daemon creates it from server.ini [default] when no VRFDomain exists",
+        )
+
+    def _binding_broken(self, binding: str, domain: str, namespace: str) -> None:
+        """A Warning on the binding (aggregated by the EventActor): `kubectl describe
+        vrfdb` is where the fix is."""
+        if self._events is None:
+            return
+        node = self._settings.daemon.node_name
+        self._events.tell(
+            RecordEvent(
+                kind="VRFDomainBinding",
+                name=binding,
+                reason="VRFDomainMissing",
+                message=(
+                    f"node {node}: pods of namespace {namespace} get no network: VRFDomain "
+                    f"{domain} does not exist or was not accepted; create it (see its status "
+                    "if it exists) or delete this binding"
+                ),
+            )
         )
 
     def _add(self, request: Request, trace: RequestTrace) -> dict[str, Any]:

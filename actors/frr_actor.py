@@ -15,6 +15,7 @@ knows is told to the NetlinkActor, which brings the devices up only then
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from pyroute2_cni.frr_model import (
     render,
     render_vrf_bindings,
 )
+from pyroute2_cni.kube_watch import utc_now
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import (
     ChangeKind,
@@ -47,6 +49,7 @@ from pyroute2_cni.messages.crd import (
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, RestoreFrr, VniKnown
+from pyroute2_cni.messages.node_state import FrrApplySeen, FrrStateSeen, SessionSeen, VniSeen
 from pyroute2_cni.metrics import Metrics
 
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
@@ -68,9 +71,14 @@ class FRRActor(BaseActor):
         clock: Callable[[], float] = time.monotonic,
         hostname: str = "",
         events: Address | None = None,
+        state: Address | None = None,
     ) -> None:
         super().__init__(hooks)
         self._events = events
+        self._state = state
+        # Told again with every poll: a restarted NodeStateActor learns it (it ignores
+        # a repeat).
+        self._apply_seen: FrrApplySeen | None = None
         # (vrf, vni) pairs an event said zebra lacks, so it is said once per change.
         self._missing_told: frozenset[tuple[int, int]] = frozenset()
         self._settings = settings
@@ -327,6 +335,18 @@ class FRRActor(BaseActor):
         self._later(delay, ApplyFrr(generation=self._generation))
 
     def _report(self, ok: bool, reason: str, message: str) -> None:
+        if self._state is not None:
+            digest = (
+                hashlib.sha256(self._applied.encode()).hexdigest()[:16] if self._applied else ""
+            )
+            self._apply_seen = FrrApplySeen(
+                applied=ok,
+                reason=reason,
+                message=message[:1000],
+                at=utc_now(),
+                config_hash=f"sha256:{digest}" if digest else "",
+            )
+            self._state.tell(self._apply_seen)
         if self._watcher is not None:
             self._watcher.tell(
                 FrrApplyReported(node=self._node, ok=ok, reason=reason, message=message[:1000])
@@ -358,13 +378,30 @@ class FRRActor(BaseActor):
             )
             self._keeper.tell(BgpSessionsSeen(view=view))
         known: list[tuple[int, int]] = []
+        expected: list[VniSeen] = []
         for vrf in self._model.vrfs:
+            expected.append(VniSeen(vrf=vrf.vrf, vni=vrf.l3vni, kind="l3vni"))
             if state.l3vnis.get(vrf.name) == vrf.l3vni:
                 known.append((vrf.vrf, vrf.l3vni))
         for l2 in self._model.l2vnis:
+            expected.append(VniSeen(vrf=l2.vrf, vni=l2.vni, kind="l2vni"))
             if l2.vni in state.l2vnis:
                 known.append((l2.vrf, l2.vni))
         wanted = len(self._model.vrfs) + len(self._model.l2vnis)
+        if self._state is not None:
+            if self._apply_seen is not None:
+                self._state.tell(self._apply_seen)
+            self._state.tell(
+                FrrStateSeen(
+                    answered=state.answered,
+                    sessions=tuple(
+                        SessionSeen(peer=addr, state=st, uptime=state.uptimes.get(addr, 0.0))
+                        for addr, st in sorted(state.sessions.items())
+                    ),
+                    expected=tuple(expected),
+                    known=tuple(v for v in expected if (v.vrf, v.vni) in known),
+                )
+            )
         self._metrics.evpn_vnis_expected.set(wanted)
         self._metrics.evpn_vnis_known.set(len(known))
         if self._netlink is None:

@@ -110,6 +110,7 @@ from pyroute2_cni.messages.ipam import (
     ReleaseAllExcept,
     RepublishBlocks,
 )
+from pyroute2_cni.messages.node_state import IpamUseSeen, VrfUse
 from pyroute2_cni.metrics import Metrics
 
 LEASE_NAME = "pyroute2-cni-ipam-reclaimer"
@@ -162,10 +163,15 @@ class IPAMActor(BaseActor):
         lease_namespace: str = DEFAULT_LEASE_NAMESPACE,
         max_batch: int = DEFAULT_MAX_BATCH,
         events: Address | None = None,
+        state: Address | None = None,
     ) -> None:
         super().__init__(hooks)
         self._node = node
         self._events = events
+        self._state = state
+        # VRFs whose last allocation found no free address, until one is free again.
+        self._exhausted: set[int] = set()
+        self._use_told: IpamUseSeen | None = None
         self._settings = settings
         self._store_factory = store_factory
         self._metrics = metrics
@@ -316,7 +322,10 @@ class IPAMActor(BaseActor):
             case LookupAddress(key=key):
                 return self._lookup(key)
             case Reconcile():
-                return self._reconcile()
+                result = self._reconcile()
+                self._use_told = None  # told again: a restarted NodeStateActor learns it
+                self._update_gauges()
+                return result
             case RepublishBlocks():
                 self._published = None
                 self._publish()
@@ -709,6 +718,8 @@ class IPAMActor(BaseActor):
                 return claimed
         self.log.warning("node %s: %s", self._node, exhausted_reason(domain))
         self._metrics.ipam_exhausted.labels(str(domain.vrf)).inc()
+        self._exhausted.add(domain.vrf)
+        self._update_gauges()
         if self._events is not None:
             self._events.tell(
                 RecordEvent(
@@ -806,6 +817,28 @@ class IPAMActor(BaseActor):
             self._metrics.ipam_addresses.labels(str(vrf)).set(addresses[vrf])
             self._metrics.ipam_free_addresses.labels(str(vrf)).set(free[vrf])
         self._gauge_vrfs |= set(blocks)
+        self._exhausted = {v for v in self._exhausted if not free[v] and v in self._domains}
+        self._tell_use(blocks, addresses, free)
+
+    def _tell_use(self, blocks: Counter[int], addresses: Counter[int], free: Counter[int]) -> None:
+        if self._state is None:
+            return
+        use = IpamUseSeen(
+            vrfs=tuple(
+                VrfUse(
+                    vrf=vrf,
+                    domain=domain.name if (domain := self._domains.get(vrf)) else "",
+                    blocks=blocks[vrf],
+                    addresses=addresses[vrf],
+                    free=free[vrf],
+                    exhausted=vrf in self._exhausted,
+                )
+                for vrf in sorted(set(blocks) | self._exhausted)
+            )
+        )
+        if use != self._use_told:
+            self._use_told = use
+            self._state.tell(use)
 
     def _update_domain_gauges(self) -> None:
         """Each domain's pool size, so alerts can sum the nodes' blocks against it."""
@@ -814,6 +847,7 @@ class IPAMActor(BaseActor):
         for vrf, domain in self._domains.items():
             self._metrics.ipam_domain_blocks.labels(str(vrf)).set(block_count(domain))
         self._domain_gauge_vrfs = set(self._domains)
+        self._update_gauges()  # a deleted domain's pool is no longer exhausted
 
     def _publish(self) -> None:
         infos = tuple(

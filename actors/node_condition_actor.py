@@ -1,5 +1,5 @@
 """NodeConditionActor: keeps the Node's ``Pyroute2CNIReady`` condition equal to the
-daemon's readiness.
+daemon's readiness, with the problems the NodeStateActor reports in its message.
 
 Reads the supervisor's health report every ``[daemon] node_condition_interval`` seconds and
 patches the Node's status only when the condition's status, reason or message changes, so
@@ -18,6 +18,7 @@ from typing import Any
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.kube_watch import utc_now
+from pyroute2_cni.messages.node_state import NodeProblems
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.node_condition import (
     NodeCondition,
@@ -59,6 +60,7 @@ class NodeConditionActor(BaseActor):
         self._failing = False
         self._timer: threading.Timer | None = None
         self._metrics = metrics
+        self._problems: tuple[str, ...] = ()
 
     def on_start(self) -> None:
         from kubernetes import client
@@ -78,6 +80,10 @@ class NodeConditionActor(BaseActor):
                 if tick:
                     self._schedule()
                 return None
+            case NodeProblems(problems=problems):
+                self._problems = problems
+                self._check()
+                return None
             case _:
                 return self.unknown(message)
 
@@ -93,7 +99,7 @@ class NodeConditionActor(BaseActor):
             self.actor_ref.tell(CheckCondition(tick=True))
 
     def _check(self) -> None:
-        wanted = condition_for(self._readiness())
+        wanted = condition_for(self._readiness(), self._problems)
         if wanted == self._written:
             return
         try:

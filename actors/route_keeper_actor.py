@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.config import Settings
 from pyroute2_cni.evpn_hold import (
@@ -38,6 +39,7 @@ from pyroute2_cni.messages.evpn import (
     EvpnChanges,
     EvpnResync,
 )
+from pyroute2_cni.messages.node_state import EvpnHeldSeen
 from pyroute2_cni.metrics import Metrics
 
 CHECK_INTERVAL = 1.0
@@ -137,8 +139,11 @@ class RouteKeeperActor(BaseActor):
         remote: Callable[[str], PeerSession | None] = lambda _address: None,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        state: Address | None = None,
     ) -> None:
         super().__init__(hooks)
+        self._state = state
+        self._held_told: int | None = None
         self._hold_time = settings.frr.evpn_hold
         self._kernel_factory = kernel_factory
         self._monitor_factory = monitor_factory
@@ -233,6 +238,11 @@ class RouteKeeperActor(BaseActor):
             case _:
                 return self.unknown(message)
         self._metrics.evpn_held.set(len(hold.held))
+        # Again with each BGP poll: a restarted NodeStateActor learns it.
+        again = isinstance(message, BgpSessionsSeen)
+        if self._state is not None and (again or len(hold.held) != self._held_told):
+            self._held_told = len(hold.held)
+            self._state.tell(EvpnHeldSeen(held=len(hold.held)))
         for reason, count in hold.released.items():
             delta = count - self._released_seen.get(reason, 0)
             if delta:

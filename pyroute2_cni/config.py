@@ -156,6 +156,9 @@ class DaemonSection:
     # How often the Node's Pyroute2CNIReady condition is compared with the readiness
     # (written only when it changes).
     node_condition_interval: float = _opt(5.0, "seconds from 0.1 to 3600", _float_range(0.1, 3600))
+    # The VRFNodeState is written on a change, at most once per this many seconds (the
+    # last state within it is written when it ends).
+    node_state_min_interval: float = _opt(10.0, "seconds from 0.1 to 3600", _float_range(0.1, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,6 +25,7 @@ API_VERSIONS = {
     "Node": "v1",
     "VRFDomain": "cni.pyroute2.org/v1alpha1",
     "VRFNodeConfig": "cni.pyroute2.org/v1alpha1",
+    "VRFDomainBinding": "cni.pyroute2.org/v1alpha1",
 }
 # Series remembered at once; the oldest is forgotten first (its next occurrence
 # starts a new Event).

@@ -8,10 +8,11 @@ Installed as the executable ``kubectl-pyroute2`` (kubectl finds plugins on PATH)
 
 ``-o json`` prints the same as one JSON document.
 
-Reads the API only (Nodes, Pods, the pyroute2 custom resources, Events, the daemon's
-ConfigMap), with the caller's kubeconfig; writes nothing.  Exit status 0 when every
-link is fine, 1 when something is wrong (what and what to do is printed), 2 on usage
-or API errors.  The report is built from plain objects (dicts) by pure functions.
+Reads the API only (Nodes, Pods, the pyroute2 custom resources with each node's
+VRFNodeState, Events, the daemon's ConfigMap), with the caller's kubeconfig; writes
+nothing.  Exit status 0 when every link is fine, 1 when something is wrong (what and
+what to do is printed), 2 on usage or API errors.  The report is built from plain
+objects (dicts) by pure functions.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import configparser
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2_cni.node_condition import CONDITION_TYPE
@@ -45,6 +46,7 @@ class Cluster:
     blocks: list[Obj]
     events: list[Obj]  # the daemon's events
     default_vrf: int = DEFAULT_VRF
+    states: list[Obj] = field(default_factory=list)  # VRFNodeStates
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,46 @@ def default_vrf(server_ini: str | None) -> int:
         return DEFAULT_VRF
 
 
+# -- events -----------------------------------------------------------------------------
+
+# The Normal event that ends a Warning of this reason (from the same node, on the same
+# object); a VRFDomain's rejection reasons all end with "Accepted".
+RESOLVED_BY = {
+    "NetworkDegraded": "NetworkHealthy",
+    "VniMissing": "VniKnown",
+    "FrrApplyFailed": "FrrApplied",
+}
+
+
+def unresolved_warnings(events: Iterable[Obj]) -> list[Obj]:
+    """The Warning events no later Normal event of the same node on the same object has
+    ended: what is still wrong, not what was."""
+    events = list(events)
+
+    def key(event: Obj, reason: str) -> tuple[Any, ...]:
+        involved = event.get("involvedObject") or {}
+        host = (event.get("source") or {}).get("host")
+        return (involved.get("kind"), involved.get("name"), host, reason)
+
+    ended: dict[tuple[Any, ...], str] = {}
+    for event in events:
+        if event.get("type") != "Warning":
+            k = key(event, str(event.get("reason")))
+            ended[k] = max(ended.get(k, ""), str(event.get("lastTimestamp") or ""))
+    found = []
+    for event in events:
+        if event.get("type") != "Warning":
+            continue
+        reason = str(event.get("reason"))
+        kind = (event.get("involvedObject") or {}).get("kind")
+        cure = RESOLVED_BY.get(reason, "Accepted" if kind == "VRFDomain" else None)
+        last = str(event.get("lastTimestamp") or "")
+        if cure is not None and key(event, cure) in ended and ended[key(event, cure)] >= last:
+            continue
+        found.append(event)
+    return found
+
+
 # -- status -----------------------------------------------------------------------------
 
 
@@ -103,15 +145,28 @@ def status_json(cluster: Cluster) -> Obj:
     """What `status` shows, as data; ``healthy`` when every node is ready and every
     VRFDomain accepted."""
     nodes = []
+    states = {_name(s): s.get("status") or {} for s in cluster.states}
     for node in sorted(cluster.nodes, key=_name):
         cond = _condition(node, CONDITION_TYPE)
+        state = states.get(_name(node), {})
+        problems = list(state.get("problems") or [])
+        ready = None if cond is None else cond.get("status") == "True"
         nodes.append(
             {
                 "name": _name(node),
                 "status": "Unknown" if cond is None else cond.get("status", ""),
-                "ready": None if cond is None else cond.get("status") == "True",
+                "ready": ready,
+                "healthy": bool(ready) and not problems,
                 "reason": "NoDaemon" if cond is None else cond.get("reason", ""),
                 "message": NO_DAEMON if cond is None else cond.get("message", ""),
+                "frr": (state.get("frr") or {}).get("reason"),
+                "sessions": (state.get("bgp") or {}).get("summary"),
+                "vnis": (state.get("vnis") or {}).get("summary"),
+                "pods": state.get("pods"),
+                "evpnHeld": state.get("evpnHeld"),
+                "problems": problems,
+                "lastError": state.get("lastError"),
+                "version": state.get("version"),
             }
         )
     domains = []
@@ -142,20 +197,27 @@ def status_json(cluster: Cluster) -> Obj:
             "last": e.get("lastTimestamp") or "",
             "message": e.get("message"),
         }
-        for e in cluster.events
-        if e.get("type") == "Warning"
+        for e in unresolved_warnings(cluster.events)
     ]
     warnings.sort(key=lambda w: str(w["last"]), reverse=True)
-    healthy = all(n["ready"] for n in nodes) and all(d["accepted"] for d in domains)
+    healthy = all(n["healthy"] for n in nodes) and all(d["accepted"] for d in domains)
     return {"healthy": healthy, "nodes": nodes, "vrfDomains": domains, "warnings": warnings}
 
 
 def status_report(cluster: Cluster) -> tuple[list[str], bool]:
     """`status` as text: the lines of :func:`status_json`."""
     data = status_json(cluster)
-    lines = [f"{'NODE':<24} {'CNI-READY':<10} {'REASON':<18} MESSAGE"]
+    lines = [
+        f"{'NODE':<20} {'CNI-READY':<10} {'FRR':<16} {'SESSIONS':<9} {'VNIS':<6} {'PODS':>5}"
+        f" {'REASON':<15} MESSAGE"
+    ]
     for n in data["nodes"]:
-        lines.append(f"{n['name']:<24} {n['status']:<10} {n['reason']:<18} {n['message']}")
+        frr, sessions, vnis = (n[k] or "-" for k in ("frr", "sessions", "vnis"))
+        pods = "-" if n["pods"] is None else str(n["pods"])
+        lines.append(
+            f"{n['name']:<20} {n['status']:<10} {frr:<16} {sessions:<9} {vnis:<6} {pods:>5}"
+            f" {n['reason']:<15} {n['message']}"
+        )
     lines.append("")
     lines.append(
         f"{'VRFDOMAIN':<24} {'VRF':>5} {'PREFIX':<18} {'ACCEPTED':<9} {'BLOCKS':>9}"
@@ -244,13 +306,13 @@ def why_report(cluster: Cluster, pod: Obj) -> list[Link]:
         links.append(_pool_link(domain, cluster.blocks, node_name))
     node = next((n for n in cluster.nodes if _name(n) == node_name), None)
     links.append(_node_link(node, node_name))
+    state = next((st for st in cluster.states if _name(st) == node_name), None)
+    vrf = None if domain is None else _spec(domain).get("vrf")
+    links.extend(_state_links(state, node_name, vrf, name))
     concerned = {("Node", node_name)} | ({("VRFDomain", _name(domain))} if domain else set())
-    for event in cluster.events:
+    for event in unresolved_warnings(cluster.events):
         involved = event.get("involvedObject") or {}
-        if (
-            event.get("type") == "Warning"
-            and (involved.get("kind"), involved.get("name")) in concerned
-        ):
+        if (involved.get("kind"), involved.get("name")) in concerned:
             links.append(
                 Link(
                     False,
@@ -315,6 +377,67 @@ def _node_link(node: Obj | None, name: str) -> Link:
     return Link(True, f"node {name}: the pyroute2-cni daemon serves CNI requests")
 
 
+def _state_links(state: Obj | None, node: str, vrf: Any, pod: str) -> list[Link]:
+    """The node's VRFNodeState for this pod's VRF: FRR, sessions, its VNIs, its pool on
+    the node, and the node's last error when it names the pod."""
+    if state is None:
+        return [Link(False, f"node {node}: no VRFNodeState: no pyroute2-cni daemon reported")]
+    status = state.get("status") or {}
+    links = []
+    frr = status.get("frr") or {}
+    if frr.get("managed") is not False:
+        applied = frr.get("applied")
+        bgp = status.get("bgp") or {}
+        up, _, total = str(bgp.get("summary")).partition("/")
+        links.append(
+            Link(
+                applied is True,
+                f"node {node}: FRR {frr.get('reason') or 'not applied yet'}"
+                + ("" if applied is not False else f": {frr.get('message')}"),
+            )
+        )
+        down = [
+            f"{s.get('peer')} {s.get('state')}"
+            for s in bgp.get("sessions") or []
+            if s.get("state") != "Established"
+        ]
+        links.append(
+            Link(
+                bgp.get("answered") is not False and up == total,
+                f"node {node}: BGP sessions Established {bgp.get('summary')}"
+                + (f" (down: {', '.join(down)})" if down else "")
+                + (": bgpd does not answer there" if bgp.get("answered") is False else ""),
+            )
+        )
+        vnis = [v for v in (status.get("vnis") or {}).get("items") or [] if v.get("vrf") == vrf]
+        missing = [str(v.get("vni")) for v in vnis if not v.get("known")]
+        if vnis:
+            links.append(
+                Link(
+                    not missing,
+                    f"node {node}: zebra knows the VNIs of vrf {vrf}"
+                    if not missing
+                    else f"node {node}: zebra does not know VNI {', '.join(missing)} of vrf {vrf}:"
+                    " its VXLAN device stays down, the pod reaches no other node",
+                )
+            )
+    for use in status.get("vrfs") or []:
+        if use.get("vrf") == vrf and use.get("exhausted"):
+            links.append(
+                Link(False, f"node {node}: an ADD in vrf {vrf} found no free address (pool full)")
+            )
+    error = status.get("lastError") or {}
+    if f" {pod}:" in str(error.get("message", "")):
+        links.append(
+            Link(
+                False,
+                f"node {node}: last error for this pod ({error.get('time')}):"
+                f" {error.get('message')}",
+            )
+        )
+    return links
+
+
 # -- the API ----------------------------------------------------------------------------
 
 
@@ -335,6 +458,12 @@ def read_cluster(api_client: Any) -> Cluster:
     except ApiException:
         server_ini = None
     events = core.list_event_for_all_namespaces(field_selector=f"source={COMPONENT}").items
+    try:
+        states = custom_list(CNI_GROUP, "vrfnodestates")
+    except ApiException as exc:
+        if exc.status != 404:  # 404: CRDs of a release without VRFNodeState
+            raise
+        states = []
     return Cluster(
         nodes=[sanitize(n) for n in core.list_node().items],
         domains=custom_list(CNI_GROUP, "vrfdomains"),
@@ -342,6 +471,7 @@ def read_cluster(api_client: Any) -> Cluster:
         blocks=custom_list(IPAM_GROUP, "ipblocks"),
         events=[sanitize(e) for e in events],
         default_vrf=default_vrf(server_ini),
+        states=states,
     )
 
 

@@ -151,6 +151,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.node_state_writes = Counter(
+            "pyroute2_cni_node_state_writes",
+            "Writes of this node's VRFNodeState status (only on a change, at most one per "
+            "[daemon] node_state_min_interval), by result",
+            ["result"],
+            registry=r,
+        )
         self.vrfdomains_known = Gauge(
             "pyroute2_cni_vrfdomains_known",
             "VRFDomains this node's CNI server knows (what ADDs pick VRFs from)",

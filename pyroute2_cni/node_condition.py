@@ -15,6 +15,7 @@ from pyroute2_cni.health import HealthReport
 CONDITION_TYPE = "Pyroute2CNIReady"
 REASON_READY = "DaemonReady"
 REASON_NOT_READY = "DaemonNotReady"
+REASON_DEGRADED = "Degraded"
 # Long enough for the actors' reasons, short enough for `kubectl describe node`.
 MESSAGE_LIMIT = 512
 
@@ -26,7 +27,12 @@ class NodeCondition:
     message: str
 
 
-def condition_for(report: HealthReport) -> NodeCondition:
+def condition_for(report: HealthReport, problems: tuple[str, ...] = ()) -> NodeCondition:
+    """True while ADDs are served; Degraded (still True) when the node's VRFNodeState
+    names problems that do not stop ADDs (BGP sessions down, a VNI zebra lacks)."""
+    if report.ready and problems:
+        message = "pyroute2-cni serves CNI requests on this node, but: " + "; ".join(problems)
+        return NodeCondition(status="True", reason=REASON_DEGRADED, message=_clip(message))
     if report.ready:
         return NodeCondition(
             status="True",
@@ -35,9 +41,11 @@ def condition_for(report: HealthReport) -> NodeCondition:
         )
     waiting = [line for line in report.lines if not line.endswith(": ready")]
     message = "pyroute2-cni cannot serve CNI ADDs yet: " + "; ".join(waiting or report.lines)
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 1] + "…"
-    return NodeCondition(status="False", reason=REASON_NOT_READY, message=message)
+    return NodeCondition(status="False", reason=REASON_NOT_READY, message=_clip(message))
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
 def status_patch(condition: NodeCondition, now: str, transition: str) -> dict[str, Any]:

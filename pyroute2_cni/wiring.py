@@ -6,7 +6,10 @@
     FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
     CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
     NodeCondition reads the readiness of all and writes the Node's Pyroute2CNIReady
-    CRDWatcher, IPAM, FRR ──RecordEvent──▶ Events (Kubernetes Events on the objects concerned)
+    FRR, IPAM, RouteKeeper, CNIServer ──facts──▶ NodeState (the node's VRFNodeState)
+    NodeState ──NodeProblems──▶ NodeCondition (the condition's message)
+    CRDWatcher, IPAM, FRR, CNIServer, NodeState ──RecordEvent──▶ Events (Kubernetes Events
+    on the objects concerned)
 
 Addresses are created first and handed to constructors, so each actor can
 be restarted without the others noticing more than a dropped message; a
@@ -22,6 +25,7 @@ from typing import Any
 
 import pykka
 
+from pyroute2_cni import __version__
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.config import Settings
@@ -45,6 +49,7 @@ def build_actor_specs(
     from pyroute2_cni.actors.ipam_actor import IPAMActor
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
     from pyroute2_cni.actors.node_condition_actor import NodeConditionActor
+    from pyroute2_cni.actors.node_state_actor import NodeStateActor
     from pyroute2_cni.actors.route_keeper_actor import (
         RouteKeeperActor,
         probe_bgp,
@@ -57,7 +62,7 @@ def build_actor_specs(
     from pyroute2_cni.netlink_backend import KernelNetlink
 
     node = settings.daemon.node_name
-    watcher, ipam, netlink, frr, cni, keeper, condition, events = (
+    watcher, ipam, netlink, frr, cni, keeper, condition, events, state = (
         Address(name)
         for name in (
             "crd-watcher",
@@ -68,6 +73,7 @@ def build_actor_specs(
             "route-keeper",
             "node-condition",
             "events",
+            "node-state",
         )
     )
 
@@ -120,6 +126,7 @@ def build_actor_specs(
             netlink=netlink,
             clock=time.monotonic,
             events=events,
+            state=state,
         )
 
     def start_frr(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -132,6 +139,7 @@ def build_actor_specs(
             metrics=metrics,
             keeper=keeper,
             events=events,
+            state=state,
             # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
             # shows this name; rendering it leaves frr-reload.py nothing to change.
             hostname=os.uname().nodename,
@@ -146,6 +154,7 @@ def build_actor_specs(
             probe=probe_livez(settings.daemon.metrics_port),
             remote=probe_bgp(settings.daemon.metrics_port),
             metrics=metrics,
+            state=state,
         )
 
     def start_cni(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -156,6 +165,8 @@ def build_actor_specs(
             netlink=netlink,
             readiness=readiness,
             metrics=metrics,
+            state=state,
+            events=events,
         )
 
     def start_condition(hooks: ActorHooks) -> pykka.ActorRef[Any]:
@@ -168,11 +179,28 @@ def build_actor_specs(
             metrics=metrics,
         )
 
+    def start_state(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NodeStateActor.start(
+            hooks,
+            node=node,
+            api_factory=api,
+            readiness=readiness,
+            metrics=metrics,
+            version=__version__,
+            interval=settings.daemon.node_condition_interval,
+            min_interval=settings.daemon.node_state_min_interval,
+            frr_managed=settings.frr.enabled,
+            condition=condition,
+            events=events,
+        )
+
     def start_events(hooks: ActorHooks) -> pykka.ActorRef[Any]:
         return EventActor.start(hooks, node=node, api_factory=api, metrics=metrics)
 
     return [
         ActorSpec(name="events", start=start_events, address=events),
+        # Before the actors that report to it, so their first facts find it.
+        ActorSpec(name="node-state", start=start_state, address=state),
         ActorSpec(
             name="netlink", start=start_netlink, address=netlink, after_restart=resync_netlink
         ),

@@ -37,6 +37,7 @@ CRDS = [
     "vrfdomains.cni.pyroute2.org",
     "vrfdomainbindings.cni.pyroute2.org",
     "vrfnodeconfigs.cni.pyroute2.org",
+    "vrfnodestates.cni.pyroute2.org",
     "ipblocks.ipam.pyroute2.org",
 ]
 SERVICE_ACCOUNT = "system:serviceaccount:pyroute2-cni:pyroute2-cni"
@@ -179,6 +180,9 @@ CAN = [
     ("patch", "vrfdomains.cni.pyroute2.org/status", ""),
     ("update", "vrfnodeconfigs.cni.pyroute2.org/status", ""),
     ("update", "ipblocks.ipam.pyroute2.org", ""),
+    ("get", "vrfnodestates.cni.pyroute2.org", ""),
+    ("create", "vrfnodestates.cni.pyroute2.org", ""),
+    ("patch", "vrfnodestates.cni.pyroute2.org/status", ""),
     ("create", "ipblocks.ipam.pyroute2.org", ""),
     ("delete", "ipblocks.ipam.pyroute2.org", ""),
     ("update", "ipblocks.ipam.pyroute2.org/status", ""),
@@ -198,6 +202,8 @@ CANNOT = [
     ("update", "vrfdomainbindings.cni.pyroute2.org/status", ""),
     ("get", "vrfnodeconfigs.cni.pyroute2.org/status", ""),
     ("create", "vrfnodeconfigs.cni.pyroute2.org", ""),
+    ("delete", "vrfnodestates.cni.pyroute2.org", ""),
+    ("patch", "vrfnodestates.cni.pyroute2.org", ""),
     ("update", "leases.coordination.k8s.io", "kube-system"),
     ("delete", "leases.coordination.k8s.io", "pyroute2-cni"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),

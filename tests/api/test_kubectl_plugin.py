@@ -77,6 +77,28 @@ class World:
         self.custom_object("ipam.pyroute2.org", "ipblocks", "IPBlock", name, spec)
         self.status("ipam.pyroute2.org", "ipblocks", name, {"allocated": allocated})
 
+    def state(self, node: str, vrf: int, **changes: Any) -> None:
+        """The node's VRFNodeState as a daemon writes it: healthy unless `changes` say."""
+        status: dict[str, Any] = {
+            "ready": True,
+            "problems": [],
+            "version": "0.1.0",
+            "frr": {"managed": True, "applied": True, "reason": "Applied", "message": "ok"},
+            "bgp": {"answered": True, "summary": "2/2", "sessions": []},
+            "vnis": {
+                "summary": "1/1",
+                "items": [{"vni": vrf, "vrf": vrf, "kind": "l3vni", "known": True}],
+            },
+            "pods": 2,
+            "vrfs": [{"vrf": vrf, "blocks": 1, "addresses": 2, "free": 4, "exhausted": False}],
+            "evpnHeld": 0,
+        }
+        status.update(changes)
+        self.custom_object(
+            "cni.pyroute2.org", "vrfnodestates", "VRFNodeState", node, {"nodeRef": {"name": node}}
+        )
+        self.status("cni.pyroute2.org", "vrfnodestates", node, status)
+
     def namespace(self, base: str) -> str:
         name = self.name(base)
         self.core.create_namespace({"metadata": {"name": name}})
@@ -96,18 +118,26 @@ class World:
             self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
         return name
 
-    def event(self, kind: str, name: str, reason: str, message: str) -> None:
+    def event(
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        warning: bool = True,
+        at: str = "2026-12-06T03:00:00Z",
+    ) -> None:
         api_version = "v1" if kind == "Node" else "cni.pyroute2.org/v1alpha1"
         self.core.create_namespaced_event(
             "default",
             {
                 "metadata": {"name": f"{name}.{uuid.uuid4().hex[:8]}"},
                 "involvedObject": {"kind": kind, "name": name, "apiVersion": api_version},
-                "type": "Warning",
+                "type": "Warning" if warning else "Normal",
                 "reason": reason,
                 "message": message,
                 "count": 3,
-                "lastTimestamp": "2026-12-06T03:00:00Z",
+                "lastTimestamp": at,
                 "source": {"component": "pyroute2-cni", "host": "n1"},
             },
         )
@@ -144,20 +174,37 @@ def test_status_says_which_node_and_which_domain_is_wrong(
         {"status": "False", "reason": "DaemonNotReady", "message": "frr: not ready (Failed)"},
     )
     bare = world.node("bare", None)
+    degraded = world.node(
+        "deg",
+        {"status": "True", "reason": "Degraded", "message": "serves CNI requests, but: BGP"},
+    )
+    world.state(ready, 3101)
+    world.state(
+        degraded,
+        3101,
+        ready=False,
+        problems=["BGP sessions not Established: 10.0.0.3 Active"],
+        bgp={"answered": True, "summary": "1/2", "sessions": []},
+    )
     good = world.domain("good", 3101, "10.201.0.0", ("True", "Valid", "valid"))
     bad = world.domain("bad", 3102, "10.202.0.0", ("False", "InvalidSpec", "spec.vrf (0)"))
     world.block(3101, "10.201.0.0/29", ready, 6)
     world.block(3101, "10.201.0.8/29", broken, 2)
     world.event("VRFDomain", good, "PoolExhausted", "no free addresses for node x")
+    # Ended by a later Normal event of the same node: history, not a warning.
+    world.event("VRFDomain", good, "VniMissing", "zebra lacks VNI 3101", at="2026-12-06T02:00:00Z")
+    world.event("VRFDomain", good, "VniKnown", "knows it again", warning=False)
     code, text = run(pyroute2_crds, "status")
     assert code == 1, text
     rows = {line.split()[0]: line for line in text.splitlines() if line.strip()}
-    assert "True" in rows[ready] and "DaemonReady" in rows[ready]
+    assert rows[ready].split()[1:7] == ["True", "Applied", "2/2", "1/1", "2", "DaemonReady"]
+    assert rows[degraded].split()[1:7] == ["True", "Applied", "1/2", "1/1", "2", "Degraded"]
     assert "False" in rows[broken] and "frr: not ready (Failed)" in rows[broken]
     assert "NoDaemon" in rows[bare] and "DaemonSet" in rows[bare]
     assert rows[good].split()[3:6] == ["True", "2/2", "8/12"], rows[good]
     assert "InvalidSpec" in rows[bad] and "False" in rows[bad]
     assert f"VRFDomain/{good}  PoolExhausted (x3): no free addresses" in text
+    assert "VniMissing" not in text
     code, text = run(pyroute2_crds, "status", "-o", "json")
     report = json.loads(text)
     assert code == 1
@@ -167,6 +214,8 @@ def test_status_says_which_node_and_which_domain_is_wrong(
         False,
         None,
     )
+    assert (nodes[ready]["healthy"], nodes[degraded]["healthy"]) == (True, False)
+    assert nodes[degraded]["problems"] == ["BGP sessions not Established: 10.0.0.3 Active"]
     domains = {d["name"]: d for d in report["vrfDomains"]}
     assert domains[good]["allocated"] == 8 and domains[bad]["reason"] == "InvalidSpec"
 
@@ -198,6 +247,16 @@ def test_why_follows_the_chain_to_the_broken_link(pyroute2_crds: ApiServer, worl
         {"namespaceRef": {"name": bound}, "vrfDomainRef": {"name": full}},
     )
     pod = world.pod(bound, node, None)
+    world.state(
+        node,
+        3201,
+        vnis={"summary": "0/1", "items": [{"vni": 3201, "vrf": 3201, "kind": "l3vni"}]},
+        lastError={
+            "source": "cni",
+            "message": f"CNI ADD {bound}/{pod}: no free address in VRFDomain {full}",
+            "time": "2026-12-06T03:00:00Z",
+        },
+    )
     code, text = run(pyroute2_crds, "why", pod, "-n", bound)
     assert code == 1, text
     lines = text.splitlines()
@@ -207,6 +266,10 @@ def test_why_follows_the_chain_to_the_broken_link(pyroute2_crds: ApiServer, worl
     pool = next(ln for ln in lines if "pool of VRFDomain" in ln)
     assert pool.startswith("BAD ") and "2 of 2 blocks claimed" in pool
     assert "0 free addresses" in pool and "larger prefix" in pool
+    assert f"BAD node {node}: zebra does not know VNI 3201 of vrf 3201" in text
+    assert f"BAD node {node}: last error for this pod (2026-12-06T03:00:00Z): CNI ADD" in text
+    assert f"ok  node {node}: FRR Applied" in text
+    assert f"ok  node {node}: BGP sessions Established 2/2" in text
 
     # A namespace bound to a VRFDomain that does not exist.
     lost = world.namespace("lost")
@@ -232,6 +295,7 @@ def test_why_for_a_healthy_pod_exits_0_and_a_missing_pod_is_named(
     # the daemon's ConfigMap.
     world.domain("default", 42, "10.204.0.0", ("True", "Valid", "valid"))
     world.block(42, "10.204.0.0/29", node, 2)
+    world.state(node, 42)
     namespace = world.namespace("plain")
     pod = world.pod(namespace, node, "10.204.0.3")
     code, text = run(pyroute2_crds, "why", pod, "-n", namespace)

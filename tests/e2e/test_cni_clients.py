@@ -54,6 +54,8 @@ from pyroute2_cni.ipam_store import block_from_object
 from pyroute2_cni.netlink_model import host_veth_name, is_host_veth_name
 from tests.harness.cri import Containerd, CriError, SandboxSpec, Tools, load_tools
 from tests.harness.lab import REPO, Lab, LabError, LabNode, LabOptions, wait_until
+from tests.harness.reports import STATE_TIMEOUT, cni_condition, events_on, node_state
+from tests.harness.reports import plugin as kubectl_pyroute2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -884,6 +886,27 @@ def test_error_binding_to_missing_domain(kubelet: Kubelet) -> None:
     try:
         out, _ = _add_expecting_error(kubelet, pod, binding)
         assert_cni_error(out, 11, binding, "vrf-404")
+        # The node's last error names the pod; `why` names the missing domain and it.
+        lab = kubelet.lab
+
+        def named() -> bool:
+            error = node_state(lab, NODE).get("lastError") or {}
+            return f"CNI ADD {pod.namespace}/{pod.name}:" in str(error.get("message"))
+
+        wait_until(named, STATE_TIMEOUT, f"{NODE}'s lastError naming {pod.name}", 0.5)
+        assert "vrf-404" in node_state(lab, NODE)["lastError"]["message"]
+        code, text = kubectl_pyroute2(lab, "why", pod.name, "-n", pod.namespace)
+        assert code == 1, text
+        assert "BAD VRFDomain vrf-404 does not exist: create it or fix the binding" in text
+        assert f"BAD node {NODE}: last error for this pod" in text, text
+        # A Warning on the binding, where the fix is (`kubectl describe vrfdb`).
+        (event,) = wait_until(
+            lambda: events_on(lab, "VRFDomainBinding", binding, "VRFDomainMissing"),
+            STATE_TIMEOUT,
+            f"VRFDomainMissing on VRFDomainBinding {binding}",
+            0.5,
+        )
+        assert "vrf-404" in event.message and event.involved_object.uid, event
         assert kubelet.shim_exec("DEL", pod=pod).rc == 0
     finally:
         kubelet.shim_exec("DEL", pod=pod)
@@ -1004,7 +1027,7 @@ def test_daemon_log_has_no_tracebacks(lab: Lab) -> None:
 # -- last: a tenant domain that runs out of addresses, then goes away --------------------
 
 
-def _assert_pool_exhausted_is_reported(lab: Lab, domain: str, prefix: str) -> None:
+def _assert_pool_exhausted_is_reported(lab: Lab, domain: str, prefix: str, pod: Pod) -> None:
     """Issue 19: the refusal is a Warning Event on the VRFDomain (with its uid, so
     `kubectl describe` lists it), and `kubectl pyroute2 status` shows the pool full."""
     core = lab.core()
@@ -1023,6 +1046,23 @@ def _assert_pool_exhausted_is_reported(lab: Lab, domain: str, prefix: str) -> No
     assert kubectl_plugin.main(argv, out=out) in (0, 1)
     (tiny,) = [d for d in json.loads(out.getvalue())["vrfDomains"] if d["name"] == domain]
     assert tiny["blocks"] == tiny["poolBlocks"] == 2, tiny
+
+    # The node's VRFNodeState and condition say the pool is full there.
+    def full() -> bool:
+        vrfs = node_state(lab, NODE).get("vrfs") or []
+        return any(v.get("domain") == domain and v.get("exhausted") for v in vrfs)
+
+    wait_until(full, STATE_TIMEOUT, f"{NODE}'s VRFNodeState: {domain} exhausted", 0.5)
+    problem = f"pool of {domain} exhausted"
+    assert any(p.startswith(problem) for p in node_state(lab, NODE)["problems"])
+    wait_until(
+        lambda: (
+            cni_condition(lab, NODE)[1] == "Degraded" and problem in cni_condition(lab, NODE)[2]
+        ),
+        STATE_TIMEOUT,
+        f"{NODE}'s condition Degraded naming the pool",
+        0.5,
+    )
 
 
 def test_error_exhausted_pool(kubelet: Kubelet) -> None:
@@ -1079,7 +1119,7 @@ def test_error_exhausted_pool(kubelet: Kubelet) -> None:
         assert len(placed) == 2, placed
         assert all(ipaddress.ip_interface(a).ip in ipaddress.ip_network(prefix) for a in placed)
         assert_cni_error(failure, 11, domain, prefix)
-        _assert_pool_exhausted_is_reported(kubelet.lab, domain, prefix)
+        _assert_pool_exhausted_is_reported(kubelet.lab, domain, prefix, pods[-1])
         assert pods[-1].key not in kubelet.records()
         assert pods[-1].veth not in kubelet.veths()
         for pod in pods:
@@ -1091,6 +1131,16 @@ def test_error_exhausted_pool(kubelet: Kubelet) -> None:
             kubelet.remove_pod(pod)
         kubelet.lab.delete_object("vrfdomainbindings", binding)
         kubelet.lab.delete_object("vrfdomains", domain)
+    # Pods gone, domain gone: the node is healthy again.
+    wait_until(
+        lambda: (
+            not node_state(kubelet.lab, NODE).get("problems")
+            and cni_condition(kubelet.lab, NODE)[1] == "DaemonReady"
+        ),
+        STATE_TIMEOUT,
+        f"{NODE}'s VRFNodeState without problems after the pool was freed",
+        0.5,
+    )
     # The domain is gone: so must be its (empty) blocks, or `ipam check` reports them.
     last: list[Outcome] = []
 

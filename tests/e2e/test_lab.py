@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import shutil
 import sys
@@ -40,6 +41,14 @@ from tests.harness.lab import (
     in_netns,
     run,
     wait_until,
+)
+from tests.harness.reports import (
+    STATE_TIMEOUT,
+    all_healthy,
+    cni_condition,
+    events_on,
+    node_state,
+    plugin,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -367,5 +376,78 @@ def test_killed_frr_daemons_come_back_with_their_configuration(lab: Lab) -> None
         lost = ping.lost()
     print(f"kill -9 on {node}: back after {recovery}; echoes lost: {lost}")
     assert len(lost) <= MAX_LOST_FRR_RESTART, f"echoes lost: {lost} (recovery {recovery})"
+    matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
+    assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)
+
+
+# -- operability (issue 19): a stopped bgpd, as every report shows it ------------------
+
+
+def test_a_stopped_bgpd_is_reported_by_every_node_and_recovers(lab: Lab) -> None:
+    """bgpd stopped for good on lab-n3 (watchfrr first): its VRFNodeState says bgpd does
+    not answer, its peers' say the session to it is down, their node condition is True
+    but Degraded naming it, `kubectl pyroute2 status` and `why` point at it; FRR started
+    again, every report is healthy again."""
+    node, peers = "lab-n3", ("lab-n1", "lab-n2")
+    address = lab.nodes[node].address
+    wait_until(lambda: all_healthy(lab), STATE_TIMEOUT, "every node healthy first", 0.5)
+    code, text = plugin(lab, "status")
+    assert code == 0, text
+    pod = _on(lab, node)
+    lab.nodes[node].frr.stop_daemon("bgpd")
+    try:
+
+        def peer_down(peer: str) -> bool:
+            problems = node_state(lab, peer).get("problems") or []
+            return any("not Established" in p and address in p for p in problems)
+
+        def reported() -> bool:
+            own = node_state(lab, node)
+            return (
+                own.get("ready") is False
+                and (own.get("bgp") or {}).get("answered") is False
+                and all(peer_down(p) for p in peers)
+            )
+
+        wait_until(reported, STATE_TIMEOUT, f"VRFNodeStates naming bgpd of {node} down", 0.5)
+        own = node_state(lab, node)
+        assert own["bgp"]["summary"] == "unknown", own
+        assert any(p.startswith("bgpd does not answer") for p in own["problems"]), own
+
+        def degraded(peer: str) -> bool:
+            status, reason, message = cni_condition(lab, peer)
+            return (status, reason) == ("True", "Degraded") and address in message
+
+        wait_until(lambda: all(degraded(p) for p in peers), STATE_TIMEOUT, "Degraded", 0.5)
+        # Lasting (EVENT_DELAY, 30 s): a NetworkDegraded Warning on each peer's Node.
+        for peer in peers:
+
+            def announced(peer: str = peer) -> bool:
+                found = events_on(lab, "Node", peer, "NetworkDegraded")
+                return any(address in e.message and e.type == "Warning" for e in found)
+
+            wait_until(announced, STATE_TIMEOUT, f"NetworkDegraded on Node {peer}", 1.0)
+
+        code, text = plugin(lab, "status", "-o", "json")
+        report = json.loads(text)
+        assert code == 1 and report["healthy"] is False, text
+        nodes = {n["name"]: n for n in report["nodes"]}
+        assert nodes[node]["sessions"] == "unknown" and not nodes[node]["healthy"]
+        assert all(address in " ".join(nodes[p]["problems"]) for p in peers), nodes
+        code, text = plugin(lab, "why", pod.name, "-n", pod.namespace)
+        assert code == 1, text
+        assert f"BAD node {node}: BGP sessions Established unknown" in text, text
+        assert "bgpd does not answer there" in text, text
+    finally:
+        lab.restart_frr(node)
+    lab.wait_sessions()
+    wait_until(lambda: all_healthy(lab), STATE_TIMEOUT, "every node healthy again", 0.5)
+    for peer in peers:
+        assert events_on(lab, "Node", peer, "NetworkHealthy"), f"no NetworkHealthy on {peer}"
+    code, text = plugin(lab, "status")
+    assert code == 0, text
+    code, text = plugin(lab, "why", pod.name, "-n", pod.namespace)
+    assert code == 0, text
+    lab.wait_converged(SYSTEM_VRF, SYSTEM_TABLE)
     matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
     assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)

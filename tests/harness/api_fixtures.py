@@ -47,6 +47,7 @@ CRDS = (
     "vrfdomains.cni.pyroute2.org",
     "vrfdomainbindings.cni.pyroute2.org",
     "vrfnodeconfigs.cni.pyroute2.org",
+    "vrfnodestates.cni.pyroute2.org",
     "ipblocks.ipam.pyroute2.org",
 )
 

@@ -115,6 +115,7 @@ CRD_NAMES = (
     "vrfdomains.cni.pyroute2.org",
     "vrfdomainbindings.cni.pyroute2.org",
     "vrfnodeconfigs.cni.pyroute2.org",
+    "vrfnodestates.cni.pyroute2.org",
     "ipblocks.ipam.pyroute2.org",
 )
 CNI_GROUP, CNI_VERSION = "cni.pyroute2.org", "v1alpha1"
@@ -607,6 +608,23 @@ class FrrInstance:
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not _alive(pid) or None, 10, f"{daemon} of FRR {self.name} gone")
         return pid
+
+    def stop_daemon(self, daemon: str) -> None:
+        """Stop one daemon for good (SIGTERM), as an operator or a crash loop would:
+        watchfrr goes first, or it would start it again.  stop() then start() brings
+        all back."""
+        watchfrr, self._watchfrr = self._watchfrr, None
+        if watchfrr is not None:
+            watchfrr.terminate()
+            try:
+                watchfrr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                watchfrr.kill()
+                watchfrr.wait()
+        pid = self.daemon_pid(daemon)
+        if pid is None:
+            raise LabError(f"{daemon} of FRR {self.name} is not running")
+        kill_pids([pid])
 
     def stop(self, hard: bool = False) -> None:
         """SIGTERM (or SIGKILL when ``hard``) the daemons, zebra first, as the FRR

@@ -28,6 +28,7 @@ from pyroute2_cni.messages.crd import (
 )
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
+from pyroute2_cni.messages.node_state import FrrApplySeen, FrrStateSeen, SessionSeen, VniSeen
 from pyroute2_cni.metrics import Metrics
 from tests.harness.fake_frr import FakeFrrControl
 from tests.harness.toy_actors import Recorder
@@ -60,6 +61,7 @@ class Rig:
     watcher_seen: list[Any]
     keeper_seen: list[Any]
     events_seen: list[Any]
+    state_seen: list[Any]
 
     def reloads(self, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -80,18 +82,21 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     watcher_seen: list[Any] = []
     keeper_seen: list[Any] = []
     events_seen: list[Any] = []
+    state_seen: list[Any] = []
     netlink, watcher, keeper = Address("netlink"), Address("watcher"), Address("keeper")
-    events = Address("events")
+    events, state = Address("events"), Address("node-state")
     refs = [
         Recorder.start(hooks("netlink"), seen=netlink_seen),
         Recorder.start(hooks("watcher"), seen=watcher_seen),
         Recorder.start(hooks("keeper"), seen=keeper_seen),
         Recorder.start(hooks("events"), seen=events_seen),
+        Recorder.start(hooks("node-state"), seen=state_seen),
     ]
     netlink.bind(refs[0])
     watcher.bind(refs[1])
     keeper.bind(refs[2])
     events.bind(refs[3])
+    state.bind(refs[4])
     settings = Settings(
         daemon=DaemonSection(node_name="n1"),
         frr=FrrSection(
@@ -108,8 +113,9 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
         keeper=keeper,
         hostname="host-of-n1",
         events=events,
+        state=state,
     )
-    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen, events_seen)
+    yield Rig(frr, actor, metrics, netlink_seen, watcher_seen, keeper_seen, events_seen, state_seen)
     actor.stop()
     for ref in refs:
         ref.stop()
@@ -288,6 +294,38 @@ def test_missing_frr_is_reported_not_crashed(rig: Rig) -> None:
     pong = ask_ping(rig, 3)
     assert pong.ready is False and "vtysh is missing" in pong.detail
     assert rig.actor.is_alive()
+
+
+def test_the_node_state_hears_applies_sessions_and_vnis(rig: Rig) -> None:
+    """Issue 19 item 1: what the VRFNodeState shows comes from every apply and poll."""
+    rig.frr.sessions = {"192.0.2.2": "Established", "192.0.2.3": "Active"}
+    rig.frr.uptimes = {"192.0.2.2": 42.0}
+    rig.actor.tell(snapshot(DOMAIN))
+
+    def last(kind: type) -> Any:
+        return next((m for m in reversed(list(rig.state_seen)) if isinstance(m, kind)), None)
+
+    wait_for(lambda: last(FrrStateSeen) is not None, 5, "a poll told to the node state")
+    applied = last(FrrApplySeen)
+    assert applied.applied and applied.reason == "Applied"
+    assert applied.config_hash.startswith("sha256:") and len(applied.config_hash) == 23
+    seen = last(FrrStateSeen)
+    assert seen.answered
+    assert seen.sessions == (
+        SessionSeen(peer="192.0.2.2", state="Established", uptime=42.0),
+        SessionSeen(peer="192.0.2.3", state="Active", uptime=0.0),
+    )
+    assert seen.expected == (VniSeen(vrf=42, vni=42, kind="l3vni"),)
+    assert seen.known == ()
+    rig.frr.l3vnis = {"vrf-42": 42}
+    wait_for(lambda: last(FrrStateSeen).known == seen.expected, 5, "the VNI known")
+    # The apply result is told again with the polls (a restarted NodeStateActor learns it).
+    count = sum(isinstance(m, FrrApplySeen) for m in list(rig.state_seen))
+    wait_for(
+        lambda: sum(isinstance(m, FrrApplySeen) for m in list(rig.state_seen)) > count,
+        5,
+        "the apply result again",
+    )
 
 
 def _views(rig: Rig) -> list[BgpView]:

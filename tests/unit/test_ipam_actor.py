@@ -38,8 +38,11 @@ from pyroute2_cni.messages.ipam import (
     ReleaseAddress,
     ReleaseAllExcept,
 )
+from pyroute2_cni.messages.node_state import IpamUseSeen, VrfUse
 from pyroute2_cni.metrics import Metrics
 from tests.harness.fake_ipam_store import FakeBlockStore, seeded_block
+from tests.harness.recording import FakeClock
+from tests.harness.recording import RecordingAddress as Recording
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -72,27 +75,8 @@ DOMAIN = make_domain()
 SMALL = make_domain(prefix="10.9.0.0", prefixlen=27, ipblocklen=29, vrf=300)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class RecordingAddress(Address):
+class RecordingAddress(Recording):
     """Stands in for the NetlinkActor: keeps what IPAM tells it."""
-
-    def __init__(self) -> None:
-        super().__init__("netlink")
-        self.messages: list[Any] = []
-
-    def tell(self, message: Any) -> bool:
-        self.messages.append(message)
-        return True
 
     @property
     def last_blocks(self) -> set[str]:
@@ -117,6 +101,7 @@ class Node:
         self.metrics = metrics or Metrics()
         self.netlink = RecordingAddress()
         self.events = RecordingAddress()
+        self.state = RecordingAddress()
         self.crashes: list[BaseException | None] = []
         hooks = ActorHooks(
             name=f"ipam-{name}", generation=1, on_crash=lambda n, g, e: self.crashes.append(e)
@@ -130,6 +115,7 @@ class Node:
             netlink=self.netlink,
             clock=clock,
             events=self.events,
+            state=self.state,
         )
         self.address = Address(f"ipam-{name}")
         self.address.bind(self.ref)
@@ -341,10 +327,20 @@ def test_exhaustion_names_the_domain_and_never_duplicates(
         for m in told
     )
     assert "larger prefix" in told[0].message
+
+    # The nodes' VRFNodeState hears that the pool is exhausted there.
+    def use(node: Node) -> VrfUse:
+        last = [m for m in node.state.messages if isinstance(m, IpamUseSeen)][-1]
+        (found,) = [v for v in last.vrfs if v.vrf == 300]
+        return found
+
+    assert use(n1).exhausted and use(n2).exhausted
+    assert (use(n1).domain, use(n1).free) == ("vrf-300", 0)
     # A release makes room again on that node only.
     n1_block = next(b for b in store.blocks.values() if b.node == "n1")
     key = next(k for k, _ in n1_block.key_addresses())
     n1.release(key)
+    assert not use(n1).exhausted and use(n1).free == 1
     assert isinstance(n2.allocate("x/eth0", domain=SMALL), Failure)
     assert allocated(n1.allocate("y/eth0", domain=SMALL)).block == n1_block.cidr
     assert_sound(store)

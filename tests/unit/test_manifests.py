@@ -121,11 +121,12 @@ CRD_NAMES = {
         "vrfdomainbindings",
     ),
     "vrfnodeconfigs.cni.pyroute2.org": ("cni.pyroute2.org", "VRFNodeConfig", "vrfnodeconfigs"),
+    "vrfnodestates.cni.pyroute2.org": ("cni.pyroute2.org", "VRFNodeState", "vrfnodestates"),
     "ipblocks.ipam.pyroute2.org": ("ipam.pyroute2.org", "IPBlock", "ipblocks"),
 }
 
 
-def test_crds_render_all_four(crds: dict[str, Obj]) -> None:
+def test_crds_render_all_five(crds: dict[str, Obj]) -> None:
     assert set(crds) == set(CRD_NAMES)
 
 
@@ -402,6 +403,8 @@ GRANTED = [
     ("cni.pyroute2.org", "vrfnodeconfigs", "get list watch"),
     ("cni.pyroute2.org", "vrfdomains/status", "update patch"),
     ("cni.pyroute2.org", "vrfnodeconfigs/status", "update patch"),
+    ("cni.pyroute2.org", "vrfnodestates", "get create"),
+    ("cni.pyroute2.org", "vrfnodestates/status", "patch"),
     ("ipam.pyroute2.org", "ipblocks", "get list watch create update patch delete"),
     ("ipam.pyroute2.org", "ipblocks/status", "get list watch create update patch delete"),
     ("", "events", "create patch"),
@@ -418,6 +421,9 @@ DENIED = [
     ("cni.pyroute2.org", "vrfdomains", "update"),
     ("cni.pyroute2.org", "vrfdomainbindings", "create"),
     ("cni.pyroute2.org", "vrfnodeconfigs", "update"),
+    ("cni.pyroute2.org", "vrfnodestates", "update"),
+    ("cni.pyroute2.org", "vrfnodestates", "delete"),
+    ("cni.pyroute2.org", "vrfnodestates/status", "update"),
     ("ipam.pyroute2.org", "ipblocks", "deletecollection"),
     ("coordination.k8s.io", "leases", "get"),  # only in the namespaced Role
 ]
