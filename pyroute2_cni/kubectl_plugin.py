@@ -163,6 +163,8 @@ def status_json(cluster: Cluster) -> Obj:
                 "sessions": (state.get("bgp") or {}).get("summary"),
                 "vnis": (state.get("vnis") or {}).get("summary"),
                 "pods": state.get("pods"),
+                # Addresses in use of those this node's blocks hold, over every VRF.
+                "pool": _node_pool(state),
                 "evpnHeld": state.get("evpnHeld"),
                 "problems": problems,
                 "lastError": state.get("lastError"),
@@ -204,19 +206,27 @@ def status_json(cluster: Cluster) -> Obj:
     return {"healthy": healthy, "nodes": nodes, "vrfDomains": domains, "warnings": warnings}
 
 
+def _node_pool(state: Obj) -> str | None:
+    vrfs = state.get("vrfs")
+    if vrfs is None:
+        return None
+    used = sum(int(v.get("addresses", 0)) for v in vrfs)
+    return f"{used}/{used + sum(int(v.get('free', 0)) for v in vrfs)}"
+
+
 def status_report(cluster: Cluster) -> tuple[list[str], bool]:
     """`status` as text: the lines of :func:`status_json`."""
     data = status_json(cluster)
     lines = [
         f"{'NODE':<20} {'CNI-READY':<10} {'FRR':<16} {'SESSIONS':<9} {'VNIS':<6} {'PODS':>5}"
-        f" {'REASON':<15} MESSAGE"
+        f" {'POOL':>9} {'REASON':<15} MESSAGE"
     ]
     for n in data["nodes"]:
-        frr, sessions, vnis = (n[k] or "-" for k in ("frr", "sessions", "vnis"))
+        frr, sessions, vnis, pool = (n[k] or "-" for k in ("frr", "sessions", "vnis", "pool"))
         pods = "-" if n["pods"] is None else str(n["pods"])
         lines.append(
             f"{n['name']:<20} {n['status']:<10} {frr:<16} {sessions:<9} {vnis:<6} {pods:>5}"
-            f" {n['reason']:<15} {n['message']}"
+            f" {pool:>9} {n['reason']:<15} {n['message']}"
         )
     lines.append("")
     lines.append(

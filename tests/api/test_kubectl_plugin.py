@@ -197,8 +197,8 @@ def test_status_says_which_node_and_which_domain_is_wrong(
     code, text = run(pyroute2_crds, "status")
     assert code == 1, text
     rows = {line.split()[0]: line for line in text.splitlines() if line.strip()}
-    assert rows[ready].split()[1:7] == ["True", "Applied", "2/2", "1/1", "2", "DaemonReady"]
-    assert rows[degraded].split()[1:7] == ["True", "Applied", "1/2", "1/1", "2", "Degraded"]
+    assert rows[ready].split()[1:8] == ["True", "Applied", "2/2", "1/1", "2", "2/6", "DaemonReady"]
+    assert rows[degraded].split()[1:8] == ["True", "Applied", "1/2", "1/1", "2", "2/6", "Degraded"]
     assert "False" in rows[broken] and "frr: not ready (Failed)" in rows[broken]
     assert "NoDaemon" in rows[bare] and "DaemonSet" in rows[bare]
     assert rows[good].split()[3:6] == ["True", "2/2", "8/12"], rows[good]

@@ -609,18 +609,26 @@ class FrrInstance:
         wait_until(lambda: not _alive(pid) or None, 10, f"{daemon} of FRR {self.name} gone")
         return pid
 
+    def _stop_watchfrr(self, hard: bool) -> None:
+        """watchfrr exits (its daemons stay): nothing restarts them any more."""
+        watchfrr, self._watchfrr = self._watchfrr, None
+        if watchfrr is None:
+            return
+        if hard:
+            watchfrr.kill()
+        else:
+            watchfrr.terminate()
+        try:
+            watchfrr.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watchfrr.kill()
+            watchfrr.wait()
+
     def stop_daemon(self, daemon: str) -> None:
         """Stop one daemon for good (SIGTERM), as an operator or a crash loop would:
         watchfrr goes first, or it would start it again.  stop() then start() brings
         all back."""
-        watchfrr, self._watchfrr = self._watchfrr, None
-        if watchfrr is not None:
-            watchfrr.terminate()
-            try:
-                watchfrr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                watchfrr.kill()
-                watchfrr.wait()
+        self._stop_watchfrr(hard=False)
         pid = self.daemon_pid(daemon)
         if pid is None:
             raise LabError(f"{daemon} of FRR {self.name} is not running")
@@ -631,17 +639,7 @@ class FrrInstance:
         container's entrypoint does: zebra (--retain) leaves the kernel routes, and
         bgpd's shutdown then cannot withdraw them.  watchfrr goes first, or it would
         start them again."""
-        watchfrr, self._watchfrr = self._watchfrr, None
-        if watchfrr is not None:
-            if hard:
-                watchfrr.kill()
-            else:
-                watchfrr.terminate()
-            try:
-                watchfrr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                watchfrr.kill()
-                watchfrr.wait()
+        self._stop_watchfrr(hard)
         pids = self.pids()
         if hard:
             for pid in pids:
@@ -1662,9 +1660,11 @@ class Lab:
         with ThreadPoolExecutor(4) as pool:
             matrix_f = pool.submit(self.ping_matrix, pods)
             blocks_f = pool.submit(self.kubectl, "get", "ipblocks.ipam.pyroute2.org", check=False)
+            states_f = pool.submit(self.kubectl, "get", "vrfnodestates", check=False)
             bgp = list(pool.map(self.bgp_summary, peers))
             nodes = list(pool.map(self._node_line, self.nodes.values()))
             blocks = blocks_f.result()
+            states = states_f.result()
             matrix = matrix_f.result()
         out.append(f"pyroute2-cni lab: {len(self.nodes)} nodes, {len(self.pods)} pods")
         out.append("")
@@ -1678,6 +1678,9 @@ class Lab:
         out.append("")
         out.append("kubectl get ipblocks.ipam.pyroute2.org:")
         out += [f"  {line}" for line in blocks.splitlines()]
+        out.append("")
+        out.append("kubectl get vrfnodestates (each daemon's view of its node):")
+        out += [f"  {line}" for line in states.splitlines()]
         out.append("")
         green = bool(matrix) and all(matrix.values())
         ok = sum(matrix.values())

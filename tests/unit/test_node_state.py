@@ -216,13 +216,17 @@ class Unreachable:
     """What the api_factory gives: writes fail (the API is not what is tested here)."""
 
 
-def test_lasting_problems_are_one_event_and_their_end_another() -> None:
-    clock, condition, events = FakeClock(), RecordingAddress(), RecordingAddress()
-    ref = NodeStateActor.start(
+def _start(
+    clock: FakeClock,
+    events: RecordingAddress,
+    condition: RecordingAddress | None = None,
+    health: HealthReport = READY,
+) -> Any:
+    return NodeStateActor.start(
         ActorHooks(name="node-state", generation=1, on_crash=lambda *_args: None),
         node="n1",
         api_factory=Unreachable,
-        readiness=lambda: READY,
+        readiness=lambda: health,
         metrics=Metrics(),
         version="0.1.0",
         interval=3600.0,  # ticks by hand
@@ -231,6 +235,11 @@ def test_lasting_problems_are_one_event_and_their_end_another() -> None:
         events=events,
         clock=clock,
     )
+
+
+def test_lasting_problems_are_one_event_and_their_end_another() -> None:
+    clock, condition, events = FakeClock(), RecordingAddress(), RecordingAddress()
+    ref = _start(clock, events, condition)
     try:
         healthy_frr = FrrStateSeen(
             answered=True, sessions=_sessions(("10.0.0.2", "Established", 5)), expected=(), known=()
@@ -281,18 +290,7 @@ def test_a_daemon_that_never_was_ready_makes_no_events() -> None:
     """Starting is what the condition (DaemonNotReady) tells; no NetworkDegraded for it."""
     clock, events = FakeClock(), RecordingAddress()
     starting = HealthReport(live=True, ready=False, lines=("frr: not ready (waiting)",))
-    ref = NodeStateActor.start(
-        ActorHooks(name="node-state", generation=1, on_crash=lambda *_args: None),
-        node="n1",
-        api_factory=Unreachable,
-        readiness=lambda: starting,
-        metrics=Metrics(),
-        version="0.1.0",
-        interval=3600.0,
-        min_interval=0.0,
-        events=events,
-        clock=clock,
-    )
+    ref = _start(clock, events, health=starting)
     try:
         ref.ask(CheckState())
         clock.advance(EVENT_DELAY * 3)
