@@ -365,6 +365,8 @@ class FRRActor(BaseActor):
         self._metrics.bgp_established_seconds.set(
             min(state.uptimes.values(), default=0.0) if state.answered else 0.0
         )
+        if state.zebra_uptime is not None:
+            self._metrics.frr_zebra_uptime_seconds.set(state.zebra_uptime)
         if self._keeper is not None:
             sessions = {
                 addr: PeerSession(state=st, uptime=state.uptimes.get(addr, 0.0))
@@ -375,6 +377,7 @@ class FRRActor(BaseActor):
                 taken=self._clock(),
                 sessions=sessions,
                 nodes=frozenset(self._model.vteps),
+                zebra_uptime=state.zebra_uptime,
             )
             self._keeper.tell(BgpSessionsSeen(view=view))
         known: list[tuple[int, int]] = []

@@ -95,6 +95,7 @@ def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bo
 
 
 ESTABLISHED_METRIC = "pyroute2_cni_bgp_established_seconds"
+ZEBRA_UPTIME_METRIC = "pyroute2_cni_frr_zebra_uptime_seconds"
 
 
 def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], PeerSession | None]:
@@ -113,15 +114,22 @@ def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], Peer
 
 
 def peer_session_from_metrics(text: str) -> PeerSession | None:
+    values: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == ESTABLISHED_METRIC:
-                    up = float(sample.value)
-                    return PeerSession(state="Established" if up > 0 else "Down", uptime=up)
+                if sample.name in (ESTABLISHED_METRIC, ZEBRA_UPTIME_METRIC):
+                    values[sample.name] = float(sample.value)
     except ValueError:
         return None
-    return None
+    up = values.get(ESTABLISHED_METRIC)
+    if up is None:
+        return None
+    return PeerSession(
+        state="Established" if up > 0 else "Down",
+        uptime=up,
+        zebra_uptime=values.get(ZEBRA_UPTIME_METRIC),
+    )
 
 
 class RouteKeeperActor(BaseActor):

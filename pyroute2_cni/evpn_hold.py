@@ -20,7 +20,10 @@ in BGP:
 - Each check decides, per VTEP, whether the hold still makes sense:
 
   * the session to the peer stays up for ``confirm`` seconds after the
-    deletion (its uptime is older than the hold): a real withdrawal, release;
+    deletion (its uptime is older than the hold): a real withdrawal, release --
+    unless a zebra restarted as the entries went (ours sweeps the routes at its
+    start; the peer's bgpd withdraws when its zebra goes): then the session stays
+    up while the routes are away, and they go as zebra re-learns them, per scope;
   * the session is Established again: release what zebra has re-installed at
     once; after ``regrace`` seconds, a route once zebra has re-learned a route of
     the peer in the same table, and neighbours and FDB entries once no route of
@@ -67,6 +70,13 @@ NO_ANSWER_IN_TIME = "NoAnswerInTime"
 REGRACE_LIMIT = 3
 # _verdict's answer for "session back a regrace ago": release per scope, not all.
 _REGRACE_OVER = "regrace over"
+# _verdict's answer for "a zebra restarted as the entries went": release per scope as
+# zebra re-learns them, without the REGRACE_LIMIT (the hold time bounds it).
+_ZEBRA_BACK = "zebra back"
+# A zebra started at most this long before a deletion caused it: zebra sweeps the
+# previous instance's routes right after its start, and a peer's bgpd withdraws when its
+# zebra goes, which watchfrr restarts within seconds.
+ZEBRA_RESTART_WINDOW = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +117,8 @@ class EvpnEntry:
 class PeerSession:
     state: str
     uptime: float  # seconds the session has been Established (0 when it is not)
+    # Seconds since the peer's zebra started (0 while it does not answer); None: unknown.
+    zebra_uptime: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +131,8 @@ class BgpView:
     # The other nodes' VTEP addresses; those that are not our BGP neighbours
     # (route-reflector mode) are judged by what their daemons say.
     nodes: frozenset[str] = frozenset()
+    # Our zebra, as PeerSession.zebra_uptime says the peer's.
+    zebra_uptime: float | None = None
 
 
 class EvpnKernel(Protocol):
@@ -168,6 +182,8 @@ class EvpnHold:
         self._added_at: dict[str, float] = {}  # by VTEP: when zebra last installed an entry
         # By (VTEP, table): when zebra last installed a route of the peer there.
         self._route_added_at: dict[tuple[str, int], float] = {}
+        # VTEPs whose held entries a zebra restart took (see _zebra_restarted).
+        self._zebra_restart: set[str] = set()
         self.restored = 0
         self.released: dict[str, int] = {}
 
@@ -261,7 +277,7 @@ class EvpnHold:
             by_vtep.setdefault(item.entry.vtep, []).append(item)
         for vtep, items in by_vtep.items():
             reason = self._verdict(vtep, items, now)
-            if reason is not None and reason != _REGRACE_OVER:
+            if reason is not None and reason not in (_REGRACE_OVER, _ZEBRA_BACK):
                 for item in items:
                     self._release(item, reason)
                 continue
@@ -270,14 +286,16 @@ class EvpnHold:
                 for item in items:
                     if item.entry.key in self._known:
                         self._release(item, "re-learned")
-            if reason == _REGRACE_OVER:
+            if reason in (_REGRACE_OVER, _ZEBRA_BACK):
                 left = [h for h in items if h.entry.key in self._held]
-                self._release_relearned_scopes(vtep, left, now)
+                self._release_relearned_scopes(vtep, left, now, limit=reason == _REGRACE_OVER)
 
-    def _release_relearned_scopes(self, vtep: str, items: list[_Held], now: float) -> None:
+    def _release_relearned_scopes(
+        self, vtep: str, items: list[_Held], now: float, *, limit: bool = True
+    ) -> None:
         """The session has been back a regrace: release what the peer has shown it
         re-advertises (see the module docstring); all of it after REGRACE_LIMIT."""
-        if now - self._back_since.get(vtep, now) >= REGRACE_LIMIT * self._regrace:
+        if limit and now - self._back_since.get(vtep, now) >= REGRACE_LIMIT * self._regrace:
             for item in items:
                 self._release(item, "peer back")
             return
@@ -312,6 +330,12 @@ class EvpnHold:
                 return verdict  # nothing learned about its sessions: keep the timers
         if session is not None and session.state == "Established":
             if session.uptime > now - oldest:
+                if self._zebra_restarted(vtep, oldest, now):
+                    # Our zebra swept the routes at its start, or the peer's bgpd lost
+                    # its zebra: the routes come back with the session up all along.
+                    self._up_since.pop(vtep, None)
+                    self._back_since.setdefault(vtep, now)
+                    return _ZEBRA_BACK
                 # The session outlived the deletion.  A restarting peer may withdraw
                 # before its session goes (bgpd loses zebra first), so wait a little.
                 seen = self._up_since.setdefault(vtep, now)
@@ -328,6 +352,23 @@ class EvpnHold:
         if remote:
             return None  # its daemon answered: its FRR is on its way back
         return self._silence(vtep, now, self._probe(vtep))
+
+    def _zebra_restarted(self, vtep: str, oldest: float, now: float) -> bool:
+        """Whether our zebra or the peer's (asked through its daemon) is away or started
+        within ZEBRA_RESTART_WINDOW before the deletion."""
+        if vtep in self._zebra_restart:
+            return True
+        ours = self._bgp.zebra_uptime
+        if ours is not None and _started(ours, self._bgp.taken) >= oldest - ZEBRA_RESTART_WINDOW:
+            self._zebra_restart.add(vtep)
+            return True
+        peer = self._remote(vtep)
+        if peer is None or peer.state == NO_ANSWER_IN_TIME or peer.zebra_uptime is None:
+            return False
+        if _started(peer.zebra_uptime, now) >= oldest - ZEBRA_RESTART_WINDOW:
+            self._zebra_restart.add(vtep)
+            return True
+        return False
 
     def _silence(self, vtep: str, now: float, answered: bool) -> str | None:
         """Gone only when its daemon has not answered for ``silent`` seconds: a node busy
@@ -354,8 +395,15 @@ class EvpnHold:
             self._back_since.pop(item.entry.vtep, None)
             self._up_since.pop(item.entry.vtep, None)
             self._silent_since.pop(item.entry.vtep, None)
+            self._zebra_restart.discard(item.entry.vtep)
         log.info("released %s: %s", item.entry.describe(), reason)
 
     def release_all(self, reason: str) -> None:
         for item in list(self._held.values()):
             self._release(item, reason)
+
+
+def _started(uptime: float, at: float) -> float:
+    """When a zebra with ``uptime`` at ``at`` started; one not answering (0) counts as
+    starting now."""
+    return at - uptime if uptime > 0 else at

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,9 @@ class FrrState:
     uptimes: dict[str, float] = field(default_factory=dict)
     # False when bgpd did not answer (FRR down or restarting).
     answered: bool = True
+    # Seconds since zebra started (its vty socket's age); 0.0 while it does not answer,
+    # None when unknown.
+    zebra_uptime: float | None = None
 
 
 class FrrControl(Protocol):
@@ -67,6 +71,7 @@ class FrrProcessControl:
         # frr.conf as it was before the last apply: what a failed first apply restores.
         self._kept_before: str | None = None
         vty_dir = Path(settings.vty_dir) / settings.pathspace
+        self._zebra_socket = vty_dir / "zebra.vty"
         self._vty = {
             daemon: VtyClient(vty_dir / f"{daemon}.vty", settings.vty_timeout)
             for daemon in ("bgpd", "zebra")
@@ -218,6 +223,13 @@ class FrrProcessControl:
         for client in self._vty.values():
             client.close()
 
+    def _zebra_uptime(self) -> float | None:
+        # zebra binds its vty socket once, at start; FRR has no uptime command.
+        try:
+            return max(time.time() - self._zebra_socket.stat().st_mtime, 0.0)
+        except OSError:
+            return None
+
     def _ask_json(self, daemon: str, command: str) -> Any:
         try:
             output = self._vty[daemon].ask(command)
@@ -235,6 +247,7 @@ class FrrProcessControl:
         vrf_vnis = self._ask_json("zebra", "show vrf vni json")
         evpn_vnis = self._ask_json("zebra", "show evpn vni json")
         return FrrState(
+            zebra_uptime=self._zebra_uptime() if vrf_vnis is not None else 0.0,
             sessions=parse_bgp_sessions(summary),
             uptimes=parse_bgp_uptimes(summary),
             answered=summary is not None,

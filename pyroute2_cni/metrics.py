@@ -128,6 +128,13 @@ class Metrics:
             "route reflectors hide a restart from them)",
             registry=r,
         )
+        self.frr_zebra_uptime_seconds = Gauge(
+            "pyroute2_cni_frr_zebra_uptime_seconds",
+            "Seconds since this node's zebra started; 0 while it does not answer (peers "
+            "read it: routes withdrawn while zebra restarts come back without a session "
+            "going down)",
+            registry=r,
+        )
         self.bgp_sessions = Gauge(
             "pyroute2_cni_bgp_sessions",
             "BGP sessions of this node, by state",

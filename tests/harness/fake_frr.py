@@ -25,6 +25,7 @@ class FakeFrrControl:
         self.sessions: dict[str, str] = {}
         self.uptimes: dict[str, float] = {}
         self.answered = True
+        self.zebra_uptime: float | None = None
         self.l3vnis: dict[str, int] = {}
         self.l2vnis: frozenset[int] = frozenset()
 
@@ -74,6 +75,7 @@ class FakeFrrControl:
                 sessions=dict(self.sessions),
                 uptimes=dict(self.uptimes),
                 answered=self.answered,
+                zebra_uptime=self.zebra_uptime,
                 l3vnis=dict(self.l3vnis),
                 l2vnis=self.l2vnis,
             )

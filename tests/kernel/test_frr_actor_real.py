@@ -325,8 +325,11 @@ def test_changed_by_hand_or_killed_frr_comes_back_to_the_applied_config(
         times["by hand"] = time.monotonic() - began
         assert _counter(metrics, "pyroute2_cni_frr_drift_total") == 1
 
+        reader = FrrProcessControl(settings.frr)
         for daemon in ("bgpd", "zebra"):
             began = time.monotonic()
+            zebra_age = reader.state().zebra_uptime
+            assert zebra_age is not None and zebra_age > 0, "zebra's age from its vty socket"
             old = frr.kill(daemon)
             wait_for(
                 _restarted(frr, daemon, old, complete),
@@ -335,6 +338,13 @@ def test_changed_by_hand_or_killed_frr_comes_back_to_the_applied_config(
                 0.5,
             )
             times[daemon] = time.monotonic() - began
+            zebra_now = reader.state().zebra_uptime
+            assert zebra_now is not None
+            if daemon == "zebra":  # what peers read to hold this node's routes meanwhile
+                assert 0 < zebra_now <= time.monotonic() - began + 1, (zebra_age, zebra_now)
+            else:
+                assert zebra_now > zebra_age, "zebra ran on while bgpd restarted"
+        reader.close()
         print(f"configuration back after: {times}")
     finally:
         actor.stop()

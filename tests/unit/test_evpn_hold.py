@@ -12,6 +12,7 @@ from pyroute2_cni.evpn_hold import (
     NEIGH,
     REGRACE_LIMIT,
     ROUTE,
+    ZEBRA_RESTART_WINDOW,
     BgpView,
     EvpnEntry,
     EvpnHold,
@@ -77,8 +78,14 @@ class Rig:
         self.kernel = RecordingKernel()
         self.alive = {PEER: alive, OTHER: alive}
         self.probed: list[str] = []
+        self.peer_zebra: float | None = None  # the peer's zebra uptime, as its daemon says
         self.hold = EvpnHold(
-            kernel=self.kernel, clock=self.clock, probe=self.probe, hold=120.0, regrace=10.0
+            kernel=self.kernel,
+            clock=self.clock,
+            probe=self.probe,
+            remote=self.remote,
+            hold=120.0,
+            regrace=10.0,
         )
         self.entries = [route(), neigh(), fdb(), route(OTHER, "10.244.214.192/26")]
         self.hold.snapshot(self.entries)
@@ -88,14 +95,26 @@ class Rig:
         self.probed.append(address)
         return self.alive[address]
 
-    def sessions(self, *, uptime: float = 0.0, answered: bool = True, **states: str) -> None:
+    def remote(self, _address: str) -> PeerSession:
+        return PeerSession(state="Established", uptime=3600.0, zebra_uptime=self.peer_zebra)
+
+    def sessions(
+        self,
+        *,
+        uptime: float = 0.0,
+        answered: bool = True,
+        zebra: float | None = None,
+        **states: str,
+    ) -> None:
         self.clock.now += 0.1  # a report taken after what happened before it
         names = {"PEER": PEER, "OTHER": OTHER}
         view = {
             names[k]: PeerSession(state=v, uptime=uptime if v == "Established" else 0.0)
             for k, v in states.items()
         }
-        self.hold.bgp(BgpView(answered=answered, taken=self.clock.now, sessions=view))
+        self.hold.bgp(
+            BgpView(answered=answered, taken=self.clock.now, sessions=view, zebra_uptime=zebra)
+        )
 
     def withdraw_peer(self) -> None:
         for entry in self.entries[:3]:
@@ -141,6 +160,74 @@ def test_a_withdrawal_while_the_session_stays_up_is_released() -> None:
     rig.tick(5.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"withdrawn by the peer": 1}
+
+
+def test_a_withdrawal_while_both_zebras_run_on_is_released() -> None:
+    rig = Rig()
+    rig.peer_zebra = 7200.0
+    rig.withdraw_peer()
+    for _ in range(12):
+        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=7200.0)
+        rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"withdrawn by the peer": 3}
+
+
+@pytest.mark.parametrize("zebra", [0.0, 2.0], ids=["away", "just-started"])
+def test_our_zebra_restarting_holds_until_it_relearns_with_the_session_up(zebra: float) -> None:
+    """zebra swept the previous instance's routes at its start (bgpd and its sessions
+    ran on): held past the confirmation, released as zebra installs them again."""
+    rig = Rig()
+    rig.withdraw_peer()
+    for _ in range(40):
+        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=zebra)
+        rig.tick()
+        zebra = zebra + 1.0 if zebra else 0.0
+    assert len(rig.kernel.copies) == 3, "the session stayed up, yet zebra has not re-learned"
+    rig.hold.added(route())
+    rig.tick()
+    assert route().key not in rig.kernel.copies, "zebra's route is back: our copy goes"
+    assert rig.hold.held == (), "the neighbour and FDB entry go with the last route held"
+    assert "withdrawn by the peer" not in rig.hold.released
+
+
+def test_a_peer_whose_zebra_restarts_is_held_until_its_routes_are_back() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    rig.peer_zebra = 0.0  # its bgpd withdrew when its zebra went
+    for step in range(40):
+        if step == 8:
+            rig.peer_zebra = 1.0  # watchfrr started it again
+        elif rig.peer_zebra:
+            rig.peer_zebra += 1.0
+        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=7200.0)
+        rig.tick()
+    assert len(rig.kernel.copies) == 3
+    rig.hold.added(route(PEER, "10.244.51.0/26"))  # the peer advertises its VRF again
+    rig.tick()
+    assert rig.hold.held == ()
+    assert rig.hold.released == {"peer back": 3}
+
+
+def test_a_zebra_restart_is_held_no_longer_than_the_hold_time() -> None:
+    rig = Rig()
+    rig.withdraw_peer()
+    for _ in range(125):
+        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=0.0)
+        rig.tick()
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"hold time over": 3}
+
+
+def test_a_zebra_started_long_before_the_withdrawal_proves_no_restart() -> None:
+    rig = Rig()
+    rig.peer_zebra = ZEBRA_RESTART_WINDOW + 20.0
+    rig.withdraw_peer()
+    for _ in range(12):
+        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=3600.0)
+        rig.peer_zebra += 1.0
+        rig.tick()
+    assert rig.kernel.copies == {}
 
 
 def test_withdrawal_then_session_loss_is_a_restart() -> None:

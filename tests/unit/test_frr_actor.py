@@ -355,6 +355,19 @@ def test_sessions_and_uptimes_reach_the_route_keeper(rig: Rig) -> None:
     wait_for(lambda: established_seconds() == 0.0, 5, "0 while bgpd does not answer")
 
 
+def test_zebras_uptime_reaches_the_route_keeper_and_the_peers(rig: Rig) -> None:
+    rig.frr.zebra_uptime = 12.5
+    rig.actor.tell(snapshot(DOMAIN))
+
+    def zebra_uptime() -> float | None:
+        return rig.metrics.registry.get_sample_value("pyroute2_cni_frr_zebra_uptime_seconds")
+
+    wait_for(lambda: _views(rig) and _views(rig)[-1].zebra_uptime == 12.5, 5, "in the view")
+    wait_for(lambda: zebra_uptime() == 12.5, 5, "what peers read of this node's zebra")
+    rig.frr.zebra_uptime = 0.0  # zebra does not answer
+    wait_for(lambda: zebra_uptime() == 0.0, 5, "0 while zebra is away")
+
+
 def test_parse_bgp_uptimes_reads_established_sessions_only() -> None:
     summary = {
         "routerId": "192.0.2.1",

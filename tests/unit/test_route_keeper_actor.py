@@ -179,11 +179,19 @@ def test_an_overrun_reads_the_kernel_again(rig: Rig) -> None:
 def test_a_peers_bgp_view_is_read_from_its_metrics() -> None:
     peer = Metrics()
     peer.bgp_established_seconds.set(42.5)
+    peer.frr_zebra_uptime_seconds.set(900.0)
     text = generate_latest(peer.registry).decode()
-    assert peer_session_from_metrics(text) == PeerSession(state="Established", uptime=42.5)
+    assert peer_session_from_metrics(text) == PeerSession(
+        state="Established", uptime=42.5, zebra_uptime=900.0
+    )
     peer.bgp_established_seconds.set(0)
+    peer.frr_zebra_uptime_seconds.set(0)
     text = generate_latest(peer.registry).decode()
-    assert peer_session_from_metrics(text) == PeerSession(state="Down", uptime=0.0)
+    assert peer_session_from_metrics(text) == PeerSession(
+        state="Down", uptime=0.0, zebra_uptime=0.0
+    )
+    older = "pyroute2_cni_bgp_established_seconds 5.0\n"  # a daemon without the zebra gauge
+    assert peer_session_from_metrics(older) == PeerSession(state="Established", uptime=5.0)
     assert peer_session_from_metrics("# an older daemon says nothing about it\n") is None
     assert peer_session_from_metrics("not prometheus {{{") is None
 
