@@ -11,7 +11,7 @@ export PYROUTE2_CNI_CACHE := $(CACHE)
 
 .PHONY: all deps venv shim kube-apiserver tools uml test test-unit test-api test-kernel \
         test-e2e shim-check lint bench lab lab-down clean
-.PHONY: images test-images
+.PHONY: images test-images kube-node
 
 all: venv shim
 
@@ -35,6 +35,10 @@ shim: build/pyroute2-cni
 
 kube-apiserver:
 	scripts/build-kube-apiserver.sh
+
+# What a real node runs beside containerd (issue 16): built from the same source tree.
+kube-node: deps
+	scripts/build-kube.sh kubelet kube-scheduler kube-controller-manager
 
 tools: deps venv shim
 	scripts/build-tools.sh

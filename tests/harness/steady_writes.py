@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.harness.lab import REPO, Lab, LabOptions, wait_until
 from tests.harness.reports import STATE_TIMEOUT, all_healthy
@@ -33,14 +34,27 @@ def _counts(lab: Lab) -> dict[tuple[str, str], float]:
     return {(n, c): lab.metric(n, c) for n in lab.nodes for c in COUNTERS}
 
 
-def _versions(lab: Lab) -> dict[str, str]:
+def _states(lab: Lab) -> dict[str, dict[str, Any]]:
     custom = lab.custom()
     return {
-        n: custom.get_cluster_custom_object("cni.pyroute2.org", "v1alpha1", "vrfnodestates", n)[
-            "metadata"
-        ]["resourceVersion"]
+        n: custom.get_cluster_custom_object("cni.pyroute2.org", "v1alpha1", "vrfnodestates", n)
         for n in lab.nodes
     }
+
+
+def changed_paths(old: Any, new: Any, at: str = "") -> list[str]:
+    """The dotted paths where two JSON values differ (what a status write changed)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            found += changed_paths(old.get(key), new.get(key), f"{at}.{key}" if at else key)
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = []
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            found += changed_paths(a, b, f"{at}[{index}]")
+        return found
+    return [] if old == new else [at or "."]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,15 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lab.start()
         wait_until(lambda: all_healthy(lab), STATE_TIMEOUT, "every node healthy", 0.5)
-        before, versions, began = _counts(lab), _versions(lab), time.monotonic()
+        before, states, began = _counts(lab), _states(lab), time.monotonic()
         changes = dict.fromkeys(lab.nodes, 0)
+        what: list[str] = []
         deadline = began + args.minutes * 60
         while time.monotonic() < deadline:  # bounded: MINUTES
             time.sleep(5)  # sampling the resourceVersion, not synchronisation
-            now = _versions(lab)
+            now = _states(lab)
             for node in lab.nodes:
-                changes[node] += now[node] != versions[node]
-            versions = now
+                old, new = states[node], now[node]
+                if old["metadata"]["resourceVersion"] != new["metadata"]["resourceVersion"]:
+                    changes[node] += 1
+                    paths = changed_paths(old.get("status"), new.get("status"))
+                    minute = (time.monotonic() - began) / 60
+                    what.append(f"  {minute:5.1f} min {node}: {', '.join(paths) or 'metadata'}")
+            states = now
         after, hours = _counts(lab), (time.monotonic() - began) / 3600
         print(f"steady state over {args.minutes:g} min, 3 nodes, 2 pods each:")
         print(f"{'node':<8} {'counter':<42} {'count':>6} {'per hour':>9}")
@@ -73,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 delta = after[(node, counter)] - before[(node, counter)]
                 print(f"{node:<8} {counter:<42} {delta:>6.0f} {delta / hours:>9.1f}")
             print(f"{node:<8} {'VRFNodeState resourceVersion changes':<42} {changes[node]:>6}")
+        print("what each VRFNodeState change changed:")
+        print("\n".join(what) or "  nothing")
         return 0
     finally:
         lab.stop()

@@ -34,6 +34,7 @@ from pyroute2_cni.node_state import (
     with_frr_state,
 )
 from tests.harness.recording import FakeClock, RecordingAddress
+from tests.harness.steady_writes import changed_paths
 
 pytestmark = pytest.mark.unit
 
@@ -298,3 +299,11 @@ def test_a_daemon_that_never_was_ready_makes_no_events() -> None:
         assert events.messages == []
     finally:
         ref.stop()
+
+
+def test_the_steady_writes_tool_names_what_a_write_changed() -> None:
+    old = {"ready": True, "bgp": {"sessions": [{"peer": "a", "state": "Established"}]}}
+    new = {"ready": True, "bgp": {"sessions": [{"peer": "a", "state": "Idle"}]}, "pods": 2}
+    assert changed_paths(old, new) == ["bgp.sessions[0].state", "pods"]
+    assert changed_paths(old, old) == []
+    assert changed_paths([1], [1, 2]) == ["."]
