@@ -10,6 +10,7 @@ back to what the actor applied.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -137,12 +138,24 @@ def assert_state_without_vtysh(settings: FrrSection, frr: FrrInstance) -> None:
         for c in ("show bgp l2vpn evpn summary json", "show vrf vni json", "show evpn vni json")
     )
     assert summary is not None and vrf_vnis is not None
+    zebra_pid = frr.daemon_pid("zebra")
+    assert zebra_pid is not None and state.zebra_uptime is not None
+    # zebra's age from its vty socket, against its process's own start time.
+    assert abs(state.zebra_uptime - _process_age(zebra_pid)) < 5.0, state.zebra_uptime
     assert state == FrrState(
         sessions=parse_bgp_sessions(summary),
         uptimes=parse_bgp_uptimes(summary),
         l3vnis=parse_vrf_vnis(vrf_vnis),
         l2vnis=parse_l2vnis(evpn_vnis),
+        zebra_uptime=state.zebra_uptime,
     )
+
+
+def _process_age(pid: int) -> float:
+    """Seconds since ``pid`` started (/proc/PID/stat field 22, in clock ticks)."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 def test_invalid_rendering_keeps_the_running_config_and_recovers(frr: FrrInstance) -> None:
