@@ -116,6 +116,11 @@ class Rig:
             BgpView(answered=answered, taken=self.clock.now, sessions=view, zebra_uptime=zebra)
         )
 
+    def both_up_long(self, zebra: float | None) -> None:
+        """A report of both sessions up for an hour (our zebra as ``zebra``), then a check."""
+        self.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=zebra)
+        self.tick()
+
     def withdraw_peer(self) -> None:
         for entry in self.entries[:3]:
             self.hold.deleted(entry)
@@ -167,8 +172,7 @@ def test_a_withdrawal_while_both_zebras_run_on_is_released() -> None:
     rig.peer_zebra = 7200.0
     rig.withdraw_peer()
     for _ in range(12):
-        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=7200.0)
-        rig.tick()
+        rig.both_up_long(7200.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"withdrawn by the peer": 3}
 
@@ -180,8 +184,7 @@ def test_our_zebra_restarting_holds_until_it_relearns_with_the_session_up(zebra:
     rig = Rig()
     rig.withdraw_peer()
     for _ in range(40):
-        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=zebra)
-        rig.tick()
+        rig.both_up_long(zebra)
         zebra = zebra + 1.0 if zebra else 0.0
     assert len(rig.kernel.copies) == 3, "the session stayed up, yet zebra has not re-learned"
     rig.hold.added(route())
@@ -200,8 +203,7 @@ def test_a_peer_whose_zebra_restarts_is_held_until_its_routes_are_back() -> None
             rig.peer_zebra = 1.0  # watchfrr started it again
         elif rig.peer_zebra:
             rig.peer_zebra += 1.0
-        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=7200.0)
-        rig.tick()
+        rig.both_up_long(7200.0)
     assert len(rig.kernel.copies) == 3
     rig.hold.added(route(PEER, "10.244.51.0/26"))  # the peer advertises its VRF again
     rig.tick()
@@ -213,8 +215,7 @@ def test_a_zebra_restart_is_held_no_longer_than_the_hold_time() -> None:
     rig = Rig()
     rig.withdraw_peer()
     for _ in range(125):
-        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=0.0)
-        rig.tick()
+        rig.both_up_long(0.0)
     assert rig.kernel.copies == {}
     assert rig.hold.released == {"hold time over": 3}
 
@@ -224,9 +225,8 @@ def test_a_zebra_started_long_before_the_withdrawal_proves_no_restart() -> None:
     rig.peer_zebra = ZEBRA_RESTART_WINDOW + 20.0
     rig.withdraw_peer()
     for _ in range(12):
-        rig.sessions(PEER="Established", OTHER="Established", uptime=3600.0, zebra=3600.0)
         rig.peer_zebra += 1.0
-        rig.tick()
+        rig.both_up_long(3600.0)
     assert rig.kernel.copies == {}
 
 
