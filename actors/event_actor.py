@@ -14,6 +14,7 @@ from typing import Any
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.events import EVENT_NAMESPACE, EventBook, EventWrite
 from pyroute2_cni.kube_watch import utc_now
+from pyroute2_cni.kubeclient import object_not_found
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.metrics import Metrics
 
@@ -90,7 +91,7 @@ class EventActor(BaseActor):
                 write.name, EVENT_NAMESPACE, write.body, _request_timeout=self._timeout
             )
         except ApiException as exc:
-            if exc.status != 404:
+            if not object_not_found(exc):
                 raise
             # Expired (the API server keeps events an hour): the next occurrence
             # starts a new Event.

@@ -15,6 +15,14 @@ may depend on them is answered (TEMPORARY failure), so a runtime's DEL for an AD
 that "failed" never hears "nothing held" while the API holds the address.  A 409
 is a known outcome (Conflict: re-read and retry; BlockTaken: the name is held).
 
+A write the API server has accepted can still commit after the writer stopped
+waiting: after its client's timeout, or after the writing process (or the actor
+instance before a restart) died.  The next write of that block notices (its
+resourceVersion precondition fails), but a DEL whose key is not cached needs no
+write and would be answered "nothing held" from a cache that is behind.  So for
+``SETTLE_WINDOW`` seconds after the load and after every write of unknown outcome,
+a DEL miss re-reads this node's blocks (one LIST per batch) before it is answered.
+
 Allocations and releases that queue up while a write is in flight are served
 together: the actor takes the consecutive AllocateAddress/ReleaseAddress
 messages at the head of its inbox (up to ``max_batch``), applies them in order
@@ -121,6 +129,10 @@ REPROBE_LIMIT = 8
 # Retry delays for the initial read of this node's blocks when the API is down:
 # server.ini [ipam] load_retry_initial, load_retry_max.
 
+# The API server's default --request-timeout: a write it accepted is committed or
+# abandoned by then, so the cache cannot fall behind later than this.
+SETTLE_WINDOW = 60.0
+
 Op = AllocateAddress | ReleaseAddress
 
 
@@ -130,6 +142,14 @@ def lease_duration(settings: IpamSection) -> int:
     The holder renews once per reconcile round, so three rounds of silence.
     """
     return max(15, int(3 * settings.reconcile_interval + 0.999))
+
+
+def _valid_cidr(block: Block) -> bool:
+    try:
+        block.network  # noqa: B018 - validates the CIDR
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -189,6 +209,8 @@ class IPAMActor(BaseActor):
         # Blocks (or names of creates) whose last write had an unknown outcome, or whose
         # cached copy is known to be stale: re-read before anything is answered from them.
         self._suspect: set[str] = set()
+        # Until then a DEL miss re-reads this node's blocks (see SETTLE_WINDOW).
+        self._settle_until = 0.0
         self._empty_seen: dict[str, int] = {}
         self._missing: dict[tuple[str, str, str], _Missing] = {}
         self._foreign_missing: dict[str, int] = {}
@@ -265,9 +287,7 @@ class IPAMActor(BaseActor):
         self._index.clear()
         self._suspect.clear()
         for block in blocks:
-            try:
-                block.network  # noqa: B018 - validates the CIDR
-            except ValueError:
+            if not _valid_cidr(block):
                 self.log.error(
                     "node %s: ignoring IPBlock %s with bad CIDR %r",
                     self._node,
@@ -284,6 +304,7 @@ class IPAMActor(BaseActor):
                 self.log.warning("node %s: %s", self._node, problem)
         self._loaded = True
         self._load_failures = 0
+        self._unsettle()
         self._update_gauges()
         self._publish()
         self.set_ready(True, f"{len(self._blocks)} IPBlocks")
@@ -304,6 +325,7 @@ class IPAMActor(BaseActor):
         except StoreError as exc:
             if isinstance(exc, StoreUnavailable):
                 self._suspect.add(block.name)
+                self._unsettle()
             self.log.warning("node %s: cannot repair IPBlock %s: %s", self._node, block.name, exc)
             return
         self._set_cached(stored)
@@ -418,6 +440,15 @@ class IPAMActor(BaseActor):
                     kind=ErrorKind.TEMPORARY,
                 )
             pending = []
+        misses = [i for i in pending if self._release_miss(ops[i])]
+        if misses:
+            self._settle_suspects()  # while blocks stay suspect, misses wait anyway
+        if misses and not self._suspect and self._clock() < self._settle_until:
+            failure = self._reread_node_blocks()
+            if failure is not None:
+                for i in misses:
+                    replies[i] = failure
+                pending = [i for i in pending if i not in misses]
         while pending:
             # Writes of the previous round may have left blocks suspect.
             self._settle_suspects()
@@ -471,6 +502,36 @@ class IPAMActor(BaseActor):
             self._after_change()
         return replies
 
+    def _release_miss(self, op: Op) -> bool:
+        return isinstance(op, ReleaseAddress) and op.key not in self._index
+
+    def _unsettle(self) -> None:
+        """Writes may still commit unseen for a while (see SETTLE_WINDOW)."""
+        self._settle_until = max(self._settle_until, self._clock() + SETTLE_WINDOW)
+
+    def _reread_node_blocks(self) -> Failure | None:
+        """Bring the cache up to what the API holds for this node (one LIST)."""
+        try:
+            listed = self.store.list_node_blocks(self._node)
+        except StoreError as exc:
+            return Failure(
+                reason="a write of this node's IPBlocks may still commit (a restart or a "
+                f"lost reply moments ago) and re-reading them failed: {exc}; retry the DEL",
+                kind=ErrorKind.TEMPORARY,
+            )
+        fresh = {block.name: block for block in listed if _valid_cidr(block)}
+        for name in [n for n in self._blocks if n not in fresh]:
+            self._drop_cached(name)
+        for name, block in fresh.items():
+            cached = self._blocks.get(name)
+            if cached is None or cached.resource_version != block.resource_version:
+                if cached is None:
+                    self.log.info("node %s: adopted IPBlock %s (%s)", self._node, name, block.cidr)
+                self._set_cached(block)
+            self._suspect.discard(name)
+        self._after_change()
+        return None
+
     def _write(self, block: Block) -> Failure | Conflict | None:
         """Write one block's status: None on success, Conflict to retry, or a Failure."""
         try:
@@ -490,8 +551,9 @@ class IPAMActor(BaseActor):
         except StoreError as exc:
             if isinstance(exc, StoreUnavailable):
                 # It may have committed: the cache must not answer for this block until
-                # a re-read says what the API holds.
+                # a re-read says what the API holds, nor DEL misses for a while.
                 self._suspect.add(block.name)
+                self._unsettle()
                 self.log.warning(
                     "node %s: IPBlock %s: outcome of the status write unknown: %s",
                     self._node,
@@ -570,7 +632,8 @@ class IPAMActor(BaseActor):
         held: only this actor writes its node's blocks, every write it made either
         succeeded (cached), conflicted (re-read) or was marked suspect, and any other
         change is caught by the resourceVersion precondition of the next write.  So an
-        ordinary DEL miss costs no API request.
+        ordinary DEL miss costs no API request (within SETTLE_WINDOW of a load or an
+        unknown outcome, _run_ops has re-read the node's blocks first).
         """
         if held is not None:
             return self._unknown(held[0], key) if held[0] in self._suspect else None
@@ -745,6 +808,7 @@ class IPAMActor(BaseActor):
             # It may exist now, ours and uncached: re-read before the next operation so
             # it is adopted (used, published, returned when empty) rather than leaked.
             self._suspect.add(name)
+            self._unsettle()
             raise
         except BlockTaken:
             existing = self.store.get_block(name)

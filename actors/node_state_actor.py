@@ -24,6 +24,7 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.kube_watch import utc_now
+from pyroute2_cni.kubeclient import object_not_found
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.node_state import (
     CniFailureSeen,
@@ -204,7 +205,7 @@ class NodeStateActor(BaseActor):
                 GROUP, VERSION, PLURAL, self._node, _request_timeout=self._timeout
             )
         except ApiException as exc:
-            if exc.status == 404:
+            if object_not_found(exc):
                 self.log.info("VRFNodeState %s was deleted: writing it again", self._node)
                 self._exists, self._written, self._written_at = False, None, None
         except Exception as exc:  # unreachable API: the next write attempt will say
@@ -264,7 +265,7 @@ class NodeStateActor(BaseActor):
                 GROUP, VERSION, PLURAL, self._node, body, _request_timeout=self._timeout
             )
         except ApiException as exc:
-            if exc.status == 404:  # deleted by hand: created again at the next check
+            if object_not_found(exc):  # deleted by hand: created again at the next check
                 self._exists = False
             raise
 
@@ -278,13 +279,13 @@ class NodeStateActor(BaseActor):
             self._exists = True
             return
         except ApiException as exc:
-            if exc.status != 404:
+            if not object_not_found(exc):
                 raise
         uid: str | None = None
         try:
             uid = self._core.read_node(self._node, _request_timeout=self._timeout).metadata.uid
         except ApiException as exc:
-            if exc.status != 404:
+            if not object_not_found(exc):
                 raise
             self.log.warning(
                 "Node %s not found: its VRFNodeState is created without an owner "

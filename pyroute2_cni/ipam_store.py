@@ -41,6 +41,7 @@ from pyroute2_cni.ipam_blocks import (
     PodInfo,
     node_label_value,
 )
+from pyroute2_cni.kubeclient import make_api_client, object_not_found
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.metrics import Metrics
 
@@ -332,8 +333,6 @@ class KubeBlockStore:
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str, metrics: Metrics | None = None) -> KubeBlockStore:
         """A store on `kubeconfig`, or the in-cluster service account when it is empty."""
-        from pyroute2_cni.kubeclient import make_api_client
-
         return cls(make_api_client(kubeconfig), metrics)
 
     def close(self) -> None:
@@ -353,7 +352,8 @@ class KubeBlockStore:
     def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one request; JSON body back, or a typed exception.
 
-        404 and 409 are re-raised as ApiException for the caller to map.
+        409 and a 404 naming the object are re-raised as ApiException for the caller
+        to map; a 404 from a path the server does not serve (yet) is StoreUnavailable.
         """
         try:
             response = func(
@@ -361,8 +361,15 @@ class KubeBlockStore:
             )
         except client.ApiException as exc:
             status = _status_of(exc)
-            if status in (404, 409):
+            if status == 409 or object_not_found(exc):
                 raise
+            if status == 404:
+                # Not "gone": a starting API server (or one without our CRDs) serves no
+                # IPBlocks yet.  Taking it for a deletion drops cached records.
+                raise StoreUnavailable(
+                    f"{what}: the API server does not serve this resource (starting, or "
+                    f"the CRDs are not installed): {_describe(exc)}"
+                ) from None
             if status == 0 or status == 429 or status >= 500:
                 raise StoreUnavailable(f"{what}: {_describe(exc)}") from None
             raise StoreError(f"{what}: {_describe(exc)}") from None

@@ -46,6 +46,7 @@ import urllib3
 from kubernetes import client as k8s
 
 from pyroute2_cni.crd_validate import REASON_PREFIX_CHANGE_REFUSED, BlockCut, Verdict
+from pyroute2_cni.kubeclient import object_not_found
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -478,6 +479,10 @@ def _api_error(exc: Exception) -> ApiError:
                     message = str(decoded.get("message") or "")
         if status == 410:
             return Expired(message or reason)
+        if status == 404 and not object_not_found(exc):
+            # A path not served (yet), e.g. custom resources while the API server starts:
+            # temporary, and never to be read as "the object was deleted".
+            return ApiError(503, "NotServed", message or str(body or "")[:200])
         return ApiError(status, reason, message)
     return ApiError(0, type(exc).__name__, str(exc))
 

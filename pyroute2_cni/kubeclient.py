@@ -1,6 +1,8 @@
-"""One place that builds a Kubernetes API client from settings."""
+"""One place that builds a Kubernetes API client from settings, and reads its 404s."""
 
 from __future__ import annotations
+
+import json
 
 from kubernetes import client, config
 
@@ -15,3 +17,23 @@ def make_api_client(kubeconfig: str) -> client.ApiClient:
     # Bounded retries on connection errors; callers handle HTTP errors.
     configuration.retries = 3
     return client.ApiClient(configuration)
+
+
+def object_not_found(exc: client.ApiException) -> bool:
+    """True when a 404 is the API's NotFound for one named object.
+
+    A 404 also comes back for a path nothing serves: a starting API server answers
+    "404 page not found" (plain text) for custom resources until its CRD informer has
+    synced, and a cluster without the CRD does the same.  That says nothing about the
+    object, so callers treat it as the API being unavailable, never as "deleted".
+    """
+    if int(exc.status or 0) != 404 or not exc.body:
+        return False
+    try:
+        status = json.loads(exc.body)
+    except (ValueError, TypeError):
+        return False
+    if not isinstance(status, dict) or status.get("reason") != "NotFound":
+        return False
+    details = status.get("details")
+    return isinstance(details, dict) and bool(details.get("name"))

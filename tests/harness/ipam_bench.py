@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
-from pyroute2_cni.messages.ipam import ReleaseAddress
+from pyroute2_cni.messages.ipam import LookupAddress
 from tests.harness.apiserver import ApiServer
 from tests.harness.ipam_worker import RunningNode, drive_node
 
@@ -83,7 +83,7 @@ def run_one(kubeconfig: str, callers: int, allocations: int, vrf: int) -> BenchR
     )
     node = RunningNode(f"bench-{callers}", kubeconfig)
     try:
-        node.ask(ReleaseAddress(key="warm-up/none"))  # on_start (and its LIST) is done
+        node.ask(LookupAddress(key="warm-up/none"))  # on_start (and its LIST) is done
         began = time.monotonic()
         result = drive_node(node, domain, allocations, 0, callers, seed=vrf)
         seconds = time.monotonic() - began

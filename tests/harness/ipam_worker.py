@@ -45,6 +45,7 @@ from pyroute2_cni.messages.ipam import (
     AddressAllocated,
     AddressReleased,
     AllocateAddress,
+    LookupAddress,
     PodRef,
     ReleaseAddress,
 )
@@ -320,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     running = [RunningNode(name, args.kubeconfig) for name in names]
     try:
         for node in running:  # on_start has run once the first message is answered
-            node.ask(ReleaseAddress(key="warm-up/none"))
+            node.ask(LookupAddress(key="warm-up/none"))
         print("ready", flush=True)
         sys.stdin.readline()
         results: dict[str, NodeResult] = {}

@@ -12,7 +12,12 @@ import pytest
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.actors.ipam_actor import LEASE_NAME, IPAMActor, lease_duration
+from pyroute2_cni.actors.ipam_actor import (
+    LEASE_NAME,
+    SETTLE_WINDOW,
+    IPAMActor,
+    lease_duration,
+)
 from pyroute2_cni.config import IpamSection
 from pyroute2_cni.ipam_blocks import (
     Allocation,
@@ -523,13 +528,71 @@ def test_a_failed_allocation_leaves_the_known_domain_unchanged(
 
 
 def test_an_ordinary_release_miss_costs_no_api_request(
-    nodes: Callable[..., Node], store: FakeBlockStore
+    nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
 ) -> None:
     n1 = nodes("n1")
     allocated(n1.allocate("a/eth0"))
+    clock.advance(SETTLE_WINDOW)
     lists, gets = store.lists, store.gets
     assert n1.release("never/eth0") == AddressReleased(key="never/eth0", address=None)
     assert (store.lists, store.gets) == (lists, gets)
+
+
+def test_a_predecessors_write_that_commits_after_the_load_is_released_by_a_del(
+    nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
+) -> None:
+    # The daemon killed with -9 while its status write was in flight: the API server
+    # commits it after the new daemon read the node's blocks.  The runtime's DEL for
+    # that sandbox must free the address, not hear "nothing held" from the cache.
+    replacement = nodes("n1")
+    allocated(replacement.allocate("a/eth0"))
+    predecessor = nodes("n1")  # its load comes after the replacement's, so its write is unseen
+    late = allocated(predecessor.allocate("late/eth0"))
+    predecessor.stop()
+    clock.advance(SETTLE_WINDOW - 1)
+    lists = store.lists
+    assert replacement.release("late/eth0") == AddressReleased(
+        key="late/eth0", address=late.address
+    )
+    assert store.lists == lists + 1  # one LIST for the miss, within the window only
+    assert "late/eth0" not in dict(store.node_blocks("n1")[0].key_addresses())
+    assert_sound(store)
+
+
+def test_a_del_miss_that_cannot_re_read_fails_temporarily_and_keeps_the_record(
+    nodes: Callable[..., Node], store: FakeBlockStore
+) -> None:
+    replacement = nodes("n1")
+    allocated(replacement.allocate("a/eth0"))
+    predecessor = nodes("n1")
+    late = allocated(predecessor.allocate("late/eth0"))
+    predecessor.stop()
+    store.unavailable = True
+    reply = replacement.release("late/eth0")
+    assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY, reply
+    assert "retry the DEL" in reply.reason, reply.reason
+    store.unavailable = False
+    assert replacement.release("late/eth0") == AddressReleased(
+        key="late/eth0", address=late.address
+    )
+
+
+def test_a_write_of_unknown_outcome_opens_the_window_again(
+    nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
+) -> None:
+    n1 = nodes("n1")
+    allocated(n1.allocate("a/eth0"))
+    clock.advance(SETTLE_WINDOW)
+    store.lose_replies = {"status"}
+    assert isinstance(n1.allocate("b/eth0"), Failure)
+    store.lose_replies = set()
+    clock.advance(SETTLE_WINDOW - 1)
+    lists = store.lists
+    assert n1.release("never/eth0") == AddressReleased(key="never/eth0", address=None)
+    assert store.lists == lists + 1
+    clock.advance(1)
+    assert n1.release("never/eth0") == AddressReleased(key="never/eth0", address=None)
+    assert store.lists == lists + 1  # the window closed: answered from the cache
 
 
 def test_start_with_api_down_is_not_ready_then_loads(
