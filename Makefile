@@ -59,7 +59,7 @@ test-api: deps venv kube-apiserver
 test-kernel: deps venv shim kube-apiserver uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
-test-e2e: venv shim kube-apiserver tools uml
+test-e2e: venv shim kube-apiserver kube-node tools uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
 # The daemon and FRR images (oci-archives under $(CACHE)/images), with Debian's buildah
@@ -76,7 +76,7 @@ shim-check: venv
 	shim/check.sh
 
 # Every tier, even when an earlier one fails; the exit status is the worst.
-test: deps venv shim kube-apiserver tools uml
+test: deps venv shim kube-apiserver kube-node tools uml
 	scripts/test-all
 
 lint: venv

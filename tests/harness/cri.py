@@ -380,6 +380,19 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def unmount_below(directory: Path) -> None:
+    """Lazily unmount everything mounted below `directory`, deepest first."""
+    prefix = str(directory) + "/"
+    mounts: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
+
+
 class Containerd:
     """A private containerd with the CRI plugin; a context manager that leaves nothing."""
 
@@ -594,7 +607,7 @@ class Containerd:
                     self.proc.wait(timeout=STOP_TIMEOUT)
             self.proc = None
         self._kill_shims()
-        self._unmount_below(self.work)
+        unmount_below(self.work)
         shutil.rmtree(self.work, ignore_errors=True)
         self._remove_cgroups()
 
@@ -612,18 +625,6 @@ class Containerd:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-    @staticmethod
-    def _unmount_below(directory: Path) -> None:
-        prefix = str(directory) + "/"
-        mounts: list[str] = []
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/self/mountinfo").read_text().splitlines():
-                point = line.split()[4].replace("\\040", " ")
-                if point.startswith(prefix):
-                    mounts.append(point)
-        for point in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
 
     @staticmethod
     def _remove_cgroups() -> None:

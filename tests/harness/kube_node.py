@@ -1,0 +1,200 @@
+"""A real kubelet for a lab node: the node lifecycle the way a cluster has it.
+
+``Kubelet`` runs the kubelet built by ``scripts/build-kube.sh kubelet`` (``make
+kube-node``) in a lab node's network namespace, on a private containerd
+(:class:`tests.harness.cri.Containerd`, whose CRI plugin runs our shim from the node's
+CNI bin and conf dirs).  It registers its Node, reports ``Ready=False`` with the
+runtime's "network plugin not ready" until a conflist exists, runs the pods the API
+assigns to it and tears them down (CNI DEL) when they are deleted.
+
+What User-Mode Linux needs (measured; see /work/shared/notes/test-infra.md):
+
+- the guest's ``/proc/cpuinfo`` has no ``cpu MHz`` line and cAdvisor refuses to start
+  without one: a copy with the line is bind-mounted over it, in the guest only;
+- ``DevicePlugins=false`` keeps the kubelet from writing the fixed path
+  ``/var/lib/kubelet/device-plugins``; every other directory is under the work dir;
+- no eviction and no image GC: the guest's filesystem stats are not a node's, and the
+  images were imported, not pulled.
+
+    with Containerd(tools, cni_bin_dir=..., cni_conf_dir=..., netns="lab-n1") as ctrd:
+        with Kubelet(node="lab-n1", node_ip="192.0.2.1", kubeconfig=..., runtime=ctrd):
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.harness.apiserver import KUBE_VERSION, cache_root, in_guest
+from tests.harness.cri import NETNS_DIR, NSENTER, RUN_BASE, Containerd, unmount_below
+
+STOP_TIMEOUT = 30.0
+CPUINFO = Path("/proc/cpuinfo")
+# A clock speed for cAdvisor; its value is not used for anything here.
+CPU_MHZ_LINE = "cpu MHz\t\t: 2000.000"
+
+
+class KubeletError(RuntimeError):
+    """The kubelet is not built, or it died."""
+
+
+def kube_binary(command: str) -> Path:
+    """A command built by scripts/build-kube.sh (`make kube-node`), or KubeletError."""
+    path = cache_root() / f"{command}-{KUBE_VERSION}" / command
+    if not os.access(path, os.X_OK):
+        raise KubeletError(
+            f"{command} {KUBE_VERSION} is not built ({path}): run `make kube-node` on the host"
+        )
+    return path
+
+
+def cpuinfo_with_mhz(text: str) -> str:
+    """`text` (a /proc/cpuinfo) with a `cpu MHz` line in every processor block."""
+    blocks = text.strip("\n").split("\n\n")
+    out = []
+    for block in blocks:
+        lines = block.splitlines()
+        if not any(line.startswith("cpu MHz") for line in lines):
+            lines.append(CPU_MHZ_LINE)
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def ensure_cpu_mhz(work: Path) -> None:
+    """Bind-mount a /proc/cpuinfo with `cpu MHz` over the guest's (idempotent)."""
+    text = CPUINFO.read_text()
+    if "cpu MHz" in text:
+        return
+    if not in_guest():
+        raise KubeletError(
+            "/proc/cpuinfo has no 'cpu MHz' line and this is not a test guest: refusing "
+            "to bind-mount over the host's (run the test under scripts/run-in-vrf-kernel)"
+        )
+    copy = work / "cpuinfo"
+    copy.write_text(cpuinfo_with_mhz(text))
+    subprocess.run(["mount", "--bind", str(copy), str(CPUINFO)], check=True, timeout=30)
+
+
+class Kubelet:
+    """One kubelet; a context manager that stops it and removes what it left."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        node_ip: str,
+        kubeconfig: Path,
+        runtime: Containerd,
+        netns: str | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.node = node
+        self.node_ip = node_ip
+        self.kubeconfig = kubeconfig
+        self.runtime = runtime
+        self.netns = node if netns is None else netns
+        RUN_BASE.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=f"kubelet-{node}-", dir=RUN_BASE))
+        self.log_file = (log_dir or self.work) / f"kubelet-{node}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def __enter__(self) -> Kubelet:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def argv(self, binary: Path) -> list[str]:
+        work = self.work
+        return [
+            str(binary),
+            "--container-runtime=remote",
+            f"--container-runtime-endpoint=unix://{self.runtime.socket}",
+            "--runtime-request-timeout=2m",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--hostname-override={self.node}",
+            f"--node-ip={self.node_ip}",
+            "--register-node=true",
+            f"--root-dir={work / 'root'}",
+            f"--cert-dir={work / 'pki'}",
+            f"--volume-plugin-dir={work / 'volume-plugins'}",
+            "--cgroup-driver=cgroupfs",
+            "--cgroups-per-qos=false",
+            "--enforce-node-allocatable=",
+            "--fail-swap-on=false",
+            "--read-only-port=0",
+            "--healthz-bind-address=127.0.0.1",
+            "--feature-gates=DevicePlugins=false",
+            "--eviction-hard=",
+            "--image-gc-high-threshold=100",
+            "--image-gc-low-threshold=99",
+            "--v=1",
+        ]
+
+    def start(self) -> None:
+        binary = kube_binary("kubelet")
+        ensure_cpu_mhz(self.work)
+        for sub in ("root", "pki", "volume-plugins"):
+            (self.work / sub).mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = [NSENTER, f"--net={NETNS_DIR / self.netns}", "--", *self.argv(binary)]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work), "LANG": "C.UTF-8"}
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise KubeletError(
+                f"the kubelet of {self.node} exited with {self.proc.returncode}; "
+                f"see {self.log_file}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop the kubelet (the pods stay to containerd, which removes them itself)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=STOP_TIMEOUT)
+            self.proc = None
+        # Secret and projected volumes are tmpfs mounts under the root dir.
+        unmount_below(self.work)
+        shutil.rmtree(self.work, ignore_errors=True)
