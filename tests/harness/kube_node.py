@@ -1,4 +1,4 @@
-"""A real kubelet for a lab node: the node lifecycle the way a cluster has it.
+"""Real Kubernetes nodes in the lab: a kubelet per node, kube-scheduler, kube-controller-manager.
 
 ``Kubelet`` runs the kubelet built by ``scripts/build-kube.sh kubelet`` (``make
 kube-node``) in a lab node's network namespace, on a private containerd
@@ -81,6 +81,20 @@ def ensure_cpu_mhz(work: Path) -> None:
     copy = work / "cpuinfo"
     copy.write_text(cpuinfo_with_mhz(text))
     subprocess.run(["mount", "--bind", str(copy), str(CPUINFO)], check=True, timeout=30)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process's group, SIGKILL after STOP_TIMEOUT; wait for it."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT)
 
 
 class Kubelet:
@@ -184,17 +198,86 @@ class Kubelet:
 
     def stop(self) -> None:
         """Stop the kubelet (the pods stay to containerd, which removes them itself)."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-            self.proc = None
+        stop_process_group(self.proc)
+        self.proc = None
         # Secret and projected volumes are tmpfs mounts under the root dir.
         unmount_below(self.work)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class ControlPlaneComponent:
+    """kube-scheduler or kube-controller-manager in the guest's root network namespace
+    (the API server's), with no listener of its own and no leader election."""
+
+    def __init__(self, command: str, *, kubeconfig: Path, log_dir: Path | None = None) -> None:
+        self.command = command
+        self.kubeconfig = kubeconfig
+        RUN_BASE.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=f"{command}-", dir=RUN_BASE))
+        self.log_file = (log_dir or self.work) / f"{command}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ControlPlaneComponent:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def argv(self, binary: Path) -> list[str]:
+        common = [
+            str(binary),
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--port=0",  # no insecure listener
+            "--secure-port=0",  # nor a serving certificate written somewhere
+            "--v=2",  # bindings and controller decisions in the log
+        ]
+        if self.command != "kube-controller-manager":
+            return common
+        return [
+            *common,
+            # What workloads need.  nodelifecycle takes off the not-ready taint a kubelet
+            # registers its node with (else nothing but DaemonSet pods is scheduled); no
+            # token controller (no signing key here).
+            "--controllers=deployment,replicaset,daemonset,serviceaccount,garbagecollector,"
+            "nodelifecycle",
+            # A fixed host path by default; kept inside the work dir.
+            f"--flex-volume-plugin-dir={self.work / 'flex'}",
+            "--use-service-account-credentials=false",
+        ]
+
+    def start(self) -> None:
+        binary = kube_binary(self.command)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work), "LANG": "C.UTF-8"}
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(binary),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-30:])
+            raise KubeletError(
+                f"{self.command} exited with {self.proc.returncode}; see {self.log_file}:\n{tail}"
+            )
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
+        self.proc = None
         shutil.rmtree(self.work, ignore_errors=True)
