@@ -356,6 +356,10 @@ class FRRActor(BaseActor):
     def _poll(self) -> None:
         if self._model is None:
             return
+        # The answer is only as new as the question: a query that began before a kill of
+        # bgpd and returned after the deletions it caused must not count as news from
+        # after them (the EVPN hold would read the dead bgpd's sessions as still up).
+        asked = self._clock()
         state = self._made_control().state()
         counts = dict.fromkeys(BGP_STATES, 0)
         for session in state.sessions.values():
@@ -374,7 +378,7 @@ class FRRActor(BaseActor):
             }
             view = BgpView(
                 answered=state.answered,
-                taken=self._clock(),
+                taken=asked,
                 sessions=sessions,
                 nodes=frozenset(self._model.vteps),
                 zebra_uptime=state.zebra_uptime,

@@ -156,15 +156,20 @@ def _ready(lab: Lab, name: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _wait_ready(cluster: Cluster, status: str, timeout: float) -> dict[str, tuple[str, str, str]]:
+def _wait_ready(
+    cluster: Cluster, status: str, timeout: float, saying: str = ""
+) -> dict[str, tuple[str, str, str]]:
+    """Until every node's Ready is `status` (with `saying` in its message)."""
+
     def probe() -> dict[str, tuple[str, str, str]] | None:
         cluster.check_alive()
         ready = {name: _ready(cluster.lab, name) for name in NODES}
-        if all(r is not None and r[0] == status for r in ready.values()):
+        if all(r is not None and r[0] == status and saying in r[2] for r in ready.values()):
             return {name: r for name, r in ready.items() if r is not None}
         return None
 
-    return wait_until(probe, timeout, f"{', '.join(NODES)} Ready={status} (logs: {cluster.logs})")
+    what = f"{', '.join(NODES)} Ready={status} {saying} (logs: {cluster.logs})"
+    return wait_until(probe, timeout, what)
 
 
 def test_nodes_are_not_ready_without_the_cni_and_ready_once_the_daemons_run(
@@ -172,7 +177,9 @@ def test_nodes_are_not_ready_without_the_cni_and_ready_once_the_daemons_run(
 ) -> None:
     lab = cluster.lab
     began = time.monotonic()
-    before = _wait_ready(cluster, "False", REGISTER_TIMEOUT)
+    # The first status can still say "PLEG is not healthy ... network state unknown":
+    # the runtime's network condition comes with a later sync.
+    before = _wait_ready(cluster, "False", REGISTER_TIMEOUT, saying="NetworkPluginNotReady")
     registered = time.monotonic() - began
     for name, (_, reason, message) in before.items():
         assert reason == "KubeletNotReady", (name, reason, message)

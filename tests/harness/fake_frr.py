@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from pyroute2_cni.frr_control import CommandResult, FrrState
 
@@ -28,6 +29,8 @@ class FakeFrrControl:
         self.zebra_uptime: float | None = None
         self.l3vnis: dict[str, int] = {}
         self.l2vnis: frozenset[int] = frozenset()
+        # Called inside state(), e.g. to let time pass while FRR is being asked.
+        self.while_asked: Callable[[], None] | None = None
 
     def available(self) -> str | None:
         return self.missing
@@ -69,6 +72,9 @@ class FakeFrrControl:
             self.closed = True
 
     def state(self) -> FrrState:
+        hook = self.while_asked
+        if hook is not None:
+            hook()
         with self.lock:
             self.polls += 1
             return FrrState(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -353,6 +354,23 @@ def test_sessions_and_uptimes_reach_the_route_keeper(rig: Rig) -> None:
     rig.frr.sessions = {}
     wait_for(lambda: not _views(rig)[-1].answered, 5, "a view saying bgpd did not answer")
     wait_for(lambda: established_seconds() == 0.0, 5, "0 while bgpd does not answer")
+
+
+def test_a_view_is_dated_when_frr_was_asked_not_when_it_answered(rig: Rig) -> None:
+    # Under load vtysh answers seconds late: an answer the dead bgpd gave before a kill
+    # must not pass for news from after the deletions the kill caused.
+    asked: list[float] = []
+
+    def slow_answer() -> None:
+        asked.append(time.monotonic())
+        threading.Event().wait(0.05)  # FRR answering late, not synchronisation
+
+    rig.frr.while_asked = slow_answer
+    rig.frr.sessions = {"192.0.2.2": "Established"}
+    rig.actor.tell(snapshot(DOMAIN))
+    wait_for(lambda: len(_views(rig)) >= 2, 5, "two BGP views")
+    for view in _views(rig):
+        assert any(a - 0.05 < view.taken <= a for a in asked), (view.taken, asked)
 
 
 def test_zebras_uptime_reaches_the_route_keeper_and_the_peers(rig: Rig) -> None:
