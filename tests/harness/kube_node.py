@@ -29,9 +29,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from tests.harness.apiserver import KUBE_VERSION, cache_root, in_guest
 from tests.harness.cri import NETNS_DIR, NSENTER, RUN_BASE, Containerd, unmount_below
@@ -97,31 +97,18 @@ def stop_process_group(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(timeout=STOP_TIMEOUT)
 
 
-class Kubelet:
-    """One kubelet; a context manager that stops it and removes what it left."""
+class _KubeProcess:
+    """One Kubernetes component as a process: work dir, log, start, liveness, stop.
+    A context manager that stops it and removes what it left."""
 
-    def __init__(
-        self,
-        *,
-        node: str,
-        node_ip: str,
-        kubeconfig: Path,
-        runtime: Containerd,
-        netns: str | None = None,
-        log_dir: Path | None = None,
-    ) -> None:
-        self.node = node
-        self.node_ip = node_ip
-        self.kubeconfig = kubeconfig
-        self.runtime = runtime
-        self.netns = node if netns is None else netns
+    def __init__(self, name: str, log_dir: Path | None) -> None:
+        self.name = name
         RUN_BASE.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix=f"kubelet-{node}-", dir=RUN_BASE))
-        self.log_file = (log_dir or self.work) / f"kubelet-{node}.log"
+        self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=RUN_BASE))
+        self.log_file = (log_dir or self.work) / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
 
-    def __enter__(self) -> Kubelet:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -136,6 +123,64 @@ class Kubelet:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work), "LANG": "C.UTF-8"}
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise KubeletError(
+                f"{self.name} exited with {self.proc.returncode}; "
+                f"see {self.log_file}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
+        self.proc = None
+        # A kubelet's secret and projected volumes are tmpfs mounts under its root dir.
+        unmount_below(self.work)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class Kubelet(_KubeProcess):
+    """One kubelet in a node's network namespace (its pods stay to containerd, which
+    removes them itself when it stops)."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        node_ip: str,
+        kubeconfig: Path,
+        runtime: Containerd,
+        netns: str | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        super().__init__(f"kubelet-{node}", log_dir)
+        self.node = node
+        self.node_ip = node_ip
+        self.kubeconfig = kubeconfig
+        self.runtime = runtime
+        self.netns = node if netns is None else netns
 
     def argv(self, binary: Path) -> list[str]:
         work = self.work
@@ -169,69 +214,17 @@ class Kubelet:
         ensure_cpu_mhz(self.work)
         for sub in ("root", "pki", "volume-plugins"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        argv = [NSENTER, f"--net={NETNS_DIR / self.netns}", "--", *self.argv(binary)]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work), "LANG": "C.UTF-8"}
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        self.started_at = time.monotonic()
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise KubeletError(
-                f"the kubelet of {self.node} exited with {self.proc.returncode}; "
-                f"see {self.log_file}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """Stop the kubelet (the pods stay to containerd, which removes them itself)."""
-        stop_process_group(self.proc)
-        self.proc = None
-        # Secret and projected volumes are tmpfs mounts under the root dir.
-        unmount_below(self.work)
-        shutil.rmtree(self.work, ignore_errors=True)
+        self._spawn([NSENTER, f"--net={NETNS_DIR / self.netns}", "--", *self.argv(binary)])
 
 
-class ControlPlaneComponent:
+class ControlPlaneComponent(_KubeProcess):
     """kube-scheduler or kube-controller-manager in the guest's root network namespace
     (the API server's), with no listener of its own and no leader election."""
 
     def __init__(self, command: str, *, kubeconfig: Path, log_dir: Path | None = None) -> None:
+        super().__init__(command, log_dir)
         self.command = command
         self.kubeconfig = kubeconfig
-        RUN_BASE.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix=f"{command}-", dir=RUN_BASE))
-        self.log_file = (log_dir or self.work) / f"{command}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ControlPlaneComponent:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def argv(self, binary: Path) -> list[str]:
         common = [
@@ -257,27 +250,4 @@ class ControlPlaneComponent:
         ]
 
     def start(self) -> None:
-        binary = kube_binary(self.command)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work), "LANG": "C.UTF-8"}
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(binary),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-30:])
-            raise KubeletError(
-                f"{self.command} exited with {self.proc.returncode}; see {self.log_file}:\n{tail}"
-            )
-
-    def stop(self) -> None:
-        stop_process_group(self.proc)
-        self.proc = None
-        shutil.rmtree(self.work, ignore_errors=True)
+        self._spawn(self.argv(kube_binary(self.command)))

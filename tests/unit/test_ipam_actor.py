@@ -538,17 +538,23 @@ def test_an_ordinary_release_miss_costs_no_api_request(
     assert (store.lists, store.gets) == (lists, gets)
 
 
+def _late_predecessor_write(nodes: Callable[..., Node]) -> tuple[Node, AddressAllocated]:
+    """A replacement actor that loaded, then a predecessor's allocation it did not see."""
+    replacement = nodes("n1")
+    allocated(replacement.allocate("a/eth0"))
+    predecessor = nodes("n1")  # its load comes after the replacement's, so its write is unseen
+    late = allocated(predecessor.allocate("late/eth0"))
+    predecessor.stop()
+    return replacement, late
+
+
 def test_a_predecessors_write_that_commits_after_the_load_is_released_by_a_del(
     nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
 ) -> None:
     # The daemon killed with -9 while its status write was in flight: the API server
     # commits it after the new daemon read the node's blocks.  The runtime's DEL for
     # that sandbox must free the address, not hear "nothing held" from the cache.
-    replacement = nodes("n1")
-    allocated(replacement.allocate("a/eth0"))
-    predecessor = nodes("n1")  # its load comes after the replacement's, so its write is unseen
-    late = allocated(predecessor.allocate("late/eth0"))
-    predecessor.stop()
+    replacement, late = _late_predecessor_write(nodes)
     clock.advance(SETTLE_WINDOW - 1)
     lists = store.lists
     assert replacement.release("late/eth0") == AddressReleased(
@@ -562,11 +568,7 @@ def test_a_predecessors_write_that_commits_after_the_load_is_released_by_a_del(
 def test_a_del_miss_that_cannot_re_read_fails_temporarily_and_keeps_the_record(
     nodes: Callable[..., Node], store: FakeBlockStore
 ) -> None:
-    replacement = nodes("n1")
-    allocated(replacement.allocate("a/eth0"))
-    predecessor = nodes("n1")
-    late = allocated(predecessor.allocate("late/eth0"))
-    predecessor.stop()
+    replacement, late = _late_predecessor_write(nodes)
     store.unavailable = True
     reply = replacement.release("late/eth0")
     assert isinstance(reply, Failure) and reply.kind is ErrorKind.TEMPORARY, reply
