@@ -11,7 +11,7 @@ export PYROUTE2_CNI_CACHE := $(CACHE)
 
 .PHONY: all deps venv shim kube-apiserver tools uml test test-unit test-api test-kernel \
         test-e2e shim-check lint bench lab lab-down clean
-.PHONY: images test-images kube-node
+.PHONY: images test-images kube-node lab-kubelets
 
 all: venv shim
 
@@ -59,8 +59,8 @@ test-api: deps venv kube-apiserver
 test-kernel: deps venv shim kube-apiserver uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
-test-e2e: venv shim kube-apiserver kube-node tools uml
-	scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
+test-e2e: venv shim kube-apiserver kube-node tools uml images
+	PYROUTE2_CNI_UML_MEM=$${PYROUTE2_CNI_UML_MEM:-6000M} scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
 # The daemon and FRR images (oci-archives under $(CACHE)/images), with Debian's buildah
 # from a local Debian base: no container registry needed.
@@ -76,7 +76,7 @@ shim-check: venv
 	shim/check.sh
 
 # Every tier, even when an earlier one fails; the exit status is the worst.
-test: deps venv shim kube-apiserver kube-node tools uml
+test: deps venv shim kube-apiserver kube-node tools uml images
 	scripts/test-all
 
 lint: venv
@@ -89,6 +89,10 @@ bench: deps venv shim kube-apiserver tools uml
 
 lab: deps venv shim kube-apiserver tools uml
 	scripts/lab up
+
+# The lab on real nodes: kubelets run the DaemonSet installed as the README says.
+lab-kubelets: deps venv shim kube-apiserver kube-node tools uml images
+	scripts/lab up --kubelets
 
 lab-down:
 	scripts/lab down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,19 @@ class HealthReport:
     lines: tuple[str, ...]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A probe that timed out (the kubelet's, a peer's) has closed its socket before
+        # the answer was written: routine under load, not worth a traceback on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            log.debug("health: %s went away before the answer (%s)", client_address, exc)
+            return
+        log.exception("health: a request from %s failed", client_address)
+
+
 class HealthServer:
     def __init__(
         self,
@@ -34,8 +48,7 @@ class HealthServer:
         self._report = report
         self._metrics = metrics
         handler = self._make_handler()
-        self._server = ThreadingHTTPServer((address, port), handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer((address, port), handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health-http", daemon=True
         )

@@ -1,197 +1,126 @@
-"""Real nodes in a 2-node lab (issue 16, item 2): kubelets, scheduler, controller-manager.
+"""The product as users deploy it (issue 16): real nodes, the README's install, the
+DaemonSet run by kubelets, and what Kubernetes does to it afterwards.
 
-The kubelet built from the Kubernetes source (``make kube-node``) runs in each lab node's
-network namespace on a private containerd whose CRI plugin executes our shim from the
-node's CNI dirs, exactly as on a node where the DaemonSet installed them;
-kube-scheduler and kube-controller-manager run beside the API server.  The daemon still
-runs as a lab process here, not yet as the DaemonSet's pod.
+Two lab nodes are real nodes (tests/harness/kube_cluster.py): each its own mount namespace,
+containerd and kubelet (``make kube-node``) with the images ``make images`` built;
+kube-scheduler and kube-controller-manager beside the API server.
 
-- Before the daemons have installed their conflists every node registers ``Ready=False``
-  with the runtime's "network plugin not ready"; once the daemons run they turn ``Ready``
-  (and our own ``Pyroute2CNIReady`` condition is True beside it).
-- A Deployment's pods, spread over both nodes by the scheduler, get their addresses
-  through kubelet -> containerd -> shim -> daemon and answer pings from pods on either
-  node (across nodes through EVPN); scaling it to zero frees their IPAM records (the
-  runtime's CNI DEL).
+- Before the CNI is installed every node registers ``Ready=False`` with the runtime's
+  "network plugin not ready"; after the README's three commands (through the lab overlay
+  kubernetes/overlays/lab/, which says what it changes and why) the DaemonSet's pods start
+  on every node, install the shim and the conflist, and every node turns ``Ready``.
+- The README's operator commands: vtysh in the pyroute2-frr container through ``kubectl
+  exec``, ``kubectl get ipblocks.ipam.pyroute2.org``, /livez, /readyz and /metrics on port
+  24800 of each node.
+- Deployments in the system VRF and in a namespace bound to a tenant VRFDomain, placed by
+  the scheduler and plumbed by the kubelet's own CNI calls: ``kubectl exec`` pings reach
+  the pods of their VRF on both nodes and not the other VRF's; deleting them frees their
+  addresses (``pyroute2-cni ipam check`` clean).  A failing ADD is named in the pod's
+  events.
+- ``kubectl rollout restart`` replaces both containers node by node; pods keep their
+  addresses and reach each other afterwards, a pod created meanwhile starts, and the echoes
+  a continuous ping loses meanwhile are measured; ``kill -9`` of either container is undone
+  by the kubelet.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import kubernetes.client
 import pytest
 
 from pyroute2_cni.ipam_store import block_from_object
-from tests.harness.cri import Containerd, load_tools
-from tests.harness.kube_node import ControlPlaneComponent, Kubelet
-from tests.harness.lab import REPO, Lab, LabError, LabOptions, wait_until
+from pyroute2_cni.netlink_model import vrf_name
+from tests.harness.cri import load_tools
+from tests.harness.kube_cluster import (
+    DAEMONSET,
+    DS_NAMESPACE,
+    POD_TIMEOUT,
+    KubeCluster,
+    Workload,
+    pod_spec,
+)
+from tests.harness.lab import (
+    METRICS_PORT,
+    REPO,
+    SYSTEM_VRF,
+    Lab,
+    LabOptions,
+    http_get,
+    wait_until,
+)
 from tests.harness.reports import cni_condition
 
-pytestmark = pytest.mark.e2e
+# The fixture starts a cluster from nothing and the install waits for two images to
+# start on every node: more than the default 300 s per test under UML.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 NODES = ("lab-n1", "lab-n2")
 STATE_DIR = REPO / "lab-state" / "e2e-kubelet"
-PLUGINS_DIR = Path("/usr/lib/cni")
-# Measured under UML: node registered ~15 s after the kubelet starts, Ready ~5 s after
-# the conflist, a pod Running ~6 s after create; generous for a loaded CI machine.
 REGISTER_TIMEOUT = 120.0
 READY_TIMEOUT = 120.0
-POD_TIMEOUT = 120.0
 NAMESPACE = "default"
-DEPLOYMENT = "web"
+TENANT_NS = "test02"
+TENANT_DOMAIN = "vrf-200"
+TENANT_VRF = 200
+# A rollout of the DaemonSet: every node stops its pod and starts a new one, in turn.
+ROLLOUT_TIMEOUT = 600.0
 
 
 def _progress(line: str) -> None:
-    print(line, file=sys.__stderr__, flush=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Cluster:
-    lab: Lab
-    kubelets: dict[str, Kubelet]
-    components: tuple[ControlPlaneComponent, ...]
-
-    def check_alive(self) -> None:
-        for kubelet in self.kubelets.values():
-            kubelet.check_alive()
-        for component in self.components:
-            component.check_alive()
-
-    @property
-    def logs(self) -> str:
-        return str(self.lab.log_dir)
-
-
-def _cni_bin_dir(lab: Lab, name: str) -> None:
-    """/opt/cni/bin of a node: the standard plugins the conflist chains, beside the shim
-    the daemon installs (none yet)."""
-    node = lab.nodes[name]
-    for directory in (node.cni_bin_dir, node.cni_conf_dir):
-        directory.mkdir(parents=True, exist_ok=True)
-    for plugin in ("portmap", "loopback"):
-        link = node.cni_bin_dir / plugin
-        if not link.exists():
-            link.symlink_to(PLUGINS_DIR / plugin)
-
-
-def _iptables_legacy() -> Path:
-    """A PATH directory for portmap: UML has no nf_tables NAT."""
-    legacy = STATE_DIR / "iptables-legacy"
-    legacy.mkdir(parents=True, exist_ok=True)
-    for name in ("iptables", "ip6tables"):
-        for suffix in ("", "-save", "-restore"):
-            link = legacy / f"{name}{suffix}"
-            if not link.exists():
-                link.symlink_to(Path("/usr/sbin") / f"{name}-legacy{suffix}")
-    return legacy
+    print(f"test_kubelet: {line}", file=sys.__stderr__, flush=True)
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[KubeCluster]:
     shutil.rmtree(STATE_DIR, ignore_errors=True)
-    tools = load_tools()
-    lab = Lab(
-        LabOptions(state_dir=STATE_DIR, nodes=len(NODES), pods_per_node=0, progress=_progress)
+    options = LabOptions(
+        state_dir=STATE_DIR, nodes=len(NODES), pods_per_node=0, progress=_progress, real_nodes=True
     )
-    with ExitStack() as stack:
-        stack.callback(lab.stop)
-        # No daemons yet: the nodes must come up without a CNI first.
-        lab.start(daemons=False, pods=False)
-        legacy = _iptables_legacy()
-        kubelets: dict[str, Kubelet] = {}
-        for name in NODES:
-            # The kubelet registers its Node itself, with its own status.
-            lab.core().delete_node(name)
-            _cni_bin_dir(lab, name)
-            node = lab.nodes[name]
-            containerd = stack.enter_context(
-                Containerd(
-                    tools,
-                    cni_bin_dir=node.cni_bin_dir,
-                    cni_conf_dir=node.cni_conf_dir,
-                    netns=name,
-                    log_dir=lab.log_dir,
-                    env_path=[legacy],
-                )
-            )
-            kubelets[name] = stack.enter_context(
-                Kubelet(
-                    node=name,
-                    node_ip=node.address,
-                    kubeconfig=lab.kubeconfig,
-                    runtime=containerd,
-                    log_dir=lab.log_dir,
-                )
-            )
-        components = tuple(
-            stack.enter_context(
-                ControlPlaneComponent(command, kubeconfig=lab.kubeconfig, log_dir=lab.log_dir)
-            )
-            for command in ("kube-scheduler", "kube-controller-manager")
-        )
-        _progress(f"test_kubelet: {len(kubelets)} kubelets, scheduler, controller-manager up")
-        yield Cluster(lab=lab, kubelets=kubelets, components=components)
-
-
-def _ready(lab: Lab, name: str) -> tuple[str, str, str] | None:
-    """(status, reason, message) of the Node's Ready condition, None before it registered."""
+    lab = Lab(options)
     try:
-        node = lab.core().read_node_status(name)
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    for c in node.status.conditions or []:
-        if c.type == "Ready":
-            return str(c.status), str(c.reason), str(c.message)
-    return None
+        # No CNI yet: the nodes must come up without one first.
+        lab.start(daemons=False, pods=False)
+        with KubeCluster(lab, progress=_progress) as cluster:
+            yield cluster
+    finally:
+        lab.stop()
 
 
-def _wait_ready(
-    cluster: Cluster, status: str, timeout: float, saying: str = ""
-) -> dict[str, tuple[str, str, str]]:
-    """Until every node's Ready is `status` (with `saying` in its message)."""
-
-    def probe() -> dict[str, tuple[str, str, str]] | None:
-        cluster.check_alive()
-        ready = {name: _ready(cluster.lab, name) for name in NODES}
-        if all(r is not None and r[0] == status and saying in r[2] for r in ready.values()):
-            return {name: r for name, r in ready.items() if r is not None}
-        return None
-
-    what = f"{', '.join(NODES)} Ready={status} {saying} (logs: {cluster.logs})"
-    return wait_until(probe, timeout, what)
+def _busybox() -> str:
+    return load_tools().busybox.name
 
 
-def test_nodes_are_not_ready_without_the_cni_and_ready_once_the_daemons_run(
-    cluster: Cluster,
+def test_nodes_are_not_ready_without_the_cni_and_ready_once_installed_as_the_readme_says(
+    cluster: KubeCluster,
 ) -> None:
     lab = cluster.lab
     began = time.monotonic()
     # The first status can still say "PLEG is not healthy ... network state unknown":
     # the runtime's network condition comes with a later sync.
-    before = _wait_ready(cluster, "False", REGISTER_TIMEOUT, saying="NetworkPluginNotReady")
+    before = cluster.wait_ready("False", REGISTER_TIMEOUT, saying="NetworkPluginNotReady")
     registered = time.monotonic() - began
     for name, (_, reason, message) in before.items():
         assert reason == "KubeletNotReady", (name, reason, message)
         assert "NetworkPluginNotReady" in message, (name, message)
         assert not any(lab.nodes[name].cni_conf_dir.iterdir())  # nothing installed yet
+
     began = time.monotonic()
-    lab.start_daemons()
-    _wait_ready(cluster, "True", READY_TIMEOUT)
-    ready_after = time.monotonic() - began
+    cluster.install()
+    pods_ready = time.monotonic() - began
+    cluster.wait_ready("True", READY_TIMEOUT)
     _progress(
-        f"test_kubelet: nodes registered NotReady within {registered:.1f} s "
-        f"({before[NODES[0]][2]!r}); Ready {ready_after:.1f} s after the daemons started"
+        f"nodes registered NotReady within {registered:.1f} s; DaemonSet pods Ready "
+        f"{pods_ready:.1f} s and nodes Ready {time.monotonic() - began:.1f} s after the "
+        "install began"
     )
     for name in NODES:
         assert (lab.nodes[name].cni_conf_dir / "10-pyroute2-cni.conflist").is_file()
@@ -203,144 +132,275 @@ def test_nodes_are_not_ready_without_the_cni_and_ready_once_the_daemons_run(
         )
 
 
-def _container(image: str, command: list[str]) -> dict[str, Any]:
-    return {"name": "main", "image": image, "imagePullPolicy": "Never", "command": command}
+def test_the_readme_operator_commands_work_on_every_node(cluster: KubeCluster) -> None:
+    lab = cluster.lab
+    began = time.monotonic()
+    cluster.wait_ready()
+    web = cluster.deploy("operator", NAMESPACE, _busybox())
+    # As the README writes it: the DaemonSet picks a pod.
+    out = cluster.kubectl(
+        "-n",
+        DS_NAMESPACE,
+        "exec",
+        f"daemonsets/{DAEMONSET}",
+        "-c",
+        "pyroute2-frr",
+        "--",
+        "vtysh",
+        "-c",
+        "show bgp l2vpn evpn summary",
+    ).stdout
+    assert "Neighbor" in out, out
+    blocks = [block_from_object(b) for b in lab.ipblocks()]
+    for node, (pod, _) in cluster.daemonset_pods().items():
+        others = [lab.nodes[n].address for n in NODES if n != node]
+        remote = [b.cidr for b in blocks if b.node != node and b.vrf == SYSTEM_VRF]
+        assert remote, blocks
+
+        def established(pod: str = pod, others: list[str] = others) -> bool:
+            summary = json.loads(cluster.vtysh(pod, "show bgp l2vpn evpn summary json"))
+            found = summary.get("peers", {})
+            return all(found.get(a, {}).get("state") == "Established" for a in others)
+
+        wait_until(established, READY_TIMEOUT, f"{node}'s FRR: EVPN sessions to {others}")
+
+        def learned(pod: str = pod, remote: list[str] = remote) -> bool:
+            routes = cluster.vtysh(pod, "show bgp l2vpn evpn route type 5")
+            table = cluster.vtysh(pod, f"show ip route vrf {vrf_name(SYSTEM_VRF)}")
+            return all(cidr.split("/")[0] in routes and cidr in table for cidr in remote)
+
+        wait_until(learned, READY_TIMEOUT, f"{node}'s FRR: type-5 routes and VRF routes {remote}")
+        for path in ("/livez", "/readyz", "/metrics"):
+            status, body = http_get(node, METRICS_PORT, path)
+            assert status == 200, (node, path, status, body[:200])
+    listing = cluster.kubectl("get", "ipblocks.ipam.pyroute2.org").stdout
+    header = listing.split("\n", 1)[0].split()
+    assert header == ["NAME", "CIDR", "NODE", "VRF", "ALLOCATED", "CAPACITY"], listing
+    cluster.remove(web)
+    _progress(
+        f"operator commands checked on {len(NODES)} nodes in {time.monotonic() - began:.1f} s"
+    )
 
 
-def _pod_spec(containers: list[dict[str, Any]], restart: str) -> dict[str, Any]:
-    return {
-        "automountServiceAccountToken": False,
-        "dnsPolicy": "Default",
-        "restartPolicy": restart,
-        "terminationGracePeriodSeconds": 1,
-        "containers": containers,
-    }
+def _bind_tenant(lab: Lab) -> None:
+    lab.apply_object(
+        lab.domain_object(TENANT_DOMAIN, TENANT_VRF, 10200, "10.1.0.0", 60200, "l3vni")
+    )
+    lab.apply_object(lab.binding_object(f"{TENANT_NS}-{TENANT_DOMAIN}", TENANT_NS, TENANT_DOMAIN))
+    # A pod added before its node's daemon knows the binding would join the system VRF.
+    lab.wait_cluster_view()
 
 
-def _deployment(image: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": DEPLOYMENT}
-    spec = _pod_spec([_container(image, ["sleep", "3600"])], "Always")
-    # One pod per node: the scheduler, not the test, places them.
-    spec["topologySpreadConstraints"] = [
-        {
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": labels},
-        }
+def test_pods_in_the_system_and_a_tenant_vrf_reach_their_own_vrf_across_nodes_only(
+    cluster: KubeCluster,
+) -> None:
+    lab = cluster.lab
+    cluster.wait_ready()
+    _bind_tenant(lab)
+    web = cluster.deploy("web", NAMESPACE, _busybox())
+    tenant = cluster.deploy("tenant", TENANT_NS, _busybox())
+    blocks = [
+        (b.node, b.vrf, ipaddress.ip_network(b.cidr))
+        for b in map(block_from_object, lab.ipblocks())
     ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": spec},
-        },
-    }
+    for workload, vrf in ((web, SYSTEM_VRF), (tenant, TENANT_VRF)):
+        for node, address in workload.pods.values():
+            ip = ipaddress.ip_address(address)
+            assert any(n == node and v == vrf and ip in net for n, v, net in blocks), (
+                workload.name,
+                node,
+                address,
+                blocks,
+            )
+    held = set(cluster.records().values())
+    assert set(web.pods) | set(tenant.pods) <= held, held
+
+    # From each node, each VRF's pod reaches both of its VRF's pods (on its own node and
+    # across through EVPN) and neither pod of the other VRF.
+    began = time.monotonic()
+    for node in NODES:
+        for mine, other in ((web, tenant), (tenant, web)):
+            pod = mine.on(node)
+            answered = cluster.reachable(mine, pod, mine.addresses + other.addresses)
+            assert all(answered[t] for t in mine.addresses), (node, pod, answered)
+            assert not any(answered[t] for t in other.addresses), (
+                f"isolation: {mine.namespace}/{pod} on {node} reaches {other.name}: {answered}"
+            )
+    _progress(f"ping matrix of both VRFs through kubectl exec in {time.monotonic() - began:.1f} s")
+    cluster.remove(web)
+    cluster.remove(tenant)
+    cluster.ipam_check()
 
 
-def _running(cluster: Cluster) -> dict[str, tuple[str, str]] | None:
-    """The Deployment's pods once all are Running: name -> (node, address)."""
-    cluster.check_alive()
-    pods = cluster.lab.core().list_namespaced_pod(NAMESPACE, label_selector=f"app={DEPLOYMENT}")
-    out = {
-        p.metadata.name: (str(p.spec.node_name), str(p.status.pod_ip))
-        for p in pods.items
-        if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp
-    }
-    return out if len(out) == len(NODES) and len(pods.items) == len(NODES) else None
-
-
-def _describe(lab: Lab) -> str:
-    """The pods, the nodes' taints and the namespace's events, for a failure message."""
+def test_a_failing_add_is_named_in_the_pods_events(cluster: KubeCluster) -> None:
+    """The kubelet's pod events carry our error: a namespace bound to a missing VRFDomain."""
+    lab = cluster.lab
+    binding = "test03-missing"
+    lab.apply_object(lab.binding_object(binding, "test03", "vrf-404"))
+    lab.wait_cluster_view()
     core = lab.core()
-    lines = [
-        f"pod {p.metadata.name}: {p.status.phase} on {p.spec.node_name} ip={p.status.pod_ip}"
-        for p in core.list_namespaced_pod(NAMESPACE).items
-    ]
-    lines += [f"node {n.metadata.name}: taints {n.spec.taints}" for n in core.list_node().items]
-    lines += [
-        f"event {e.involved_object.name}: {e.reason}: {e.message}"
-        for e in core.list_namespaced_event(NAMESPACE).items[-20:]
-    ]
-    return "\n".join(lines)
-
-
-def _records(lab: Lab) -> dict[str, str]:
-    """IPAM records of the lab's nodes: attachment key -> pod name."""
-    out: dict[str, str] = {}
-    for obj in lab.ipblocks():
-        block = block_from_object(obj)
-        for address, record in block.allocations.items():
-            if not record.is_gateway:
-                out[record.key] = record.pod or address
-    return out
-
-
-def _ping_from(cluster: Cluster, node: str, targets: list[str], image: str) -> str:
-    """A pod on `node` that pings every target and exits; its final phase."""
-    core = cluster.lab.core()
-    name = f"ping-from-{node}"
-    script = " && ".join(f"ping -c 3 -W 2 {t}" for t in targets)
+    name = "unbound"
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {**_pod_spec([_container(image, ["sh", "-c", script])], "Never"), "nodeName": node},
+        "metadata": {"name": name, "namespace": "test03"},
+        "spec": pod_spec(_busybox(), ["sleep", "3600"]),
     }
-    core.create_namespaced_pod(NAMESPACE, body)
+    core.create_namespaced_pod("test03", body)
 
-    def finished() -> str | None:
+    def named() -> str | None:
         cluster.check_alive()
-        phase = str(core.read_namespaced_pod_status(name, NAMESPACE).status.phase)
-        return phase if phase in ("Succeeded", "Failed") else None
+        for e in core.list_namespaced_event("test03").items:
+            if e.involved_object.name == name and e.reason == "FailedCreatePodSandBox":
+                return str(e.message)
+        return None
 
-    phase = wait_until(finished, POD_TIMEOUT, f"pod {name} finished")
-    core.delete_namespaced_pod(name, NAMESPACE)
-    return phase
+    try:
+        message = wait_until(named, POD_TIMEOUT, f"a FailedCreatePodSandBox event on {name}")
+        assert "vrf-404" in message and binding in message, message
+        _progress(f"the kubelet's event: ...{message[-240:]}")
+    finally:
+        core.delete_namespaced_pod(name, "test03", grace_period_seconds=0)
+        lab.delete_object("vrfdomainbindings", binding)
+    wait_until(
+        lambda: not core.list_namespaced_pod("test03").items, POD_TIMEOUT, f"pod {name} deleted"
+    )
+    cluster.ipam_check()
 
 
-def test_a_deployment_spread_by_the_scheduler_gets_addresses_and_reaches_across_nodes(
-    cluster: Cluster,
+class ContinuousPing:
+    """`ping TARGET` (one echo a second) in a pod, in the background, while something
+    happens; `lost()` stops it and counts the echoes that went unanswered."""
+
+    def __init__(self, cluster: KubeCluster, workload: Workload, pod: str, target: str) -> None:
+        self.cluster = cluster
+        self.workload = workload
+        self.pod = pod
+        self.target = target
+
+    def _sh(self, script: str) -> str:
+        argv = ["-n", self.workload.namespace, "exec", self.pod, "--", "sh", "-c", script]
+        return self.cluster.kubectl(*argv).stdout
+
+    def start(self) -> None:
+        # The busybox image has no /tmp; its root is writable.
+        self._sh(f"ping {self.target} > /ping.log 2>&1 < /dev/null & echo $! > /ping.pid")
+
+    def lost(self) -> tuple[int, int]:
+        """(echoes sent, echoes lost), from the sequence numbers answered."""
+        self._sh("kill -INT $(cat /ping.pid)")
+
+        def summary() -> str | None:
+            text = self._sh("cat /ping.log")
+            return text if "packets transmitted" in text else None
+
+        text = wait_until(summary, 30, f"ping in {self.pod} to stop")
+        seqs = {int(m) for m in re.findall(r"seq=(\d+)", text)}
+        sent = re.search(r"(\d+) packets transmitted", text)
+        assert sent is not None, text
+        # The last echo may still be in flight when ping stops: count up to the last answer.
+        return int(sent.group(1)), (max(seqs) + 1 - len(seqs)) if seqs else int(sent.group(1))
+
+
+def test_a_rollout_replaces_both_containers_node_by_node_and_pods_keep_their_addresses(
+    cluster: KubeCluster,
 ) -> None:
     lab = cluster.lab
-    _wait_ready(cluster, "True", READY_TIMEOUT)  # the test above started the daemons
-    image = load_tools().busybox.name
-    apps_api = kubernetes.client.AppsV1Api(lab.client())
-    apps_api.create_namespaced_deployment(NAMESPACE, _deployment(image, len(NODES)))
+    cluster.wait_ready()
+    web = cluster.deploy("steady", NAMESPACE, _busybox())
+    a, b = NODES
+    ping = ContinuousPing(cluster, web, web.on(a), web.pods[web.on(b)][1])
+    before = cluster.daemonset_uids()
+    ping.start()
     began = time.monotonic()
-    try:
-        pods = wait_until(lambda: _running(cluster), POD_TIMEOUT, f"{DEPLOYMENT}'s pods Running")
-    except LabError as exc:
-        raise AssertionError(f"{exc}\n{_describe(lab)}") from None
+    cluster.kubectl("-n", DS_NAMESPACE, "rollout", "restart", f"daemonset/{DAEMONSET}")
+    # A pod created while the rollout runs: the kubelet retries its ADD until a daemon
+    # answers.
+    core = lab.core()
+    during = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "during-rollout", "namespace": NAMESPACE},
+        "spec": pod_spec(_busybox(), ["sleep", "3600"]),
+    }
+    core.create_namespaced_pod(NAMESPACE, during)
+    status = cluster.kubectl(
+        "-n",
+        DS_NAMESPACE,
+        "rollout",
+        "status",
+        f"daemonset/{DAEMONSET}",
+        f"--timeout={int(ROLLOUT_TIMEOUT)}s",
+        check=False,
+        timeout=ROLLOUT_TIMEOUT + 30,
+    )
     took = time.monotonic() - began
-    assert sorted(node for node, _ in pods.values()) == sorted(NODES), pods
-    blocks = [
-        (b.node, ipaddress.ip_network(b.cidr)) for b in map(block_from_object, lab.ipblocks())
-    ]
-    for node, address in pods.values():
-        ip = ipaddress.ip_address(address)
-        assert any(n == node and ip in net for n, net in blocks), (node, address, blocks)
-    held = set(_records(lab).values())
-    assert set(pods) <= held, (pods, held)
-    _progress(f"test_kubelet: {DEPLOYMENT}'s {len(pods)} pods Running {took:.1f} s after create")
+    assert status.returncode == 0, f"{status.stdout}{status.stderr}\n{cluster.describe_daemonset()}"
+    after = cluster.daemonset_uids()
+    assert set(after) == set(NODES), after
+    assert not set(after.values()) & set(before.values()), (before, after)
+    cluster.wait_ready()
+    sent, lost = ping.lost()
+    # Measured, not yet asserted: the goal (issue 16 item 6) is at most one echo lost per
+    # node restarted; today a restarted node loses its peers' routes until its new FRR has
+    # relearnt them (the new daemon drops what the old one held), ~195 of 240 under UML.
+    _progress(
+        f"rollout restart of {len(NODES)} nodes took {took:.1f} s; continuous ping "
+        f"{a} -> {b}: {lost} of {sent} echoes lost"
+    )
+    for pod, (on, _) in web.pods.items():
+        answered = cluster.reachable(web, pod, web.addresses)
+        assert all(answered.values()), f"after the rollout, {pod} on {on}: {answered}"
 
-    # The data plane: from each node, a pod pings both (one on its node, one across).
-    targets = [address for _, address in pods.values()]
-    for node in NODES:
-        assert _ping_from(cluster, node, targets, image) == "Succeeded", (
-            f"a pod on {node} could not reach {targets} (logs: {cluster.logs})"
-        )
-
-    # Scaling to zero: the kubelets stop the sandboxes and containerd runs CNI DEL.
-    apps_api.patch_namespaced_deployment_scale(DEPLOYMENT, NAMESPACE, {"spec": {"replicas": 0}})
-
-    def freed() -> bool:
+    def created() -> bool:
         cluster.check_alive()
-        left = lab.core().list_namespaced_pod(NAMESPACE).items
-        return not left and not set(pods) & set(_records(lab).values())
+        pod = core.read_namespaced_pod_status("during-rollout", NAMESPACE)
+        return pod.status.phase == "Running" and bool(pod.status.pod_ip)
 
-    wait_until(freed, POD_TIMEOUT, "the pods gone and their IPAM records freed (CNI DEL)")
-    apps_api.delete_namespaced_deployment(DEPLOYMENT, NAMESPACE)
+    wait_until(created, POD_TIMEOUT, "the pod created during the rollout Running")
+    now = {
+        p.metadata.name: (str(p.spec.node_name), str(p.status.pod_ip))
+        for p in core.list_namespaced_pod(NAMESPACE, label_selector="app=steady").items
+    }
+    assert now == web.pods, f"pods or addresses changed across the rollout: {web.pods} -> {now}"
+    core.delete_namespaced_pod("during-rollout", NAMESPACE, grace_period_seconds=0)
+    cluster.remove(web)
+    cluster.ipam_check()
+
+
+@pytest.mark.parametrize("container", ["pyroute2-cni", "pyroute2-frr"])
+def test_a_container_killed_with_sigkill_is_restarted_by_the_kubelet_and_nothing_leaks(
+    cluster: KubeCluster, container: str
+) -> None:
+    cluster.wait_ready()
+    web = cluster.deploy(f"kill-{container.removeprefix('pyroute2-')}", NAMESPACE, _busybox())
+    node = NODES[0]
+    cid, restarts, _ = cluster.container_state(node, container)
+    os.kill(cluster.task_pid(node, cid), signal.SIGKILL)
+
+    def restarted() -> bool:
+        cluster.check_alive()
+        new, count, ready = cluster.container_state(node, container)
+        return count > restarts and new != cid and ready
+
+    began = time.monotonic()
+    wait_until(restarted, ROLLOUT_TIMEOUT, f"{container} on {node} restarted and ready")
+    _progress(
+        f"{container} on {node} killed with SIGKILL; restarted and ready "
+        f"{time.monotonic() - began:.1f} s later"
+    )
+    cluster.wait_ready()
+    # Until every pod reaches every pod again.  Measured, not yet bounded tighter: right
+    # after a killed daemon's restart a node's pods can be unreachable from the other node
+    # for a while (seen in the first runs; the cause is not yet known).
+    began = time.monotonic()
+
+    def reach_again() -> bool:
+        return all(all(cluster.reachable(web, pod, web.addresses).values()) for pod in web.pods)
+
+    wait_until(reach_again, POD_TIMEOUT, f"every {web.name} pod reaching every other again")
+    _progress(
+        f"after the restart every pod reached every pod {time.monotonic() - began:.1f} s later"
+    )
+    cluster.remove(web)
+    cluster.ipam_check()

@@ -259,6 +259,11 @@ class ApiServer:
         return str(self._workdir() / "ca.crt")
 
     @property
+    def service_account_key(self) -> Path:
+        """The key service account tokens are signed with (kube-controller-manager's)."""
+        return self._workdir() / "sa.key"
+
+    @property
     def kubeconfig(self) -> str:
         self._require_running()
         if self._kubeconfig_path is not None:
@@ -503,6 +508,9 @@ class ApiServer:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # exec and logs dial a kubelet at its node's address, never its name
+                # (which only a DNS server outside the test could resolve).
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--enable-priority-and-fairness=false",
                 "--logtostderr=true",

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -37,6 +38,11 @@ from tests.harness.apiserver import KUBE_VERSION, cache_root, in_guest
 from tests.harness.cri import NETNS_DIR, NSENTER, RUN_BASE, Containerd, unmount_below
 
 STOP_TIMEOUT = 30.0
+# Persistent mount namespaces of lab nodes, one file each; a private mount so that
+# `unshare --mount=FILE` may bind a namespace there.
+MOUNTNS_DIR = Path("/run/lab-mntns")
+# What `make images` builds (scripts/build-images), by image name.
+IMAGES_DIR = "images"
 CPUINFO = Path("/proc/cpuinfo")
 # A clock speed for cAdvisor; its value is not used for anything here.
 CPU_MHZ_LINE = "cpu MHz\t\t: 2000.000"
@@ -68,9 +74,20 @@ def cpuinfo_with_mhz(text: str) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def ensure_cpu_mhz(work: Path) -> None:
-    """Bind-mount a /proc/cpuinfo with `cpu MHz` over the guest's (idempotent)."""
+def ensure_cpu_mhz(work: Path, enter: Sequence[str] = ()) -> None:
+    """Bind-mount a /proc/cpuinfo with `cpu MHz` over the guest's (idempotent), in the
+    mount namespace `enter` (an nsenter prefix) or this process's."""
     text = CPUINFO.read_text()
+    if enter:
+        seen = subprocess.run(
+            [*enter, "cat", str(CPUINFO)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        text = seen.stdout
     if "cpu MHz" in text:
         return
     if not in_guest():
@@ -80,7 +97,7 @@ def ensure_cpu_mhz(work: Path) -> None:
         )
     copy = work / "cpuinfo"
     copy.write_text(cpuinfo_with_mhz(text))
-    subprocess.run(["mount", "--bind", str(copy), str(CPUINFO)], check=True, timeout=30)
+    subprocess.run([*enter, "mount", "--bind", str(copy), str(CPUINFO)], check=True, timeout=30)
 
 
 def stop_process_group(proc: subprocess.Popen[bytes] | None) -> None:
@@ -95,6 +112,103 @@ def stop_process_group(proc: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_TIMEOUT)
+
+
+def release_image_archives() -> list[Path]:
+    """The oci-archives of the daemon and FRR images `make images` built, or KubeletError."""
+    found = []
+    for name in ("pyroute2-cni", "pyroute2-cni-frr"):
+        archives = sorted(
+            (cache_root() / IMAGES_DIR).glob(f"{name}-[0-9]*.oci.tar"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not archives:
+            raise KubeletError(
+                f"no {name} image under {cache_root() / IMAGES_DIR}: run `make images` on the host"
+            )
+        found.append(archives[-1])
+    return found
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
+    )
+    if proc.returncode != 0:
+        raise KubeletError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
+
+
+def _is_mount_point(path: Path) -> bool:
+    """Whether something is mounted at `path` (os.path.ismount misses a bind mount of a
+    directory onto itself: same device, and its parent is on it too)."""
+    text = Path("/proc/self/mountinfo").read_text()
+    return any(line.split()[4] == str(path) for line in text.splitlines())
+
+
+class NodeMountNamespace:
+    """A lab node's own mount namespace, kept in a file so that its containerd, its
+    kubelet and the containers they run share it.
+
+    Each bind makes a per-node directory appear at the path a real node has (the
+    DaemonSet's hostPath volumes: /opt/cni/bin, /etc/cni/net.d, /run/pyroute2-cni).
+    Propagation from the root namespace is one way (slave): the lab's node network
+    namespaces under /run/netns are seen here, while the pods' namespaces containerd
+    mounts here, and these binds, stay in the node (and reach its containers).
+    """
+
+    def __init__(self, node: str, binds: dict[Path, Path]) -> None:
+        self.node = node
+        self.binds = dict(binds)
+        self.path = MOUNTNS_DIR / node
+
+    def nsenter(self) -> list[str]:
+        """The argv prefix that runs a command in this namespace."""
+        return [NSENTER, f"--mount={self.path}"]
+
+    def __enter__(self) -> Self:
+        try:
+            self.create()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    def create(self) -> None:
+        MOUNTNS_DIR.mkdir(parents=True, exist_ok=True)
+        if not _is_mount_point(MOUNTNS_DIR):
+            _run(["mount", "--bind", str(MOUNTNS_DIR), str(MOUNTNS_DIR)])
+        _run(["mount", "--make-private", str(MOUNTNS_DIR)])
+        self.remove()  # a namespace a killed run left
+        self.path.touch()
+        _run(["unshare", f"--mount={self.path}", "--propagation", "slave", "true"])
+        # Shared as well as slave, as / is on a systemd host: the kubelet's HostToContainer
+        # volumes (the DaemonSet's /var/run/netns) need a shared or slave source, and the
+        # pods' namespaces containerd mounts here must propagate into the daemon's
+        # container, which a mount that is only a slave would not pass on.
+        _run([*self.nsenter(), "mount", "--make-rshared", "/"])
+        for target, source in self.binds.items():
+            source.mkdir(parents=True, exist_ok=True)
+            script = 'mkdir -p "$2" && mount --bind "$1" "$2"'
+            _run([*self.nsenter(), "sh", "-c", script, "bind", str(source), str(target)])
+
+    def remove(self) -> None:
+        if self.path.exists():
+            subprocess.run(
+                ["umount", "--lazy", str(self.path)],
+                capture_output=True,
+                timeout=30,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            self.path.unlink(missing_ok=True)
 
 
 class _KubeProcess:
@@ -173,9 +287,11 @@ class Kubelet(_KubeProcess):
         kubeconfig: Path,
         runtime: Containerd,
         netns: str | None = None,
+        mountns: NodeMountNamespace | None = None,
         log_dir: Path | None = None,
     ) -> None:
         super().__init__(f"kubelet-{node}", log_dir)
+        self.mountns = mountns
         self.node = node
         self.node_ip = node_ip
         self.kubeconfig = kubeconfig
@@ -211,20 +327,31 @@ class Kubelet(_KubeProcess):
 
     def start(self) -> None:
         binary = kube_binary("kubelet")
-        ensure_cpu_mhz(self.work)
+        ensure_cpu_mhz(self.work, self.mountns.nsenter() if self.mountns is not None else ())
         for sub in ("root", "pki", "volume-plugins"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
-        self._spawn([NSENTER, f"--net={NETNS_DIR / self.netns}", "--", *self.argv(binary)])
+        prefix = self.mountns.nsenter() if self.mountns is not None else [NSENTER]
+        self._spawn([*prefix, f"--net={NETNS_DIR / self.netns}", "--", *self.argv(binary)])
 
 
 class ControlPlaneComponent(_KubeProcess):
     """kube-scheduler or kube-controller-manager in the guest's root network namespace
     (the API server's), with no listener of its own and no leader election."""
 
-    def __init__(self, command: str, *, kubeconfig: Path, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        *,
+        kubeconfig: Path,
+        service_account_key: Path | None = None,
+        root_ca: Path | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         super().__init__(command, log_dir)
         self.command = command
         self.kubeconfig = kubeconfig
+        self.service_account_key = service_account_key
+        self.root_ca = root_ca
 
     def argv(self, binary: Path) -> list[str]:
         common = [
@@ -237,13 +364,27 @@ class ControlPlaneComponent(_KubeProcess):
         ]
         if self.command != "kube-controller-manager":
             return common
+        # What workloads need.  nodelifecycle takes off the not-ready taint a kubelet
+        # registers its node with (else nothing but DaemonSet pods is scheduled).
+        controllers = [
+            "deployment",
+            "replicaset",
+            "daemonset",
+            "serviceaccount",
+            "garbagecollector",
+            "nodelifecycle",
+        ]
+        tokens: list[str] = []
+        if self.service_account_key is not None:
+            # Service account tokens for pods that talk to the API (the DaemonSet's).
+            controllers.append("serviceaccount-token")
+            tokens.append(f"--service-account-private-key-file={self.service_account_key}")
+            if self.root_ca is not None:
+                tokens.append(f"--root-ca-file={self.root_ca}")
         return [
             *common,
-            # What workloads need.  nodelifecycle takes off the not-ready taint a kubelet
-            # registers its node with (else nothing but DaemonSet pods is scheduled); no
-            # token controller (no signing key here).
-            "--controllers=deployment,replicaset,daemonset,serviceaccount,garbagecollector,"
-            "nodelifecycle",
+            f"--controllers={','.join(controllers)}",
+            *tokens,
             # A fixed host path by default; kept inside the work dir.
             f"--flex-volume-plugin-dir={self.work / 'flex'}",
             "--use-service-account-credentials=false",

@@ -104,6 +104,13 @@ UPLINK = "eth1"
 SUBNET = "192.168.124"
 RR_NAME = "lab-rr"
 RR_ADDRESS = f"{SUBNET}.254"
+# With real nodes: the guest's root namespace (the API server's) on the underlay, so the
+# API server reaches each kubelet (exec, logs) and each node has a default route.
+GATEWAY_LINK = "lab-gw"
+GATEWAY_ADDRESS = f"{SUBNET}.250"
+# With real nodes: a port the DaemonSet's pods find the API server at (the lab overlay's
+# KUBERNETES_SERVICE_PORT); a test cluster has no Service network to reach it through.
+NODE_API_PORT = 6443
 ASN = 65000
 METRICS_PORT = 24800
 # Must exceed the longest FRR handler (config.frr_apply_bound: 300 s by default).
@@ -131,6 +138,8 @@ CONVERGE_TIMEOUT = 90.0
 # Until every daemon has seen a VRFDomain or binding just applied (a watch event).
 VIEW_TIMEOUT = 30.0
 UML_MEM = "3000M"
+# Real nodes: the images unpacked on each node's containerd live in the guest's tmpfs.
+KUBELETS_UML_MEM = "6000M"
 DEFAULT_LIFETIME = 7200.0
 UP_TIMEOUT = 900.0
 DOWN_TIMEOUT = 180.0
@@ -360,10 +369,11 @@ class ApiRelay:
         self._lock = threading.Lock()
         self._closed = threading.Event()
 
-    def add(self, netns: str) -> None:
+    def add(self, netns: str, port: int | None = None) -> None:
+        """Listen in `netns` on 127.0.0.1:`port` (the API server's own port by default)."""
         listener = netns_socket(netns)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind(("127.0.0.1", self.port if port is None else port))
         listener.listen(64)
         self._listeners.append(listener)
         threading.Thread(
@@ -756,6 +766,9 @@ class LabOptions:
     # Extra server.ini lines per section, e.g. {"ipam": {"leak_grace": "30"}}.
     server_ini: dict[str, dict[str, str]] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
+    # Real nodes (kubelets run the DaemonSet): no FRR, CRDs or Node objects from the lab,
+    # a default route per node, the API relay also on NODE_API_PORT.
+    real_nodes: bool = False
 
 
 def _node_name(index: int) -> str:
@@ -791,6 +804,8 @@ class Lab:
         self.pods: list[Pod] = []
         self.rr: FrrInstance | None = None
         self.scenarios: dict[str, str] = {}
+        # What summary() reports instead, when something else runs the nodes (kube_lab).
+        self.summarizer: Callable[[], tuple[str, bool]] | None = None
         self._lock = threading.Lock()
 
     # -- context manager ----------------------------------------------------------------
@@ -842,6 +857,9 @@ class Lab:
                 self._create_fabric()
                 self._mark("fabric")
                 self.progress(f"underlay {FABRIC_BRIDGE} and {len(self.nodes)} node namespaces up")
+                if self.options.real_nodes:
+                    self._add_gateway()
+                    return  # FRR runs in the DaemonSet's pods
                 with ThreadPoolExecutor(len(self.nodes)) as pool:
                     list(pool.map(lambda n: n.frr.start(FRR_BASE_CONFIG), self.nodes.values()))
                 self._mark("frr")
@@ -867,6 +885,8 @@ class Lab:
         self.relay = ApiRelay(int(self.api.url.rsplit(":", 1)[1]))
         for name in self.nodes:
             self.relay.add(name)
+            if self.options.real_nodes:
+                self.relay.add(name, NODE_API_PORT)
         if not daemons:
             return
         self.start_daemons()
@@ -941,6 +961,17 @@ class Lab:
         for node in self.nodes.values():
             self._add_underlay_host(node.name, node.address, f"ul-n{node.index}")
 
+    def _add_gateway(self) -> None:
+        """The root namespace on the underlay (GATEWAY_ADDRESS) and a default route to it
+        in every node: a real node has one, and the daemon's default VTEP is the interface
+        of the default route.  The root namespace does not forward: nothing leaves."""
+        ip("link", "add", GATEWAY_LINK, "type", "veth", "peer", "name", "ul-gw", "netns", FABRIC_NS)
+        ip_batch([f"link set ul-gw master {FABRIC_BRIDGE}", "link set ul-gw up"], FABRIC_NS)
+        ip("addr", "add", f"{GATEWAY_ADDRESS}/24", "dev", GATEWAY_LINK)
+        ip("link", "set", GATEWAY_LINK, "up")
+        for node in self.nodes.values():
+            ip_batch([f"route replace default via {GATEWAY_ADDRESS} dev {UPLINK}"], node.name)
+
     def _add_underlay_host(self, netns: str, address: str, port: str) -> None:
         run([IP, "netns", "add", netns])
         ip(
@@ -991,6 +1022,11 @@ class Lab:
         return proc.stdout + (proc.stderr if proc.returncode else "")
 
     def _setup_api(self) -> None:
+        if self.options.real_nodes:
+            # The CRDs are installed as the README says; kubelets register the nodes.
+            for namespace in ("default", "test02", "test03"):
+                self.ensure_namespace(namespace)
+            return
         # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
         # (the server drops them); see tests/api/test_crds.py.
         self.kubectl("apply", "--validate=false", "-k", str(CRD_DIR))
@@ -1652,6 +1688,8 @@ class Lab:
         """The text ``scripts/lab up`` prints, and whether the ping matrix is all green.
 
         The slow parts (a process each under UML) run side by side."""
+        if self.summarizer is not None:
+            return self.summarizer()
         out: list[str] = []
         pods = self.system_pods()
         with contextlib.suppress(LabError):
@@ -2155,6 +2193,13 @@ def _guest_exec(lab: Lab, request: dict[str, Any]) -> dict[str, Any]:
             return {"rc": 127, "stdout": "", "stderr": f"{argv[0]}: {exc}\n"}
         return {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
     if op == "scenario":
+        if lab.options.real_nodes:
+            return {
+                "rc": 2,
+                "stdout": "",
+                "stderr": "scenarios run on the process-mode lab: `scripts/lab up` without "
+                "--kubelets\n",
+            }
         results = lab.scenario(str(request["args"][0]))
         text = "\n\n".join(f"scenario {r.name}:\n{r.text()}" for r in results)
         ok = all(r.ok for r in results)
@@ -2172,8 +2217,11 @@ def serve(
     lifetime: float,
     scenarios: Sequence[str],
     daemons: bool = True,
+    kubelets: bool = False,
 ) -> int:
-    """The guest's main: start the lab, publish the summary, answer requests until down."""
+    """The guest's main: start the lab, publish the summary, answer requests until down.
+    With `kubelets`, the nodes are real nodes and the product is installed on them
+    (tests/harness/kube_lab.py)."""
     channel = Channel(state_dir)
     stop = threading.Event()
 
@@ -2184,13 +2232,22 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     for d in (channel.requests, channel.replies):
         d.mkdir(parents=True, exist_ok=True)
-    lab = Lab(LabOptions(state_dir=state_dir, nodes=nodes, pods_per_node=pods))
+    lab = Lab(LabOptions(state_dir=state_dir, nodes=nodes, pods_per_node=pods, real_nodes=kubelets))
     channel.set_status("starting", pid=os.getpid())
     rc = 0
     failure = ""
+    kube: Any = None
     try:
         try:
-            lab.start(daemons=daemons)
+            if kubelets:
+                from tests.harness.kube_lab import KubeLab  # it imports this module
+
+                lab.start(daemons=False, pods=False)
+                kube = KubeLab(lab, pods)
+                lab.summarizer = kube.summary
+                kube.start()
+            else:
+                lab.start(daemons=daemons)
             for name in scenarios:
                 lab.scenario(name)
             text, green = lab.summary()
@@ -2242,6 +2299,8 @@ def serve(
     finally:
         channel.set_status("stopping", pid=os.getpid(), message=failure)
         try:
+            if kube is not None:
+                kube.stop()
             lab.stop()
         finally:
             channel.set_status("stopped", rc=rc, message=failure)
@@ -2343,6 +2402,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.kubelets and (args.scenario or args.no_daemons):
+        print(
+            "lab: --kubelets runs the product as installed; --scenario and --no-daemons are "
+            "for the process-mode lab",
+            file=sys.stderr,
+        )
+        return 2
     problem = missing_prerequisites(daemons=not args.no_daemons)
     if problem:
         print(f"lab: {problem}", file=sys.stderr)
@@ -2368,13 +2434,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         str(lifetime),
         *(f"--scenario={s}" for s in args.scenario),
         *(["--no-daemons"] if args.no_daemons else []),
+        *(["--kubelets"] if args.kubelets else []),
     ]
     uml = not _vrf_kernel()
     if uml:
         argv = [
             str(REPO / "scripts" / "uml-run"),
             "--mem",
-            os.environ.get("LAB_UML_MEM", UML_MEM),
+            os.environ.get("LAB_UML_MEM", KUBELETS_UML_MEM if args.kubelets else UML_MEM),
             "--timeout",
             str(int(lifetime + 900)),
             "--workdir",
@@ -2530,7 +2597,10 @@ def _relay(payload: dict[str, Any], timeout: float) -> int:
 
 
 def cmd_kubectl(args: argparse.Namespace) -> int:
-    return _relay({"op": "kubectl", "args": args.args}, args.timeout)
+    # `scripts/lab kubectl -- -n NS ...`: kubectl options first need the `--`, which is
+    # ours, not kubectl's.
+    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+    return _relay({"op": "kubectl", "args": rest}, args.timeout)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -2588,6 +2658,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.lifetime,
         args.scenario,
         daemons=not args.no_daemons,
+        kubelets=args.kubelets,
     )
 
 
@@ -2614,6 +2685,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-daemons",
         action="store_true",
         help="infrastructure only: API server, namespaces, FRR (to debug the lab itself)",
+    )
+    up.add_argument(
+        "--kubelets",
+        action="store_true",
+        default=os.environ.get("LAB_KUBELETS", "") == "1",
+        help="real nodes: a kubelet and containerd per node, the product installed as the "
+        "README says, a Deployment's pods (LAB_KUBELETS=1; needs make kube-node images)",
     )
     up.set_defaults(func=cmd_up)
 
@@ -2661,6 +2739,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME)
     sv.add_argument("--scenario", action="append", default=[])
     sv.add_argument("--no-daemons", action="store_true")
+    sv.add_argument("--kubelets", action="store_true")
     sv.set_defaults(func=cmd_serve)
     return parser
 

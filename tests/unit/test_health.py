@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 import threading
 import urllib.error
 import urllib.request
@@ -9,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyroute2_cni.config import SupervisorSection
-from pyroute2_cni.health import HealthServer
+from pyroute2_cni.health import HealthReport, HealthServer
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.supervisor import Supervisor
 from tests.harness.toy_actors import BecomeReady, Crash, toy_spec
@@ -83,3 +86,36 @@ def test_metrics_parse_and_count_restarts(stack) -> None:  # type: ignore[no-unt
 def test_unknown_path_is_404(stack) -> None:  # type: ignore[no-untyped-def]
     port, _, _ = stack
     assert get(port, "/nope")[0] == 404
+
+
+def test_a_probe_that_hung_up_before_the_answer_costs_no_traceback(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kubelet probe that timed out closes its socket while /livez is computed: the
+    write fails, and the server says so at debug level instead of a traceback."""
+    hung_up = threading.Event()
+
+    def report() -> HealthReport:
+        hung_up.wait(5)  # answer only after the client is gone
+        return HealthReport(live=True, ready=True, lines=("alpha: ready",) * 20000)
+
+    server = HealthServer("127.0.0.1", 0, report, Metrics())
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="pyroute2_cni.health")
+    try:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+        client.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Close with a reset, as a client that gave up does with SO_LINGER 0.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        hung_up.set()
+        wait_for(
+            lambda: any("went away" in r.getMessage() for r in caplog.records),
+            5,
+            "the server noticing the client went away",
+        )
+        assert get(server.port, "/livez")[0] == 200  # and it goes on serving
+    finally:
+        server.stop()
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -831,8 +831,12 @@ def test_reconcile_reschedules_itself(store: FakeBlockStore, clock: FakeClock) -
 
 
 def test_stop_cancels_the_timer(store: FakeBlockStore, clock: FakeClock) -> None:
+    # A previous test's node of the same name may still be stopping its timer.
+    before = set(threading.enumerate())
     node = Node("n1", store, clock, settings=IpamSection(reconcile_interval=3600.0))
-    timers = [t for t in threading.enumerate() if t.name == "ipam-n1-reconcile-timer"]
+    timers = [
+        t for t in threading.enumerate() if t.name == "ipam-n1-reconcile-timer" and t not in before
+    ]
     assert len(timers) == 1
     node.stop()
     timers[0].join(TIMEOUT)
