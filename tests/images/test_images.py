@@ -58,6 +58,10 @@ def pinned_frr_version(containerfile: Path) -> str:
     return match.group(1)
 
 
+RUN_ATTEMPTS = 3
+MEMFD_BUSY = "sealing memfd copy: Device or resource busy"
+
+
 @dataclass(frozen=True)
 class Working:
     """A buildah working container of an image, its root filesystem mounted."""
@@ -74,13 +78,20 @@ class Working:
     def run(
         self, *argv: str, options: Sequence[str] = (), netns: str = "", timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*argv, options=options, netns=netns),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        for _ in range(RUN_ATTEMPTS):
+            proc = subprocess.run(
+                self.argv(*argv, options=options, netns=netns),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            # buildah's chroot isolation copies its own binary into a sealed memfd first;
+            # the kernel refuses the seal (EBUSY) now and then (seen once in CI, before the
+            # command ran): a failure of the tool, not of the image, so try again.
+            if proc.returncode == 0 or MEMFD_BUSY not in proc.stderr:
+                return proc
+        return proc
 
     def ok(self, *argv: str, options: Sequence[str] = (), netns: str = "") -> str:
         proc = self.run(*argv, options=options, netns=netns)
