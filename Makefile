@@ -59,8 +59,11 @@ test-api: deps venv kube-apiserver
 test-kernel: deps venv shim kube-apiserver uml
 	scripts/run-in-vrf-kernel -- scripts/pytest-tier kernel
 
+# Real nodes (test_kubelet.py) need the memory for two nodes' unpacked images and ~22 min.
 test-e2e: venv shim kube-apiserver kube-node tools uml images
-	PYROUTE2_CNI_UML_MEM=$${PYROUTE2_CNI_UML_MEM:-6000M} scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
+	PYROUTE2_CNI_UML_MEM=$${PYROUTE2_CNI_UML_MEM:-6000M} \
+	PYROUTE2_CNI_UML_TIMEOUT=$${PYROUTE2_CNI_UML_TIMEOUT:-4200} \
+		scripts/run-in-vrf-kernel -- scripts/pytest-tier e2e
 
 # The daemon and FRR images (oci-archives under $(CACHE)/images), with Debian's buildah
 # from a local Debian base: no container registry needed.
