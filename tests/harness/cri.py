@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
+from tests.harness.lifecycle import Service
 from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -398,7 +398,7 @@ def unmount_below(directory: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
 
 
-class Containerd:
+class Containerd(Service):
     """A private containerd with the CRI plugin; a context manager that leaves nothing."""
 
     def __init__(
@@ -434,22 +434,6 @@ class Containerd:
         self.start_seconds = 0.0
 
     # -- context manager -----------------------------------------------------------
-    def __enter__(self) -> Containerd:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def client(self) -> CriClient:
         if self._client is None:

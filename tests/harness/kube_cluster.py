@@ -31,8 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import kubernetes.client
 
@@ -45,6 +44,7 @@ from tests.harness.kube_node import (
     release_image_archives,
 )
 from tests.harness.lab import REPO, Lab, LabError, wait_until
+from tests.harness.lifecycle import Service
 
 OVERLAY = REPO / "kubernetes" / "overlays" / "lab"
 CRDS = REPO / "kubernetes" / "crds" / "0.1"
@@ -75,7 +75,7 @@ class Workload:
         return [address for _, address in self.pods.values()]
 
 
-class KubeCluster:
+class KubeCluster(Service):
     """Kubelets, containerds and the control plane on a started real-nodes Lab; a context
     manager that stops them (not the lab)."""
 
@@ -91,22 +91,6 @@ class KubeCluster:
         self._stack = ExitStack()
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         lab, stack = self.lab, self._stack

@@ -31,11 +31,10 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.harness.apiserver import KUBE_VERSION, cache_root, in_guest
 from tests.harness.cri import NETNS_DIR, NSENTER, RUN_BASE, Containerd, unmount_below
+from tests.harness.lifecycle import Service
 
 STOP_TIMEOUT = 30.0
 # Persistent mount namespaces of lab nodes, one file each; a private mount so that
@@ -77,8 +76,9 @@ def cpuinfo_with_mhz(text: str) -> str:
 def ensure_cpu_mhz(work: Path, enter: Sequence[str] = ()) -> None:
     """Bind-mount a /proc/cpuinfo with `cpu MHz` over the guest's (idempotent), in the
     mount namespace `enter` (an nsenter prefix) or this process's."""
-    text = CPUINFO.read_text()
-    if enter:
+    if not enter:
+        text = CPUINFO.read_text()
+    else:
         seen = subprocess.run(
             [*enter, "cat", str(CPUINFO)],
             capture_output=True,
@@ -145,7 +145,7 @@ def _is_mount_point(path: Path) -> bool:
     return any(line.split()[4] == str(path) for line in text.splitlines())
 
 
-class NodeMountNamespace:
+class NodeMountNamespace(Service):
     """A lab node's own mount namespace, kept in a file so that its containerd, its
     kubelet and the containers they run share it.
 
@@ -165,28 +165,12 @@ class NodeMountNamespace:
         """The argv prefix that runs a command in this namespace."""
         return [NSENTER, f"--mount={self.path}"]
 
-    def __enter__(self) -> Self:
-        try:
-            self.create()
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def create(self) -> None:
+    def start(self) -> None:
         MOUNTNS_DIR.mkdir(parents=True, exist_ok=True)
         if not _is_mount_point(MOUNTNS_DIR):
             _run(["mount", "--bind", str(MOUNTNS_DIR), str(MOUNTNS_DIR)])
         _run(["mount", "--make-private", str(MOUNTNS_DIR)])
-        self.remove()  # a namespace a killed run left
+        self.stop()  # a namespace a killed run left
         self.path.touch()
         _run(["unshare", f"--mount={self.path}", "--propagation", "slave", "true"])
         # Shared as well as slave, as / is on a systemd host: the kubelet's HostToContainer
@@ -199,7 +183,7 @@ class NodeMountNamespace:
             script = 'mkdir -p "$2" && mount --bind "$1" "$2"'
             _run([*self.nsenter(), "sh", "-c", script, "bind", str(source), str(target)])
 
-    def remove(self) -> None:
+    def stop(self) -> None:
         if self.path.exists():
             subprocess.run(
                 ["umount", "--lazy", str(self.path)],
@@ -211,7 +195,7 @@ class NodeMountNamespace:
             self.path.unlink(missing_ok=True)
 
 
-class _KubeProcess:
+class _KubeProcess(Service):
     """One Kubernetes component as a process: work dir, log, start, liveness, stop.
     A context manager that stops it and removes what it left."""
 
@@ -221,25 +205,6 @@ class _KubeProcess:
         self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=RUN_BASE))
         self.log_file = (log_dir or self.work) / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        raise NotImplementedError
 
     def _spawn(self, argv: list[str]) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

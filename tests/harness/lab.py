@@ -72,6 +72,7 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.apiserver import ApiServer, kube_apiserver_path, missing_build_message
+from tests.harness.lifecycle import Service
 from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -775,7 +776,7 @@ def _node_name(index: int) -> str:
     return f"lab-n{index}"
 
 
-class Lab:
+class Lab(Service):
     """A running lab; see the module docstring.  Not thread-safe except where noted."""
 
     def __init__(self, options: LabOptions | None = None) -> None:
@@ -809,22 +810,6 @@ class Lab:
         self._lock = threading.Lock()
 
     # -- context manager ----------------------------------------------------------------
-
-    def __enter__(self) -> Lab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- progress -------------------------------------------------------------------------
 
@@ -1022,11 +1007,10 @@ class Lab:
         return proc.stdout + (proc.stderr if proc.returncode else "")
 
     def _setup_api(self) -> None:
+        for namespace in ("default", "test02", "test03"):
+            self.ensure_namespace(namespace)
         if self.options.real_nodes:
-            # The CRDs are installed as the README says; kubelets register the nodes.
-            for namespace in ("default", "test02", "test03"):
-                self.ensure_namespace(namespace)
-            return
+            return  # the CRDs are installed as the README says; kubelets register the nodes
         # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
         # (the server drops them); see tests/api/test_crds.py.
         self.kubectl("apply", "--validate=false", "-k", str(CRD_DIR))
@@ -1037,8 +1021,6 @@ class Lab:
             *(f"crd/{name}" for name in CRD_NAMES),
         )
         self.progress("CRDs applied and Established")
-        for namespace in ("default", "test02", "test03"):
-            self.ensure_namespace(namespace)
         for node in self.nodes.values():
             self.register_node(node.name, node.address)
         self.progress(f"namespaces and Node objects {', '.join(self.nodes)} registered")
