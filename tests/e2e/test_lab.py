@@ -337,6 +337,10 @@ def test_deleting_a_domain_withdraws_its_routes_everywhere(lab: Lab) -> None:
         "vrf-200 routes withdrawn on every node",
         0.5,
     )
+    # The removal is complete once every node's FRR runs without the domain again.
+    lab.wait_settled()
+    for node in lab.nodes:
+        assert "vrf-200" not in lab.nodes[node].frr.vtysh("show running-config"), node
 
 
 # A crashed FRR daemon is restarted by watchfrr (as in the FRR container) and gets its
@@ -356,10 +360,12 @@ def test_killed_frr_daemons_come_back_with_their_configuration(lab: Lab) -> None
     frr = lab.nodes[node].frr
     src, dst = _on(lab, "lab-n2"), _on(lab, node)
     recovery: dict[str, float] = {}
+    lab.wait_settled()
     with ContinuousPing(src, dst.address) as ping:
         ping.wait_replies(5, timeout=30)
         for daemon in ("bgpd", "zebra"):
             began = time.monotonic()
+            print(f"kill -9 {daemon} on {node} at {time.strftime('%H:%M:%S')}")
             old = frr.kill(daemon)
             wait_until(
                 _restarted(frr, daemon, old),
@@ -374,8 +380,9 @@ def test_killed_frr_daemons_come_back_with_their_configuration(lab: Lab) -> None
             assert "router bgp" in frr.vtysh("show running-config"), f"{daemon}: no BGP config"
             ping.wait_replies(10, timeout=60)
         lost = ping.lost()
-    print(f"kill -9 on {node}: back after {recovery}; echoes lost: {lost}")
-    assert len(lost) <= MAX_LOST_FRR_RESTART, f"echoes lost: {lost} (recovery {recovery})"
+    sent = [f"{seq}@{ping.when(seq)}" for seq in lost]
+    print(f"kill -9 on {node}: back after {recovery}; echoes lost: {sent}")
+    assert len(lost) <= MAX_LOST_FRR_RESTART, f"echoes lost: {sent} (recovery {recovery})"
     matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
     assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)
 

@@ -1633,6 +1633,37 @@ class Lab(Service):
 
         wait_until(established, timeout, f"BGP sessions of {', '.join(names)} Established", 0.5)
 
+    def wait_settled(self, timeout: float = CONVERGE_TIMEOUT) -> None:
+        """Until every node is at rest: its Pyroute2CNIReady condition says DaemonReady (FRR
+        applied, sessions up, every expected VNI known), it holds no EVPN entry, and its
+        sessions are Established.  A test that measures one disturbance starts here, so it
+        does not measure the tail of the previous test's (an FRR reload still running)."""
+        state: dict[str, str] = {}
+
+        def at_rest() -> bool:
+            for name in self.nodes:
+                reason = next(
+                    (
+                        str(c.reason)
+                        for c in self.core().read_node_status(name).status.conditions or []
+                        if c.type == "Pyroute2CNIReady"
+                    ),
+                    "no condition",
+                )
+                held = self.metric(name, "pyroute2_cni_evpn_held_entries")
+                sessions = self.nodes[name].frr.bgp_sessions()
+                state[name] = f"{reason}, {held:g} held, sessions {sessions}"
+                if reason != "DaemonReady" or held or not sessions:
+                    return False
+                if any(s != "Established" for s in sessions.values()):
+                    return False
+            return True
+
+        try:
+            wait_until(at_rest, timeout, "every node at rest", 0.5)
+        except LabError as exc:
+            raise LabError(f"{exc}; last seen: {state}") from None
+
     # -- summary ---------------------------------------------------------------------------
 
     def bgp_summary(self, name: str) -> str:
@@ -2026,8 +2057,10 @@ class ContinuousPing:
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self.started = 0.0  # wall clock of the first echo request
 
     def __enter__(self) -> ContinuousPing:
+        self.started = time.time()
         argv = [PING, "-n", "-i", f"{self.interval:g}", "-W", "1", self.address]
         self._proc = subprocess.Popen(
             in_netns(self.src.netns, argv),
@@ -2082,6 +2115,11 @@ class ContinuousPing:
             if not self._seqs:
                 return []
             return sorted(set(range(1, max(self._seqs) + 1)) - self._seqs)
+
+    def when(self, seq: int) -> str:
+        """The wall-clock time echo ``seq`` was sent (to read next to the daemons' logs)."""
+        sent = self.started + (seq - 1) * self.interval
+        return time.strftime("%H:%M:%S", time.localtime(sent)) + f".{int(sent * 10) % 10}"
 
     def stop(self) -> None:
         proc = self._proc
