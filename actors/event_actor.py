@@ -14,7 +14,7 @@ from typing import Any
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.events import EVENT_NAMESPACE, EventBook, EventWrite
 from pyroute2_cni.kube_watch import utc_now
-from pyroute2_cni.kubeclient import object_not_found
+from pyroute2_cni.kubeclient import ApiException, core_v1, custom_objects, object_not_found
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.metrics import Metrics
 
@@ -46,11 +46,9 @@ class EventActor(BaseActor):
         self._failing = False
 
     def on_start(self) -> None:
-        from kubernetes import client
-
         api = self._api_factory()
-        self._core = client.CoreV1Api(api)
-        self._custom = client.CustomObjectsApi(api)
+        self._core = core_v1(api)
+        self._custom = custom_objects(api)
         self.set_ready(True)
 
     def handle(self, message: Any) -> Any:
@@ -79,8 +77,6 @@ class EventActor(BaseActor):
         self._failing = False
 
     def _write(self, write: EventWrite) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         if write.create:
             self._core.create_namespaced_event(
                 EVENT_NAMESPACE, write.body, _request_timeout=self._timeout

@@ -18,6 +18,7 @@ from typing import Any
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.kube_watch import utc_now
+from pyroute2_cni.kubeclient import core_v1
 from pyroute2_cni.messages.node_state import NodeProblems
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.node_condition import (
@@ -63,9 +64,7 @@ class NodeConditionActor(BaseActor):
         self._problems: tuple[str, ...] = ()
 
     def on_start(self) -> None:
-        from kubernetes import client
-
-        self._core = client.CoreV1Api(self._api_factory())
+        self._core = core_v1(self._api_factory())
         self.set_ready(True)
         self.actor_ref.tell(CheckCondition(tick=True))
 

@@ -24,7 +24,7 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.kube_watch import utc_now
-from pyroute2_cni.kubeclient import object_not_found
+from pyroute2_cni.kubeclient import ApiException, core_v1, custom_objects, object_not_found
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.node_state import (
     CniFailureSeen,
@@ -110,11 +110,9 @@ class NodeStateActor(BaseActor):
         self._write_timer: threading.Timer | None = None
 
     def on_start(self) -> None:
-        from kubernetes import client
-
         api = self._api_factory()
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+        self._custom = custom_objects(api)
+        self._core = core_v1(api)
         self.set_ready(True)  # whether the state can be written never decides readiness
         self.actor_ref.tell(CheckState(tick=True))
 
@@ -196,8 +194,6 @@ class NodeStateActor(BaseActor):
         self._failing = False
 
     def _verify(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         if self._written is None:
             return
         try:
@@ -255,8 +251,6 @@ class NodeStateActor(BaseActor):
             )
 
     def _write(self, status: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         if not self._exists:
             self._create()
         body = {"status": dict(status, lastUpdateTime=utc_now())}
@@ -270,8 +264,6 @@ class NodeStateActor(BaseActor):
             raise
 
     def _create(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self._custom.get_cluster_custom_object(
                 GROUP, VERSION, PLURAL, self._node, _request_timeout=self._timeout

@@ -1,10 +1,16 @@
-"""One place that builds a Kubernetes API client from settings, and reads its 404s."""
+"""One place that builds a Kubernetes API client from settings, and reads its 404s.
+
+Actors that write to the API (events, node conditions, VRFNodeState) take their typed API
+objects and the error class from here, so that only the Kubernetes modules import the
+``kubernetes`` package (the import contracts in ``.importlinter`` hold it).
+"""
 
 from __future__ import annotations
 
 import json
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException as ApiException
 
 
 def make_api_client(kubeconfig: str) -> client.ApiClient:
@@ -17,6 +23,14 @@ def make_api_client(kubeconfig: str) -> client.ApiClient:
     # Bounded retries on connection errors; callers handle HTTP errors.
     configuration.retries = 3
     return client.ApiClient(configuration)
+
+
+def core_v1(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+def custom_objects(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
 
 
 def object_not_found(exc: client.ApiException) -> bool:
