@@ -85,7 +85,7 @@ from pyroute2_cni.kube_watch import (
     merged_conditions,
     utc_now,
 )
-from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.base import Ok, Recipient
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -192,7 +192,7 @@ class CRDWatcherActor(BaseActor):
         }
         self._accepted: dict[str, VrfDomainSpec] = {}
         self._verdicts: dict[str, Verdict] = {}
-        self._snapshot_requests: list[Address] = []
+        self._snapshot_requests: list[Recipient] = []
         self._default_pending = False
         # name -> resourceVersion at which a write failed permanently (not retried
         # until the object changes).

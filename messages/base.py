@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Protocol
+
+
+class Recipient(Protocol):
+    """Where a message names an actor to answer (in practice an ``actors.address.Address``).
+
+    A protocol rather than the Address class itself, so that messages import no actor code.
+    """
+
+    def tell(self, message: Any) -> bool: ...
 
 
 class ErrorKind(Enum):

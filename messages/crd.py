@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pyroute2_cni.actors.address import Address
+from pyroute2_cni.messages.base import Recipient
 
 
 class AttachmentType(Enum):
@@ -132,4 +130,4 @@ class SendSnapshot:
     watcher's initial list completed, the snapshot follows as soon as it did.
     """
 
-    to: Address
+    to: Recipient
