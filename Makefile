@@ -82,10 +82,13 @@ shim-check: venv
 test: deps venv shim kube-apiserver kube-node tools uml images
 	scripts/test-all
 
+# Ruff, mypy and the import contracts (.importlinter: layers, and which modules own
+# pyroute2, kubernetes and zmq).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p pyroute2_cni -p tests
+	$(VENV)/bin/lint-imports --no-cache --no-logo .importlinter
 
 bench: deps venv shim kube-apiserver tools uml
 	scripts/bench
