@@ -1,8 +1,8 @@
 """Kernel access for the NetlinkActor: the :class:`NetlinkBackend` protocol and pyroute2.
 
-This is the only module that imports pyroute2.  It uses pyroute2's message classes to
-encode and decode rtnetlink messages and talks over plain netlink sockets it owns, one
-request at a time (no event loop, no helper process):
+With evpn_kernel, the only module that imports pyroute2 (.importlinter holds it).  It uses
+pyroute2's message classes to encode and decode rtnetlink messages and talks over plain
+netlink sockets it owns, one request at a time (no event loop, no helper process):
 
 - The node's namespace: one socket, opened when the backend is made (in the actor's
   thread, which is the only thread using it).
