@@ -429,7 +429,9 @@ class CRDWatcherActor(BaseActor):
 
     def _recompute_domains(self) -> None:
         earlier = self._verdicts
-        self._verdicts = validate_domains(self._candidates(), self._settings.default.vrf)
+        self._verdicts = validate_domains(
+            self._candidates(), self._settings.default.vrf, asn=self._settings.daemon.asn
+        )
         accepted: dict[str, VrfDomainSpec] = {}
         refused: set[str] = set()
         for name, verdict in self._verdicts.items():

@@ -24,9 +24,26 @@ class Attachment:
     port: int = 4789
 
 
+# spec.acceptDefaultRoute when the object does not set it.
+DEFAULT_ACCEPT_DEFAULT_ROUTE = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportPrefix:
+    """One entry of spec.importPrefixes: routes inside `cidr`, exactly (le None) or up to
+    prefix length `le`."""
+
+    cidr: str
+    le: int | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VrfDomainSpec:
-    """A VRFDomain custom resource (cni.pyroute2.org/v1alpha1)."""
+    """A VRFDomain custom resource (cni.pyroute2.org/v1alpha1).
+
+    The routing policy fields are as written by the user (not yet validated);
+    pyroute2_cni.vrf_routing says what they mean.
+    """
 
     name: str
     vrf: int
@@ -36,6 +53,13 @@ class VrfDomainSpec:
     ipblocklen: int
     attachments: tuple[Attachment, ...]
     resource_version: str = ""
+    # spec.routeTargets.import / .export; empty: the derived <AS>:<vrf>.
+    import_route_targets: tuple[str, ...] = ()
+    export_route_targets: tuple[str, ...] = ()
+    # spec.importPrefixes; empty: no prefix restriction.
+    import_prefixes: tuple[ImportPrefix, ...] = ()
+    # spec.acceptDefaultRoute: install a 0.0.0.0/0 learned from the fabric.
+    accept_default_route: bool = DEFAULT_ACCEPT_DEFAULT_ROUTE
 
     @property
     def cidr(self) -> str:

@@ -11,14 +11,29 @@ Rules, per domain (reason ``InvalidSpec``):
 - prefixlen 8..30; ipblocklen greater than prefixlen and at most 30;
 - prefix an IPv4 network address aligned to prefixlen (host bits zero);
 - one or two attachments, at most one of each type, VNIs 1..16777215 and not
-  repeated inside the domain, ports 1..65535.
+  repeated inside the domain, ports 1..65535;
+- the routing policy (``vrf_routing.policy_problems``): route targets ASN:NN
+  or A.B.C.D:NN within their encodable range and not repeated in a list;
+  import prefixes IPv4 networks (host bits zero), ``le`` from the prefix length
+  to 32, not the bare default route (that is ``acceptDefaultRoute``), not
+  repeated; routeTargets and importPrefixes only with an l3vni attachment.
 
 Rules across domains (each domain that breaks one is rejected, the other kept):
 
 - a vrf id, a table id or a VNI is used by one domain only;
 - prefixes may overlap only when both domains are tenant VRFs; the system VRF
   (the one whose id is ``[default] vrf``) reaches the host and so must not
-  overlap any other domain.
+  overlap any other domain;
+- routes must not leak between domains through route targets
+  (``DuplicateRouteTarget``): a route target one domain exports (its IP-VRF's,
+  or its l2vni's ``<AS>:<vni>``) is not one another domain imports, when at
+  least one of the two sides wrote it in ``spec.routeTargets``.  "Imports"
+  is what FRR does: an automatic import route target takes any value with
+  the same local part (vrf_routing.any_as_imports).  (Two derived
+  values that collide, an l2vni equal to another domain's vrf id, are left to
+  frr_model as before: that domain is left out of FRR.)  Importing the same
+  value in two domains is allowed: it is how several VRFs reach one shared
+  external VRF.
 
 Re-cutting live blocks (reason ``PrefixChangeRefused``): vrf, prefix,
 prefixlen and ipblocklen decide how the domain is cut into IPBlocks.  The CRD
@@ -54,6 +69,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pyroute2_cni.messages.crd import VrfDomainSpec
+from pyroute2_cni.vrf_routing import (
+    DEFAULT_ASN,
+    any_as_imports,
+    has_l3vni,
+    l2vni_route_target,
+    policy_problems,
+    route_target_value,
+    vrf_route_targets,
+)
 
 REASON_ACCEPTED = "Valid"
 REASON_INVALID = "InvalidSpec"
@@ -61,6 +85,7 @@ REASON_DUPLICATE_VRF = "DuplicateVRF"
 REASON_DUPLICATE_TABLE = "DuplicateTable"
 REASON_DUPLICATE_VNI = "DuplicateVNI"
 REASON_OVERLAP = "OverlappingPrefix"
+REASON_DUPLICATE_ROUTE_TARGET = "DuplicateRouteTarget"
 REASON_CONFLICT = "Conflict"  # more than one kind of conflict at once
 REASON_PREFIX_CHANGE_REFUSED = "PrefixChangeRefused"
 
@@ -207,6 +232,7 @@ def field_problems(spec: VrfDomainSpec) -> list[str]:
         seen_vnis.add(attachment.vni)
         if not 1 <= attachment.port <= 65535:
             problems.append(f"{where}.port ({attachment.port}) must be from 1 to 65535")
+    problems.extend(policy_problems(spec))
     return problems
 
 
@@ -214,8 +240,50 @@ def _network(spec: VrfDomainSpec) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(f"{spec.prefix}/{spec.prefixlen}", strict=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Exchange:
+    """The route targets a valid domain exchanges with the fabric (both attachments)."""
+
+    imports: frozenset[str]
+    any_as: frozenset[int]  # values FRR imports whatever their AS (vrf_routing.any_as_imports)
+    exports: frozenset[str]
+    explicit: frozenset[str]  # written in spec.routeTargets
+
+    @classmethod
+    def of(cls, asn: int, spec: VrfDomainSpec) -> _Exchange:
+        imports: set[str] = set()
+        exports: set[str] = set()
+        explicit: frozenset[str] = frozenset()
+        if has_l3vni(spec):
+            targets = vrf_route_targets(asn, spec)  # valid: field_problems ran first
+            imports.update(targets.imports)
+            exports.update(targets.exports)
+            explicit = targets.explicit
+        l2 = l2vni_route_target(asn, spec)
+        if l2 is not None:
+            imports.add(l2)
+            exports.add(l2)
+        return cls(
+            imports=frozenset(imports),
+            any_as=any_as_imports(asn, spec),
+            exports=frozenset(exports),
+            explicit=explicit,
+        )
+
+    def takes(self, target: str) -> bool:
+        return target in self.imports or route_target_value(target) in self.any_as
+
+
+def _leaks(asn: int, spec: VrfDomainSpec, winner: VrfDomainSpec) -> list[str]:
+    """Route targets through which routes would pass between the two domains."""
+    mine, theirs = _Exchange.of(asn, spec), _Exchange.of(asn, winner)
+    shared = {t for t in mine.exports if theirs.takes(t)}
+    shared |= {t for t in theirs.exports if mine.takes(t)}
+    return sorted(shared & (mine.explicit | theirs.explicit))
+
+
 def _conflicts(
-    spec: VrfDomainSpec, winner: VrfDomainSpec, system_vrf: int
+    spec: VrfDomainSpec, winner: VrfDomainSpec, system_vrf: int, asn: int
 ) -> list[tuple[str, str]]:
     """(reason, message) for every way `spec` collides with the accepted `winner`."""
     found: list[tuple[str, str]] = []
@@ -245,6 +313,15 @@ def _conflicts(
                 f"spec.prefix/prefixlen ({spec.cidr}) overlaps {winner.cidr} of {other}; "
                 f"only tenant VRFs may overlap and {system} is the system VRF "
                 f"(vrf {system_vrf})",
+            )
+        )
+    leaked = _leaks(asn, spec, winner)
+    if leaked:
+        found.append(
+            (
+                REASON_DUPLICATE_ROUTE_TARGET,
+                f"route targets {', '.join(leaked)} would carry routes between this domain "
+                f"and {other} (one exports what the other imports)",
             )
         )
     return found
@@ -315,8 +392,13 @@ def _recut_refusal(candidate: DomainCandidate, spec: VrfDomainSpec) -> str | Non
     )
 
 
-def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> dict[str, Verdict]:
-    """One verdict per candidate name; see the module docstring for the rules."""
+def validate_domains(
+    candidates: Iterable[DomainCandidate], system_vrf: int, *, asn: int = DEFAULT_ASN
+) -> dict[str, Verdict]:
+    """One verdict per candidate name; see the module docstring for the rules.
+
+    `asn` is the cluster's AS number (derived route targets embed it).
+    """
     verdicts: dict[str, Verdict] = {}
     accepted: list[VrfDomainSpec] = []
     for candidate in sorted(candidates, key=_order_key):
@@ -342,7 +424,7 @@ def validate_domains(candidates: Iterable[DomainCandidate], system_vrf: int) -> 
             spec = candidate.cut.applied_to(spec)
         found: list[tuple[str, str]] = []
         for winner in accepted:
-            found.extend(_conflicts(spec, winner, system_vrf))
+            found.extend(_conflicts(spec, winner, system_vrf, asn))
         if found:
             reasons = {reason for reason, _ in found}
             reason = reasons.pop() if len(reasons) == 1 else REASON_CONFLICT

@@ -35,27 +35,47 @@ Peers (all iBGP, one AS, one peer group ``fabric``)
 Per VRFDomain (``vrf-<vrf>``)
     * l3vni: ``vrf vrf-<vrf> / vni <l3vni>`` and ``router bgp <as> vrf
       vrf-<vrf>`` (redistribute connected, advertise ipv4 unicast into EVPN
-      type-5), RD ``<router-id>:<vrf>``, RT ``<as>:<vrf>`` import and export
-      unless ``rt_overrides[vrf]`` gives another one.
+      type-5), RD ``<router-id>:<vrf>``, RT ``<as>:<vrf>`` import and export,
+      each direction replaced by the domain's ``spec.routeTargets`` list when
+      one is given (see vrf_routing).
+    * What the IP-VRF installs from EVPN is bounded by a ``table-map``
+      (bgpd's BGP-to-zebra filter of the VRF; the routes stay in BGP, they are
+      not installed in the kernel): a prefix-list ``vrf-<vrf>-import`` and a
+      route-map of the same name built by vrf_routing.import_filter_entries
+      (no default route unless ``acceptDefaultRoute``; with
+      ``importPrefixes``, only those and the domain's own pod network).
+      Neither FRR 8.4's ``route-map vrf-import`` (VPN route leaking) nor a
+      neighbor route-map (one for all VRFs) is a per-VRF EVPN import hook.
+    * What the VRF exports is its connected routes (``redistribute
+      connected``): only the block gateways the NetlinkActor puts on the
+      domain's bridges, all inside the pod network.  Underlay interfaces are
+      in the default VRF, whose instance redistributes nothing.
     * l2vni: ``vni <vni>`` under ``address-family l2vpn evpn`` of the default
       instance, RD ``<router-id>:<vrf>``, RT ``<as>:<vni>``; type-2/3 routes
       then follow from ``advertise-all-vni``.
     An RD names (node, domain): a domain with both attachments shares one RD
     between its MAC-VRF and its IP-VRF (their routes never collide: the route
     type is part of the EVPN prefix).
-    A route target equal to the one FRR derives by itself (``<as>:<vni>`` of
-    the same instance, 2-byte AS) is kept in the model but not written:
-    FRR would neither store nor show it, and ``frr-reload.py`` would then
-    report a difference forever.  The effective route target is the same.
+    A route target list that is just the one FRR derives by itself
+    (``<as & 0xffff>:<vni>`` of the same instance) is kept in the model but
+    not written: FRR would neither store nor show it, and ``frr-reload.py``
+    would then report a difference forever.  The effective route target is
+    the same.  In a longer list that value is written last: FRR ignores a
+    configured value equal to the automatic one while that is still in place,
+    and drops the automatic one at the next configured value.  An automatic
+    import route target is matched on its local part alone (any AS), a
+    configured one exactly (vrf_routing.any_as_imports; tested in
+    tests/kernel/test_frr_import_filter.py).
 
 Rejected input
     A VRFDomain that FRR cannot carry (no attachment, two attachments of one
     type, VRF id or VNI out of range, VRF id or VNI used by another domain,
-    an l2vni whose route target equals another domain's VRF route target) is
-    left out and listed in :attr:`FrrConfig.rejected`, so one bad resource
-    does not stop routing for the others.  So is another node whose underlay
-    address is not an IP address.  Problems with this node's own identity
-    (router id, route reflectors, AS, overrides) raise :class:`FrrModelError`.
+    an l2vni whose route target is one of another domain's VRF route targets,
+    an invalid routing policy) is left out and listed in
+    :attr:`FrrConfig.rejected`, so one bad resource does not stop routing for
+    the others.  So is another node whose underlay address is not an IP
+    address.  Problems with this node's own identity (router id, route
+    reflectors, AS) raise :class:`FrrModelError`.
 
 Applying it (FRRActor; measured with Debian's FRR 8.4, see the kernel tests)
     1. ``vtysh [-N ns] -f <render_vrf_bindings(config)>`` first.  It only adds
@@ -79,7 +99,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -92,6 +112,17 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.vrf_routing import (
+    DEFAULT_ASN,
+    MAX_U16,
+    MAX_U32,
+    PrefixEntry,
+    derived_route_target,
+    frr_auto_route_target,
+    import_filter_entries,
+    policy_problems,
+    vrf_route_targets,
+)
 
 __all__ = [
     "DEFAULT_ASN",
@@ -100,6 +131,7 @@ __all__ = [
     "BgpTimers",
     "FrrConfig",
     "FrrModelError",
+    "ImportFilter",
     "L2Vni",
     "PeeringMode",
     "Rejection",
@@ -109,17 +141,11 @@ __all__ = [
     "render_vrf_bindings",
 ]
 
-DEFAULT_ASN = 65000
 PEER_GROUP = "fabric"
 TEMPLATE = "frr.conf.j2"
 VRF_BINDINGS_TEMPLATE = "frr-vrf-bindings.conf.j2"
 
 MAX_VNI = (1 << 24) - 1
-MAX_U16 = (1 << 16) - 1
-MAX_U32 = (1 << 32) - 1
-
-_RT_ASN = re.compile(r"^(\d+):(\d+)$")
-_RT_IP = re.compile(r"^(\d+\.\d+\.\d+\.\d+):(\d+)$")
 
 
 class FrrModelError(ValueError):
@@ -149,6 +175,14 @@ class BgpNeighbor:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ImportFilter:
+    """The prefix-list and route-map (one name) that bound what a VRF installs."""
+
+    name: str
+    entries: tuple[PrefixEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VrfConfig:
     """An IP-VRF with its L3VNI: EVPN type-5 routes for the domain's prefixes."""
 
@@ -157,8 +191,14 @@ class VrfConfig:
     table: int
     l3vni: int
     rd: str
-    route_target: str
-    write_route_target: bool  # False when FRR derives the same value itself
+    # Effective route targets, sorted.
+    import_targets: tuple[str, ...]
+    export_targets: tuple[str, ...]
+    # The `route-target import/export` lines, in the order to write them:
+    # empty when FRR derives the same single value itself.
+    written_imports: tuple[str, ...]
+    written_exports: tuple[str, ...]
+    import_filter: ImportFilter | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,34 +275,16 @@ def _check_asn(asn: int) -> None:
         raise FrrModelError(f"AS number {asn!r} is not in 1..{MAX_U32}")
 
 
-def _route_target(asn: int, local: int) -> str | None:
-    """``<asn>:<local>``, or None when the value cannot be encoded."""
-    limit = MAX_U32 if asn <= MAX_U16 else MAX_U16
-    if not 0 <= local <= limit:
-        return None
-    return f"{asn}:{local}"
+def _written(targets: tuple[str, ...], auto: str) -> tuple[str, ...]:
+    """The route-target lines for `targets` (see the module docstring)."""
+    if targets == (auto,):
+        return ()
+    return tuple(sorted(targets, key=lambda t: t == auto))  # stable: auto last
 
 
-def _auto_route_target(asn: int, vni: int) -> str | None:
-    """The route target FRR derives for a VNI by itself (2-byte AS only)."""
-    return f"{asn}:{vni}" if asn <= MAX_U16 else None
-
-
-def _check_route_target(text: str) -> str:
-    """Validate an override: ``ASN:NN`` or ``A.B.C.D:NN``; returns it normalised."""
-    value = text.strip()
-    match = _RT_ASN.match(value)
-    if match:
-        asn, local = int(match.group(1)), int(match.group(2))
-        if 1 <= asn <= MAX_U32 and _route_target(asn, local) is not None:
-            return f"{asn}:{local}"
-    match = _RT_IP.match(value)
-    if match:
-        address = _ip(match.group(1))
-        local = int(match.group(2))
-        if isinstance(address, ipaddress.IPv4Address) and local <= MAX_U16:
-            return f"{address}:{local}"
-    raise FrrModelError(f"route target override {text!r} is not ASN:NN or A.B.C.D:NN")
+def _import_filter(domain: VrfDomainSpec) -> ImportFilter | None:
+    entries = import_filter_entries(domain)
+    return ImportFilter(name=f"{domain.vrf_name}-import", entries=entries) if entries else None
 
 
 def _node_config(configs: Sequence[VrfNodeConfigSpec], node: str) -> VrfNodeConfigSpec | None:
@@ -363,6 +385,9 @@ def _candidate(domain: VrfDomainSpec) -> _Candidate | str:
     l2vni = found.get(AttachmentType.L2VNI)
     if l3vni is not None and l3vni == l2vni:
         return f"l2vni and l3vni are both {l3vni}"
+    problems = policy_problems(domain)
+    if problems:
+        return "; ".join(problems)
     return _Candidate(domain, l3vni, l2vni)
 
 
@@ -420,12 +445,10 @@ def build_frr_config(
     domains: Sequence[VrfDomainSpec],
     node_configs: Sequence[VrfNodeConfigSpec],
     nodes: Sequence[NodeInfo],
-    rt_overrides: Mapping[int, str] | None = None,
     hostname: str = "",
 ) -> FrrConfig:
     """Build this node's routing model from cluster state (see module docstring)."""
     _check_asn(asn)
-    overrides = {vrf: _check_route_target(rt) for vrf, rt in (rt_overrides or {}).items()}
     rejected: list[Rejection] = []
 
     own_config = _node_config(node_configs, node)
@@ -465,12 +488,11 @@ def build_frr_config(
     candidates = _reject_conflicts(candidates, rejected)
 
     rd_prefix = str(router_id)
-    vrf_rts: dict[int, str] = {}
+    vrf_rts: dict[int, frozenset[str]] = {}
     for candidate in candidates:
-        domain = candidate.domain
-        derived = _route_target(asn, domain.vrf)
-        assert derived is not None  # vrf <= 65535 fits every AS
-        vrf_rts[domain.vrf] = overrides.get(domain.vrf, derived)
+        # _candidate checked the policy, and vrf <= 65535 fits every AS.  A
+        # layer-2-only domain counts with its derived value, as it always did.
+        vrf_rts[candidate.domain.vrf] = vrf_route_targets(asn, candidate.domain).all
 
     vrfs: list[VrfConfig] = []
     l2vnis: list[L2Vni] = []
@@ -478,7 +500,7 @@ def build_frr_config(
         domain = candidate.domain
         l2_rt: str | None = None
         if candidate.l2vni is not None:
-            l2_rt = _route_target(asn, candidate.l2vni)
+            l2_rt = derived_route_target(asn, candidate.l2vni)
             if l2_rt is None:
                 rejected.append(
                     Rejection(
@@ -489,20 +511,21 @@ def build_frr_config(
                     )
                 )
                 continue
-            clashing = sorted(v for v, rt in vrf_rts.items() if rt == l2_rt)
+            clashing = sorted(v for v, rts in vrf_rts.items() if l2_rt in rts)
             if clashing:
                 rejected.append(
                     Rejection(
                         kind="VRFDomain",
                         name=domain.name,
-                        reason=f"l2vni route target {l2_rt} equals the route target of "
+                        reason=f"l2vni route target {l2_rt} is a route target of "
                         + ", ".join(f"vrf-{v}" for v in clashing),
                     )
                 )
                 continue
         rd = f"{rd_prefix}:{domain.vrf}"
         if candidate.l3vni is not None:
-            rt = vrf_rts[domain.vrf]
+            targets = vrf_route_targets(asn, domain)
+            auto = frr_auto_route_target(asn, candidate.l3vni)
             vrfs.append(
                 VrfConfig(
                     vrf=domain.vrf,
@@ -510,8 +533,11 @@ def build_frr_config(
                     table=domain.table,
                     l3vni=candidate.l3vni,
                     rd=rd,
-                    route_target=rt,
-                    write_route_target=rt != _auto_route_target(asn, candidate.l3vni),
+                    import_targets=targets.imports,
+                    export_targets=targets.exports,
+                    written_imports=_written(targets.imports, auto),
+                    written_exports=_written(targets.exports, auto),
+                    import_filter=_import_filter(domain),
                 )
             )
         if candidate.l2vni is not None and l2_rt is not None:
@@ -521,7 +547,7 @@ def build_frr_config(
                     vrf=domain.vrf,
                     rd=rd,
                     route_target=l2_rt,
-                    write_route_target=l2_rt != _auto_route_target(asn, candidate.l2vni),
+                    write_route_target=l2_rt != frr_auto_route_target(asn, candidate.l2vni),
                 )
             )
 

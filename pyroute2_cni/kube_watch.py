@@ -48,9 +48,11 @@ from kubernetes import client as k8s
 from pyroute2_cni.crd_validate import REASON_PREFIX_CHANGE_REFUSED, BlockCut, Verdict
 from pyroute2_cni.kubeclient import object_not_found
 from pyroute2_cni.messages.crd import (
+    DEFAULT_ACCEPT_DEFAULT_ROUTE,
     Attachment,
     AttachmentType,
     ChangeKind,
+    ImportPrefix,
     NodeInfo,
     NodeInterface,
     VrfDomainBindingSpec,
@@ -304,6 +306,38 @@ def _list(obj: Json, path: str) -> list[Any]:
     return value
 
 
+def _strings(obj: Json, path: str) -> tuple[str, ...]:
+    values = _list(obj, path)
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise Malformed(f"{path}[{index}] ({value!r}) must be a string")
+    return tuple(values)
+
+
+def _bool(obj: Json, path: str, default: bool) -> bool:
+    value = _at(obj, path)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise Malformed(f"{path} ({value!r}) must be true or false")
+    return value
+
+
+def _import_prefixes(obj: Json) -> tuple[ImportPrefix, ...]:
+    prefixes: list[ImportPrefix] = []
+    for index, raw in enumerate(_list(obj, "spec.importPrefixes")):
+        where = f"spec.importPrefixes[{index}]"
+        if not isinstance(raw, Mapping):
+            raise Malformed(f"{where} must be an object")
+        try:
+            cidr = _str(raw, "cidr")
+            le = None if raw.get("le") is None else _int(raw, "le")
+        except Malformed as exc:
+            raise Malformed(f"{where}.{exc}") from None
+        prefixes.append(ImportPrefix(cidr=cidr, le=le))
+    return tuple(prefixes)
+
+
 def object_name(obj: Json) -> str:
     name = _at(obj, "metadata.name")
     return name if isinstance(name, str) else ""
@@ -340,6 +374,10 @@ def _domain_spec(obj: Json) -> VrfDomainSpec:
         ipblocklen=_int(obj, "spec.ipblocklen"),
         attachments=tuple(attachments),
         resource_version=object_resource_version(obj),
+        import_route_targets=_strings(obj, "spec.routeTargets.import"),
+        export_route_targets=_strings(obj, "spec.routeTargets.export"),
+        import_prefixes=_import_prefixes(obj),
+        accept_default_route=_bool(obj, "spec.acceptDefaultRoute", DEFAULT_ACCEPT_DEFAULT_ROUTE),
     )
 
 

@@ -359,6 +359,37 @@ def test_valid_objects_accepted(custom: CustomObjectsApi, body: Obj) -> None:
     assert created["spec"] == body["spec"]
 
 
+# A VRFDomain that joins an external fabric: its route targets and what it imports.
+VRFDOMAIN_FABRIC: Obj = copy.deepcopy(VRFDOMAIN)
+VRFDOMAIN_FABRIC["spec"].update(
+    {
+        "routeTargets": {
+            "import": ["65100:200", "10.0.0.1:200", "4200000000:65535", "65000:4294967295"],
+            "export": ["65100:200"],
+        },
+        "importPrefixes": [
+            {"cidr": "192.0.2.0/24", "le": 28},
+            {"cidr": "198.51.100.0/24"},
+            {"cidr": "0.0.0.0/0", "le": 32},
+        ],
+        "acceptDefaultRoute": True,
+    }
+)
+
+
+def test_routing_policy_fields_accepted(custom: CustomObjectsApi) -> None:
+    created = create(custom, VRFDOMAIN_FABRIC)
+    assert created["spec"] == VRFDOMAIN_FABRIC["spec"]
+    # Each field is optional on its own.
+    for key in ("routeTargets", "importPrefixes", "acceptDefaultRoute"):
+        body = copy.deepcopy(VRFDOMAIN)
+        body["spec"][key] = VRFDOMAIN_FABRIC["spec"][key]
+        assert create(custom, body)["spec"] == body["spec"]
+    body = copy.deepcopy(VRFDOMAIN)
+    body["spec"]["routeTargets"] = {"export": ["65100:200"]}
+    assert create(custom, body)["spec"] == body["spec"]
+
+
 def test_attachment_port_defaults_to_4789(custom: CustomObjectsApi) -> None:
     body = copy.deepcopy(VRFDOMAIN)
     body["spec"]["attachments"] = [{"type": "l2vni", "vni": 100}, {"type": "l3vni", "vni": 200}]
@@ -443,6 +474,56 @@ BAD_OBJECTS: list[tuple[str, Obj]] = [
     ("port-0", bad(VRFDOMAIN, "spec.attachments.0.port", 0)),
     ("port-65536", bad(VRFDOMAIN, "spec.attachments.0.port", 65536)),
     ("port-string", bad(VRFDOMAIN, "spec.attachments.0.port", "4789")),
+    # VRFDomain routing policy: what the schema itself refuses (ranges that
+    # depend on the other half of a value are the daemon's: Accepted=False).
+    ("rt-asn-0", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "0:1")),
+    ("rt-no-colon", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "65000")),
+    ("rt-two-colons", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "65000:1:2")),
+    ("rt-leading-zero", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "065000:1")),
+    ("rt-11-digit-asn", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "12345678901:1")),
+    ("rt-11-digit-value", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.export.0", "1:12345678901")),
+    ("rt-octet-256", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "10.0.0.256:1")),
+    ("rt-three-octets", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "10.0.0:1")),
+    ("rt-ipv6", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import.0", "fd00::1:1")),
+    ("rt-words", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.export.0", "target:1")),
+    ("rt-number", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.export.0", 65100)),
+    ("rt-import-empty", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import", [])),
+    ("rt-export-not-a-list", bad(VRFDOMAIN_FABRIC, "spec.routeTargets.export", "65100:200")),
+    (
+        "rt-import-17",
+        bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import", [f"65100:{i}" for i in range(17)]),
+    ),
+    (
+        "rt-import-duplicate",
+        bad(VRFDOMAIN_FABRIC, "spec.routeTargets.import", ["65100:1", "65100:1"]),
+    ),
+    ("rt-not-an-object", bad(VRFDOMAIN_FABRIC, "spec.routeTargets", ["65100:200"])),
+    ("import-cidr-no-length", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.cidr", "192.0.2.0")),
+    ("import-cidr-length-33", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.cidr", "10.0.0.0/33")),
+    ("import-cidr-octet-300", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.cidr", "10.0.300.0/24")),
+    ("import-cidr-ipv6", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.cidr", "fd00::/8")),
+    ("import-cidr-missing", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.cidr", DELETE)),
+    ("import-le-33", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.le", 33)),
+    ("import-le-negative", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.le", -1)),
+    ("import-le-string", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes.0.le", "28")),
+    (
+        "import-cidr-twice",
+        bad(
+            VRFDOMAIN_FABRIC,
+            "spec.importPrefixes",
+            [{"cidr": "192.0.2.0/24"}, {"cidr": "192.0.2.0/24", "le": 32}],
+        ),
+    ),
+    (
+        "import-prefixes-65",
+        bad(
+            VRFDOMAIN_FABRIC,
+            "spec.importPrefixes",
+            [{"cidr": f"10.{i}.0.0/16"} for i in range(65)],
+        ),
+    ),
+    ("import-prefixes-not-a-list", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes", "10.0.0.0/8")),
+    ("accept-default-string", bad(VRFDOMAIN_FABRIC, "spec.acceptDefaultRoute", "true")),
     # VRFNodeConfig
     ("nodeconfig-no-nodeRef", bad(VRFNODECONFIG, "spec.nodeRef", DELETE)),
     ("nodeRef-no-name", bad(VRFNODECONFIG, "spec.nodeRef.name", DELETE)),

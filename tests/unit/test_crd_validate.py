@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from pyroute2_cni.crd_validate import (
     REASON_ACCEPTED,
     REASON_CONFLICT,
+    REASON_DUPLICATE_ROUTE_TARGET,
     REASON_DUPLICATE_TABLE,
     REASON_DUPLICATE_VNI,
     REASON_DUPLICATE_VRF,
@@ -20,7 +22,8 @@ from pyroute2_cni.crd_validate import (
     field_problems,
     validate_domains,
 )
-from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
+from pyroute2_cni.messages.crd import Attachment, AttachmentType, ImportPrefix, VrfDomainSpec
+from pyroute2_cni.vrf_routing import any_as_imports
 
 pytestmark = pytest.mark.unit
 
@@ -360,3 +363,162 @@ def test_the_old_cut_is_what_conflicts_are_checked_against() -> None:
     )
     assert verdicts["vrf-200"].reason == REASON_PREFIX_CHANGE_REFUSED
     assert verdicts["vrf-42"].reason == REASON_OVERLAP
+
+
+# -- routing policy (spec.routeTargets, importPrefixes, acceptDefaultRoute) ------------------
+
+
+def with_policy(
+    spec: VrfDomainSpec,
+    *,
+    imports: tuple[str, ...] = (),
+    exports: tuple[str, ...] = (),
+    prefixes: tuple[ImportPrefix, ...] = (),
+) -> VrfDomainSpec:
+    return replace(
+        spec, import_route_targets=imports, export_route_targets=exports, import_prefixes=prefixes
+    )
+
+
+def test_valid_routing_policy() -> None:
+    spec = with_policy(
+        README_VRF_200,
+        imports=("65100:200", "10.0.0.1:200", "4200000000:65535", "65000:4294967295"),
+        exports=("65100:200",),
+        prefixes=(
+            ImportPrefix(cidr="192.0.2.0/24", le=24),
+            ImportPrefix(cidr="0.0.0.0/0", le=32),
+            ImportPrefix(cidr="203.0.113.7/32"),
+        ),
+    )
+    assert field_problems(spec) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"imports": ("0:1",)}, "'0:1': the AS number must be from 1 to 4294967295"),
+        ({"imports": ("4294967296:1",)}, "the AS number must be from 1 to 4294967295"),
+        ({"exports": ("65536:65536",)}, "with a 4-byte AS number the value must be <= 65535"),
+        ({"exports": ("65000:4294967296",)}, "2-byte AS number the value must be <= 4294967295"),
+        ({"imports": ("10.0.0.1:65536",)}, "with an IPv4 address the value must be <= 65535"),
+        ({"imports": ("10.0.0.256:1",)}, "10.0.0.256 is not an IPv4 address"),
+        ({"imports": ("65000",)}, "spec.routeTargets.import[0] '65000' is not ASN:NN"),
+        ({"imports": ("65000:1", "65000:01")}, "spec.routeTargets.import lists 65000:1 more"),
+        (
+            {"prefixes": (ImportPrefix(cidr="192.0.2.1/24"),)},
+            "spec.importPrefixes[0].cidr (192.0.2.1/24) has host bits set: the network is "
+            "192.0.2.0/24",
+        ),
+        ({"prefixes": (ImportPrefix(cidr="192.0.2.0/33"),)}, "has an invalid prefix length"),
+        ({"prefixes": (ImportPrefix(cidr="fd00::/8"),)}, "is not an IPv4 CIDR"),
+        (
+            {"prefixes": (ImportPrefix(cidr="192.0.2.0/24", le=23),)},
+            "spec.importPrefixes[0].le (23) must be from the prefix length (24) to 32",
+        ),
+        ({"prefixes": (ImportPrefix(cidr="192.0.2.0/24", le=33),)}, "le (33) must be"),
+        (
+            {"prefixes": (ImportPrefix(cidr="0.0.0.0/0"),)},
+            "is the default route: set spec.acceptDefaultRoute to true instead",
+        ),
+        (
+            {"prefixes": (ImportPrefix(cidr="192.0.2.0/24"), ImportPrefix(cidr="192.0.2.0/24"))},
+            "spec.importPrefixes lists 192.0.2.0/24 more than once",
+        ),
+    ],
+)
+def test_invalid_routing_policy(policy: dict[str, Any], message: str) -> None:
+    problems = field_problems(with_policy(README_VRF_200, **policy))
+    assert len(problems) == 1, problems
+    assert message in problems[0]
+    verdict = validate_domains([cand(with_policy(README_VRF_200, **policy))], SYSTEM_VRF)
+    assert (verdict["vrf-200"].accepted, verdict["vrf-200"].reason) == (False, REASON_INVALID)
+
+
+def test_routing_policy_needs_an_l3vni() -> None:
+    l2_only = domain("l2", vrf=300, attachments=(Attachment(type=L2, vni=50300, port=4789),))
+    spec = with_policy(l2_only, exports=("65100:1",), prefixes=(ImportPrefix(cidr="10.0.0.0/8"),))
+    problems = field_problems(spec)
+    assert [p.split(" applies")[0] for p in problems] == [
+        "spec.routeTargets",
+        "spec.importPrefixes",
+    ]
+    # acceptDefaultRoute has nothing to act on but is not an error.
+    assert field_problems(replace(l2_only, accept_default_route=False)) == []
+
+
+def test_export_into_another_domains_import_is_a_leak() -> None:
+    older = domain("a", vrf=201, prefix="10.1.0.0")
+    # b exports a's derived route target: a would install b's routes.
+    newer = with_policy(domain("b", vrf=202, prefix="10.2.0.0"), exports=("65000:201",))
+    verdicts = validate_domains([cand(older), cand(newer, "2024-01-02T00:00:00Z")], SYSTEM_VRF)
+    assert verdicts["a"].accepted
+    assert (verdicts["b"].accepted, verdicts["b"].reason) == (False, REASON_DUPLICATE_ROUTE_TARGET)
+    assert "route targets 65000:201 would carry routes" in verdicts["b"].message
+    # The AS is the cluster's: with another one the derived values differ.
+    other_as = validate_domains(
+        [cand(older), cand(newer, "2024-01-02T00:00:00Z")], SYSTEM_VRF, asn=65001
+    )
+    assert other_as["b"].accepted
+
+
+def test_import_of_another_domains_export_and_of_an_l2vni_are_leaks() -> None:
+    older = with_policy(domain("a", vrf=201, prefix="10.1.0.0"), exports=("65100:7",))
+    importer = with_policy(domain("b", vrf=202, prefix="10.2.0.0"), imports=("65100:7",))
+    l2 = domain("c", vrf=300, prefix="10.3.0.0", attachments=(Attachment(type=L2, vni=50300),))
+    importer_of_l2 = with_policy(domain("d", vrf=203, prefix="10.4.0.0"), imports=("65000:50300",))
+    verdicts = validate_domains(
+        [
+            cand(older),
+            cand(l2),
+            cand(importer, "2024-01-02T00:00:00Z"),
+            cand(importer_of_l2, "2024-01-02T00:00:00Z"),
+        ],
+        SYSTEM_VRF,
+    )
+    assert verdicts["a"].accepted and verdicts["c"].accepted
+    assert verdicts["b"].reason == REASON_DUPLICATE_ROUTE_TARGET
+    assert verdicts["d"].reason == REASON_DUPLICATE_ROUTE_TARGET
+    assert "65000:50300" in verdicts["d"].message
+
+
+def test_shared_imports_and_derived_values_are_not_leaks() -> None:
+    # Two tenants import one shared external VRF's route target: allowed.
+    a = with_policy(domain("a", vrf=201, prefix="10.1.0.0"), imports=("65000:201", "65100:999"))
+    b = with_policy(domain("b", vrf=202, prefix="10.2.0.0"), imports=("65000:202", "65100:999"))
+    # An l2vni equal to another domain's vrf id (derived values only) is left to
+    # frr_model as before this check existed.
+    d = domain("d", vrf=204, prefix="10.4.0.0")
+    c = domain("c", vrf=300, prefix="10.3.0.0", attachments=(Attachment(type=L2, vni=204),))
+    verdicts = validate_domains(
+        [
+            cand(a),
+            cand(b, "2024-01-02T00:00:00Z"),
+            cand(d, "2024-01-02T00:00:00Z"),
+            cand(c, "2024-01-03T00:00:00Z"),
+        ],
+        SYSTEM_VRF,
+    )
+    assert all(v.accepted for v in verdicts.values()), verdicts
+
+
+def test_automatic_import_route_target_takes_any_as() -> None:
+    """vrf-42 with L3VNI 42 imports with FRR's automatic route target, which FRR 8.4
+    matches on the value alone: an export of 65100:42 elsewhere reaches it."""
+    assert any_as_imports(65000, README_DEFAULT) == frozenset({42})
+    assert any_as_imports(65000, README_VRF_200) == frozenset()  # 65000:200 is written
+    assert any_as_imports(65000, with_policy(README_DEFAULT, imports=("65100:1",))) == set()
+    l2 = domain("l2", vrf=300, attachments=(Attachment(type=L2, vni=50300),))
+    assert any_as_imports(65000, l2) == frozenset({50300})
+    assert any_as_imports(4200000000, l2) == frozenset()  # 4200000000:50300 is written
+    exporter = with_policy(domain("b", vrf=202, prefix="10.2.0.0"), exports=("10.9.9.9:42",))
+    verdicts = validate_domains(
+        [cand(README_DEFAULT), cand(exporter, "2024-01-02T00:00:00Z")], SYSTEM_VRF
+    )
+    assert verdicts["b"].reason == REASON_DUPLICATE_ROUTE_TARGET
+    assert "10.9.9.9:42" in verdicts["b"].message
+    strict = with_policy(domain("c", vrf=203, prefix="10.3.0.0"), exports=("65100:200",))
+    verdicts = validate_domains(
+        [cand(README_VRF_200), cand(strict, "2024-01-02T00:00:00Z")], SYSTEM_VRF
+    )
+    assert verdicts["c"].accepted

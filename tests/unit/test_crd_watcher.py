@@ -31,11 +31,13 @@ from pyroute2_cni.kube_watch import (
 )
 from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.crd import (
+    DEFAULT_ACCEPT_DEFAULT_ROUTE,
     Attachment,
     AttachmentType,
     ChangeKind,
     ClusterObjectChanged,
     ClusterSnapshot,
+    ImportPrefix,
     NamespaceChanged,
     NodeInfo,
     NodeInterface,
@@ -295,6 +297,51 @@ def test_unreadable_domain_keeps_the_reason() -> None:
     missing = convert(DOMAIN, {"metadata": {"name": "m"}, "spec": {"vrf": "7"}})
     assert isinstance(missing, DomainObject)
     assert missing.error == "spec.vrf ('7') must be an integer"
+
+
+def test_routing_policy_fields_are_converted() -> None:
+    obj = {
+        "metadata": {"name": "vrf-5", "resourceVersion": "5"},
+        "spec": {
+            **domain_spec(5),
+            "routeTargets": {"import": ["65100:5", "10.0.0.1:5"], "export": ["65100:5"]},
+            "importPrefixes": [{"cidr": "192.0.2.0/24", "le": 28}, {"cidr": "198.51.100.0/24"}],
+            "acceptDefaultRoute": False,
+        },
+    }
+    domain = convert(DOMAIN, obj)
+    assert isinstance(domain, DomainObject) and domain.spec is not None
+    assert domain.spec.import_route_targets == ("65100:5", "10.0.0.1:5")
+    assert domain.spec.export_route_targets == ("65100:5",)
+    assert domain.spec.import_prefixes == (
+        ImportPrefix(cidr="192.0.2.0/24", le=28),
+        ImportPrefix(cidr="198.51.100.0/24"),
+    )
+    assert domain.spec.accept_default_route is False
+    # Absent: the defaults every older object gets.
+    plain = convert(DOMAIN, {"metadata": {"name": "vrf-6"}, "spec": domain_spec(6)})
+    assert isinstance(plain, DomainObject) and plain.spec is not None
+    assert (plain.spec.import_route_targets, plain.spec.export_route_targets) == ((), ())
+    assert plain.spec.import_prefixes == ()
+    assert plain.spec.accept_default_route is DEFAULT_ACCEPT_DEFAULT_ROUTE
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"routeTargets": {"import": [65100]}}, "spec.routeTargets.import[0] (65100) must be"),
+        ({"routeTargets": {"export": "65100:1"}}, "spec.routeTargets.export must be a list"),
+        ({"importPrefixes": [{"le": 24}]}, "spec.importPrefixes[0].cidr is missing"),
+        ({"importPrefixes": [{"cidr": "1.0.0.0/8", "le": "9"}]}, "importPrefixes[0].le ('9')"),
+        ({"acceptDefaultRoute": "yes"}, "spec.acceptDefaultRoute ('yes') must be true or false"),
+    ],
+)
+def test_malformed_routing_policy_keeps_the_reason(extra: dict[str, Any], error: str) -> None:
+    obj = {"metadata": {"name": "bad"}, "spec": {**domain_spec(5), **extra}}
+    domain = convert(DOMAIN, obj)
+    assert isinstance(domain, DomainObject)
+    assert domain.spec is None
+    assert error in domain.error
 
 
 def test_merged_conditions_keep_transition_time_and_other_types() -> None:
@@ -624,6 +671,44 @@ def test_invalid_domain_is_rejected_not_published_and_recovers(make_rig: Any) ->
     rig.wait_change(ChangeKind.DELETED, "vrf-400")
     wait_for(lambda: conditions(c, "vrf-400")["Accepted"]["status"] == "False", 5, "rejected")
     assert conditions(c, "vrf-400")["Accepted"]["observedGeneration"] == 3
+
+
+def test_invalid_routing_policy_is_reported_in_accepted(make_rig: Any) -> None:
+    rig = make_rig()
+    c = rig.cluster
+    policy = {
+        "routeTargets": {"import": ["70000:65536"]},
+        "importPrefixes": [{"cidr": "192.0.2.1/24"}],
+    }
+    c.put(DOMAIN, "vrf-401", spec={**domain_spec(401, prefix="10.41.0.0"), **policy})
+    wait_for(lambda: conditions(c, "vrf-401").get("Accepted"), 5, "status written")
+    accepted = conditions(c, "vrf-401")["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
+    assert "spec.routeTargets.import[0] '70000:65536'" in accepted["message"]
+    assert "spec.importPrefixes[0].cidr (192.0.2.1/24) has host bits set" in accepted["message"]
+    rig.sync()
+    assert not [m for m in rig.changes() if isinstance(m, ClusterObjectChanged)]
+    # Fixed: deployed with its policy.
+    fixed: dict[str, Any] = {"routeTargets": {"import": ["70000:65535"]}}
+    fixed["acceptDefaultRoute"] = False
+    c.put(DOMAIN, "vrf-401", spec={**domain_spec(401, prefix="10.41.0.0"), **fixed})
+    added = rig.wait_change(ChangeKind.ADDED, "vrf-401")
+    assert added.obj.import_route_targets == ("70000:65535",)
+    assert added.obj.accept_default_route is False
+    wait_for(lambda: conditions(c, "vrf-401")["Accepted"]["status"] == "True", 5, "accepted")
+
+
+def test_route_target_leak_between_domains_rejects_the_newer(make_rig: Any) -> None:
+    rig = make_rig()
+    c = rig.cluster
+    # vrf-200 (seeded) imports and exports the derived 65000:200.
+    spec = {**domain_spec(402, prefix="10.42.0.0"), "routeTargets": {"export": ["65000:200"]}}
+    c.put(DOMAIN, "vrf-402", spec=spec)
+    wait_for(lambda: conditions(c, "vrf-402").get("Accepted"), 5, "status written")
+    accepted = conditions(c, "vrf-402")["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "DuplicateRouteTarget")
+    assert "65000:200" in accepted["message"] and "VRFDomain vrf-200" in accepted["message"]
+    assert conditions(c, "vrf-200")["Accepted"]["status"] == "True"
 
 
 def test_conflict_loser_is_published_when_the_winner_goes(make_rig: Any) -> None:

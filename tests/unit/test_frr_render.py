@@ -15,7 +15,7 @@ import ipaddress
 import os
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pyroute2_cni.frr_model import (
     FrrConfig,
     FrrModelError,
+    ImportFilter,
     PeeringMode,
     build_frr_config,
     render,
@@ -33,11 +34,13 @@ from pyroute2_cni.frr_model import (
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
+    ImportPrefix,
     NodeInfo,
     NodeInterface,
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from pyroute2_cni.vrf_routing import PrefixEntry
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +89,6 @@ class Scenario:
     nodes: tuple[NodeInfo, ...]
     node_configs: tuple[VrfNodeConfigSpec, ...] = ()
     asn: int = 65000
-    rt_overrides: dict[int, str] = field(default_factory=dict)
 
     def build(self) -> FrrConfig:
         return build_frr_config(
@@ -95,8 +97,42 @@ class Scenario:
             domains=self.domains,
             node_configs=self.node_configs,
             nodes=self.nodes,
-            rt_overrides=self.rt_overrides,
         )
+
+
+def policy(
+    base: VrfDomainSpec,
+    *,
+    imports: tuple[str, ...] = (),
+    exports: tuple[str, ...] = (),
+    prefixes: tuple[ImportPrefix, ...] = (),
+    accept_default: bool = True,
+) -> VrfDomainSpec:
+    return replace(
+        base,
+        import_route_targets=imports,
+        export_route_targets=exports,
+        import_prefixes=prefixes,
+        accept_default_route=accept_default,
+    )
+
+
+# A fabric whose VRFs use their own route targets (issue 21, item 3): vrf-200
+# imports two values (one an IPv4-address RT) and exports one; vrf-42 adds the
+# fabric's value to its own, which FRR derives itself (written last).
+FABRIC_200 = policy(VRF_200, imports=("65100:200", "10.0.0.1:200"), exports=("65100:200",))
+FABRIC_42 = policy(VRF_42, imports=("65100:42", "65000:42"))
+# Bounded imports (item 4): vrf-200 accepts two external networks and no
+# default route; vrf-42 accepts anything but the default route.
+FILTERED_200 = policy(
+    VRF_200,
+    prefixes=(
+        ImportPrefix(cidr="198.51.100.0/24"),
+        ImportPrefix(cidr="192.0.2.0/24", le=28),
+    ),
+    accept_default=False,
+)
+FILTERED_42 = policy(VRF_42, accept_default=False)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -125,6 +161,13 @@ SCENARIOS: dict[str, Scenario] = {
     "domain-removed": Scenario(node="k8s01", domains=(VRF_42, VRF_300), nodes=THREE),
     # k8s03 left the cluster: its session goes, nothing else changes.
     "node-removed": Scenario(node="k8s01", domains=(VRF_42, VRF_200), nodes=THREE[:2]),
+    # Explicit route targets (spec.routeTargets).
+    "route-targets": Scenario(node="k8s01", domains=(FABRIC_42, FABRIC_200), nodes=THREE),
+    # Import filters (spec.importPrefixes, spec.acceptDefaultRoute); the
+    # layer-2-only vrf-300 has no IP-VRF to filter.
+    "import-filter": Scenario(
+        node="k8s01", domains=(FILTERED_42, FILTERED_200, VRF_300), nodes=THREE
+    ),
 }
 
 
@@ -219,21 +262,22 @@ def test_single_node_model() -> None:
     (vrf,) = config.vrfs
     assert (vrf.name, vrf.table, vrf.l3vni) == ("vrf-42", 42, 42)
     assert vrf.rd == "192.168.124.1:42"
-    assert vrf.route_target == "65000:42"
+    assert vrf.import_targets == vrf.export_targets == ("65000:42",)
     # FRR derives 65000:42 for L3VNI 42 by itself and would hide the line.
-    assert not vrf.write_route_target
+    assert vrf.written_imports == vrf.written_exports == ()
     assert config.rejected == ()
 
 
 def test_l2vni_and_l3vni_model() -> None:
     config = SCENARIOS["l2vni-l3vni"].build()
     vrf200 = next(v for v in config.vrfs if v.vrf == 200)
-    assert (vrf200.l3vni, vrf200.rd, vrf200.route_target) == (
+    assert (vrf200.l3vni, vrf200.rd, vrf200.import_targets, vrf200.export_targets) == (
         60200,
         "192.168.124.1:200",
-        "65000:200",
+        ("65000:200",),
+        ("65000:200",),
     )
-    assert vrf200.write_route_target
+    assert vrf200.written_imports == vrf200.written_exports == ("65000:200",)
     (l2vni,) = config.l2vnis
     assert (l2vni.vni, l2vni.vrf, l2vni.rd, l2vni.route_target) == (
         50200,
@@ -308,24 +352,159 @@ def test_route_reflectors_dedup_sort_and_skip_self() -> None:
     assert config.vteps == ("192.168.124.1", "192.168.124.3")
 
 
-def test_rt_override_and_four_byte_asn() -> None:
+def test_explicit_route_target_and_four_byte_asn() -> None:
     config = build_frr_config(
         node="k8s01",
         asn=4200000000,
-        domains=(VRF_42, VRF_200),
+        domains=(VRF_42, policy(VRF_200, imports=("64512:7",), exports=("64512:7",))),
         node_configs=(),
         nodes=THREE,
-        rt_overrides={200: "64512:7", 999: "1.2.3.4:5"},
     )
     by_vrf = {v.vrf: v for v in config.vrfs}
-    assert by_vrf[42].route_target == "4200000000:42"
-    assert by_vrf[42].write_route_target  # 4-byte AS: FRR derives nothing equal
-    assert by_vrf[200].route_target == "64512:7"
+    assert by_vrf[42].import_targets == ("4200000000:42",)
+    # 4-byte AS: FRR derives 59904:42 (the AS's low 16 bits), not this value.
+    assert by_vrf[42].written_imports == ("4200000000:42",)
+    assert by_vrf[200].import_targets == by_vrf[200].export_targets == ("64512:7",)
     text = render(config)
     assert "router bgp 4200000000 vrf vrf-200" in text
     assert "route-target import 64512:7" in text
+    assert "route-target export 64512:7" in text
     # l2vni 50200 fits the 16-bit local part of a 4-byte-AS route target.
     assert config.l2vnis[0].route_target == "4200000000:50200"
+
+
+def test_route_target_equal_to_frr_auto_value_of_four_byte_asn_is_not_written() -> None:
+    # 4200000000 & 0xffff == 59904: FRR derives 59904:42 for L3VNI 42 by itself.
+    config = build_frr_config(
+        node="k8s01",
+        asn=4200000000,
+        domains=(policy(VRF_42, imports=("59904:42",)),),
+        node_configs=(),
+        nodes=THREE,
+    )
+    (vrf,) = config.vrfs
+    assert vrf.import_targets == ("59904:42",)
+    assert vrf.written_imports == ()
+    assert vrf.written_exports == ("4200000000:42",)
+
+
+def test_route_targets_model() -> None:
+    config = SCENARIOS["route-targets"].build()
+    by_vrf = {v.vrf: v for v in config.vrfs}
+    assert by_vrf[200].import_targets == ("10.0.0.1:200", "65100:200")
+    assert by_vrf[200].export_targets == ("65100:200",)
+    assert by_vrf[200].written_imports == ("10.0.0.1:200", "65100:200")
+    # The value FRR derives (65000:42 for L3VNI 42) goes last in a longer list,
+    # and alone (export, derived) is not written.
+    assert by_vrf[42].import_targets == ("65000:42", "65100:42")
+    assert by_vrf[42].written_imports == ("65100:42", "65000:42")
+    assert by_vrf[42].written_exports == ()
+    # The l2vni of vrf-200 keeps its own route target.
+    assert config.l2vnis[0].route_target == "65000:50200"
+
+
+def test_route_targets_are_normalised_and_order_free() -> None:
+    one = policy(VRF_200, imports=("65100:0200", " 10.0.0.1:7"), exports=("65100:200",))
+    two = policy(VRF_200, imports=("10.0.0.1:7", "65100:200"), exports=("65100:200",))
+    first = build_frr_config(node="k8s01", asn=65000, domains=(one,), node_configs=(), nodes=THREE)
+    second = build_frr_config(node="k8s01", asn=65000, domains=(two,), node_configs=(), nodes=THREE)
+    assert render(first) == render(second)
+    assert first.vrfs[0].import_targets == ("10.0.0.1:7", "65100:200")
+
+
+def test_absent_policy_renders_what_it_did_before() -> None:
+    """No routing policy fields: the derived route targets and no import filter."""
+    text = render(SCENARIOS["l2vni-l3vni"].build())
+    assert "table-map" not in text and "prefix-list" not in text and "route-map" not in text
+    assert text.count("route-target import 65000:200\n") == 1
+
+
+def test_import_filter_model() -> None:
+    config = SCENARIOS["import-filter"].build()
+    by_vrf = {v.vrf: v for v in config.vrfs}
+    assert by_vrf[42].import_filter == ImportFilter(
+        name="vrf-42-import",
+        entries=(
+            PrefixEntry(seq=5, permit=False, prefix="0.0.0.0/0"),
+            PrefixEntry(seq=10, permit=True, prefix="0.0.0.0/0", le=32),
+        ),
+    )
+    assert by_vrf[200].import_filter == ImportFilter(
+        name="vrf-200-import",
+        entries=(
+            PrefixEntry(seq=5, permit=False, prefix="0.0.0.0/0"),
+            # The domain's own pod network: the other nodes' blocks.
+            PrefixEntry(seq=10, permit=True, prefix="10.150.0.0/16", le=32),
+            PrefixEntry(seq=15, permit=True, prefix="192.0.2.0/24", le=28),
+            PrefixEntry(seq=20, permit=True, prefix="198.51.100.0/24"),
+        ),
+    )
+    text = render(config)
+    assert " table-map vrf-200-import\n" in text and " table-map vrf-42-import\n" in text
+    # Defined before the BGP instance that names it.
+    assert text.index("route-map vrf-200-import permit 10") < text.index("router bgp 65000\n")
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "accept", "expected"),
+    [
+        ((), True, None),
+        (
+            (),
+            False,
+            [(False, "0.0.0.0/0", None), (True, "0.0.0.0/0", 32)],
+        ),
+        (
+            (ImportPrefix(cidr="192.0.2.0/24"),),
+            True,
+            [(True, "0.0.0.0/0", None), (True, "10.150.0.0/16", 32), (True, "192.0.2.0/24", None)],
+        ),
+        # A user prefix equal to the own pod network line is written once.
+        (
+            (ImportPrefix(cidr="10.150.0.0/16", le=32), ImportPrefix(cidr="0.0.0.0/0", le=32)),
+            False,
+            [(False, "0.0.0.0/0", None), (True, "10.150.0.0/16", 32), (True, "0.0.0.0/0", 32)],
+        ),
+    ],
+)
+def test_import_filter_entries(
+    prefixes: tuple[ImportPrefix, ...],
+    accept: bool,
+    expected: list[tuple[bool, str, int | None]] | None,
+) -> None:
+    spec = policy(VRF_200, prefixes=prefixes, accept_default=accept)
+    config = build_frr_config(
+        node="k8s01", asn=65000, domains=(spec,), node_configs=(), nodes=THREE
+    )
+    found = config.vrfs[0].import_filter
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert [(e.permit, e.prefix, e.le) for e in found.entries] == expected
+        assert [e.seq for e in found.entries] == [5 * (i + 1) for i in range(len(expected))]
+
+
+def test_invalid_policy_is_rejected_not_fatal() -> None:
+    bad = policy(VRF_200, imports=("65000:70000:1",))
+    config = build_frr_config(
+        node="k8s01", asn=65000, domains=(VRF_42, bad), node_configs=(), nodes=THREE
+    )
+    assert [v.vrf for v in config.vrfs] == [42]
+    (rejection,) = config.rejected
+    assert rejection.name == "vrf-200" and "is not ASN:NN or A.B.C.D:NN" in rejection.reason
+
+
+def test_l2vni_route_target_among_a_vrf_import_list_is_rejected() -> None:
+    importer = policy(VRF_42, imports=("65000:42", "65000:50300"))
+    config = build_frr_config(
+        node="k8s01", asn=65000, domains=(importer, VRF_300), node_configs=(), nodes=THREE
+    )
+    assert [v.vrf for v in config.vrfs] == [42]
+    (rejection,) = config.rejected
+    assert rejection.name == "vrf-300" and "65000:50300 is a route target of vrf-42" in (
+        rejection.reason
+    )
 
 
 @pytest.mark.parametrize(
@@ -389,7 +568,6 @@ def test_bad_peer_address_is_rejected_not_fatal() -> None:
         ({"node": "ghost"}, "no IPv4 router id"),
         ({"nodes": (NodeInfo(name="k8s01", internal_ip="fd00::1"),)}, "no IPv4 router id"),
         ({"asn": 0}, "AS number"),
-        ({"rt_overrides": {42: "nonsense"}}, "route target override"),
         (
             {
                 "node_configs": (
@@ -483,7 +661,6 @@ def clusters(draw: st.DrawFn) -> Scenario:
         domains=tuple(domains),
         nodes=nodes,
         node_configs=tuple(configs),
-        rt_overrides={},
     )
 
 
