@@ -24,8 +24,11 @@ class Attachment:
     port: int = 4789
 
 
-# spec.acceptDefaultRoute when the object does not set it.
-DEFAULT_ACCEPT_DEFAULT_ROUTE = True
+# spec.acceptDefaultRoute when the object does not set it.  False: a default route
+# from the fabric would take the system VRF's fall-through to the host's tables and a
+# tenant VRF's `unreachable default` (see netlink_model); before the field existed it
+# was always installed (True renders exactly the configuration of that time).
+DEFAULT_ACCEPT_DEFAULT_ROUTE = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

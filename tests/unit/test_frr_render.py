@@ -412,11 +412,26 @@ def test_route_targets_are_normalised_and_order_free() -> None:
     assert first.vrfs[0].import_targets == ("10.0.0.1:7", "65100:200")
 
 
-def test_absent_policy_renders_what_it_did_before() -> None:
-    """No routing policy fields: the derived route targets and no import filter."""
-    text = render(SCENARIOS["l2vni-l3vni"].build())
-    assert "table-map" not in text and "prefix-list" not in text and "route-map" not in text
+def test_absent_policy_adds_only_the_default_route_filter() -> None:
+    """No routing policy fields: the derived route targets, and a filter that drops
+    only a default route from the fabric (acceptDefaultRoute defaults to false).
+    With acceptDefaultRoute true the configuration is the one rendered before the
+    fields existed: the default adds the filter lines and changes nothing else."""
+    scenario = SCENARIOS["l2vni-l3vni"]
+    text = render(scenario.build())
+    assert " table-map vrf-200-import\n" in text and " table-map vrf-42-import\n" in text
+    assert "ip prefix-list vrf-42-import seq 5 deny 0.0.0.0/0\n" in text
+    assert "ip prefix-list vrf-42-import seq 10 permit 0.0.0.0/0 le 32\n" in text
     assert text.count("route-target import 65000:200\n") == 1
+    accepting = replace(
+        scenario, domains=tuple(replace(d, accept_default_route=True) for d in scenario.domains)
+    )
+    before = render(accepting.build())
+    assert "table-map" not in before and "prefix-list" not in before
+    filters = r"^(?:ip prefix-list .*\n)+!\nroute-map .*\n match .*\nexit\n!\n"
+    assert len(re.findall(filters, text, re.M)) == 2
+    stripped = re.sub(r"^  table-map .*\n", "", re.sub(filters, "", text, flags=re.M), flags=re.M)
+    assert stripped == before
 
 
 def test_import_filter_model() -> None:
