@@ -25,6 +25,7 @@ network namespaces under /run/netns, which the daemon must see).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -106,8 +107,11 @@ class Tools:
     plugins: str
 
 
+@functools.cache
 def load_tools() -> Tools:
-    """The tools of the current inputs (``scripts/build-tools.sh --print-dir``).
+    """The tools of the current inputs (``scripts/build-tools.sh --print-dir``), found once
+    per process: the script's version key runs dpkg-query, go and pip, which inside a busy
+    User-Mode Linux guest once took over a minute (CI: a test failed on that call alone).
 
     Inside a User-Mode Linux guest nothing can be built (no network for the source
     package): build them on the host first (``make tools``).
@@ -116,7 +120,7 @@ def load_tools() -> Tools:
         [str(BUILD_TOOLS), "--print-dir"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         check=False,
         stdin=subprocess.DEVNULL,
     )
