@@ -41,23 +41,15 @@ from pyroute2_cni.messages.crd import (
     ClusterObjectChanged,
     ClusterSnapshot,
     NodeInfo,
-    VrfDomainSpec,
 )
 from pyroute2_cni.metrics import Metrics
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.lab import VTYSH, FrrInstance, frr_in_new_netns
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 
-DOMAIN = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+DOMAIN = SYSTEM_DOMAIN
 SECOND = replace(
     DOMAIN,
     name="vrf-43",

@@ -113,8 +113,14 @@ def test_reload_adds_a_domain_and_peers_then_nothing_left_to_change(
     """
     first = frr.reload("--reload", GOLDEN_DIR / "single-node-vrf42.conf")
     assert first.returncode == 0, first.stdout + first.stderr
-    golden = GOLDEN_DIR / "l2vni-l3vni.conf"
-    bindings = tmp_path / "bindings.conf"
+    _reload_to_golden(frr, tmp_path, "l2vni-l3vni")
+
+
+def _reload_to_golden(frr: FrrInstance, tmp_path: Path, name: str) -> None:
+    """Bindings first (vtysh -f), then one reload to the golden file; afterwards
+    frr-reload.py --test finds nothing left to change."""
+    golden = GOLDEN_DIR / f"{name}.conf"
+    bindings = tmp_path / f"{name}-bindings.conf"
     bindings.write_text(
         "".join(re.findall(r"^vrf \S+\n vni \d+\nexit-vrf\n", golden.read_text(), re.M))
     )
@@ -124,7 +130,7 @@ def test_reload_adds_a_domain_and_peers_then_nothing_left_to_change(
     assert "Configuration failed" not in applied.stdout + applied.stderr
     again = frr.reload("--test", golden)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert _differences(again.stdout) == []
+    assert _differences(again.stdout) == [], name
 
 
 def test_rendered_with_the_host_name_nothing_is_left_to_change(
@@ -153,15 +159,4 @@ def test_routing_policy_round_trip(frr: FrrInstance, tmp_path: Path, name: str) 
     change, so FRR runs exactly the rendered lines (a route target or prefix-list
     entry FRR hid or dropped would show up here as a difference)."""
     for step in ("l2vni-l3vni", name, "l2vni-l3vni"):
-        golden = GOLDEN_DIR / f"{step}.conf"
-        bindings = tmp_path / f"{step}-bindings.conf"
-        bindings.write_text(
-            "".join(re.findall(r"^vrf \S+\n vni \d+\nexit-vrf\n", golden.read_text(), re.M))
-        )
-        _run(VTYSH, "-N", frr.name, "-f", str(bindings))
-        applied = frr.reload("--reload", golden)
-        assert applied.returncode == 0, applied.stdout + applied.stderr
-        assert "Configuration failed" not in applied.stdout + applied.stderr
-        again = frr.reload("--test", golden)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert _differences(again.stdout) == [], step
+        _reload_to_golden(frr, tmp_path, step)

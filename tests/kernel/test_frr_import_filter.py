@@ -37,13 +37,12 @@ import pytest
 from pyroute2_cni.frr_control import parse_vrf_vnis
 from pyroute2_cni.frr_model import FrrConfig, build_frr_config, render, render_vrf_bindings
 from pyroute2_cni.messages.crd import (
-    Attachment,
-    AttachmentType,
     ImportPrefix,
     NodeInfo,
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.lab import (
     VTYSH,
     FrrInstance,
@@ -65,16 +64,7 @@ EXTERNAL_ADDRESSES = ("198.51.100.1/24", "203.0.113.1/24")
 DEFAULT = "default"
 CONVERGE = 90.0  # seconds: BGP connect, EVPN import and the route-map delay (5 s) in UML
 
-VRF_42 = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-    accept_default_route=True,
-)
+VRF_42 = replace(SYSTEM_DOMAIN, accept_default_route=True)
 
 BORDER_CONFIG = f"""\
 frr defaults traditional

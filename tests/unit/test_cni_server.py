@@ -21,14 +21,12 @@ from pyroute2_cni.actors.cni_server_actor import CNIServerActor
 from pyroute2_cni.config import DaemonSection, Settings, SupervisorSection
 from pyroute2_cni.health import HealthReport
 from pyroute2_cni.messages.crd import (
-    Attachment,
-    AttachmentType,
     ClusterSnapshot,
     VrfDomainBindingSpec,
-    VrfDomainSpec,
 )
 from pyroute2_cni.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec, Supervisor
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_peers import FakeIpam, FakeNetlink, Shared
 from tests.harness.waiting import wait_for
 
@@ -39,15 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 # own is one every test can use without root; the fake netlink never enters it.
 POD_NETNS = "/proc/self/ns/net"
 
-SYSTEM = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+SYSTEM = SYSTEM_DOMAIN
 
 
 @pytest.fixture(scope="module")

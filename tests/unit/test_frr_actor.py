@@ -31,21 +31,14 @@ from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
 from pyroute2_cni.messages.node_state import FrrApplySeen, FrrStateSeen, SessionSeen, VniSeen
 from pyroute2_cni.metrics import Metrics
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_frr import FakeFrrControl
 from tests.harness.toy_actors import Recorder
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
-DOMAIN = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+DOMAIN = SYSTEM_DOMAIN
 NODES = (NodeInfo(name="n1", internal_ip="192.0.2.1"), NodeInfo(name="n2", internal_ip="192.0.2.2"))
 
 
