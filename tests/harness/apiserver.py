@@ -42,8 +42,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import IO, TYPE_CHECKING, TypeVar
+
+from tests.harness.lifecycle import Service
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -212,7 +214,7 @@ def make_certificates(directory: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
 
 
-class ApiServer:
+class ApiServer(Service):
     """etcd + kube-apiserver on loopback; see the module docstring."""
 
     def __init__(
@@ -294,19 +296,7 @@ class ApiServer:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> ApiServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> ApiServer:
+    def start(self) -> None:
         with self._lock:
             if self._tmp is not None:
                 raise ApiServerError("already started")
@@ -328,7 +318,6 @@ class ApiServer:
                 self._stop_locked()
                 raise
             self.start_seconds = time.monotonic() - began
-            return self
 
     def stop(self) -> None:
         with self._lock:

@@ -510,7 +510,6 @@ class Containerd(Service):
             if not os.access(path, os.X_OK):
                 raise CriError(f"{path} is missing (apt-get install containerd runc util-linux)")
         if self.seed is not None:
-            self.work.mkdir(parents=True, exist_ok=True)
             # cp keeps the snapshots' ownership, modes and xattrs (overlayfs whiteouts).
             subprocess.run(
                 ["cp", "-a", str(self.seed), str(self.root)], check=True, timeout=START_TIMEOUT
@@ -693,7 +692,11 @@ def seeded_root(
     try:
         importer.start()
         importer.stop_keeping_root(holder / "root")
+    except BaseException:
+        importer.stop()
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    try:
         yield holder / "root"
     finally:
-        importer.stop()
         shutil.rmtree(holder, ignore_errors=True)

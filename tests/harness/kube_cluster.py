@@ -24,7 +24,6 @@ Ready ~130 s after the install began.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -102,31 +101,31 @@ class KubeCluster(Service):
         # The image imports (gunzip, digests, unpack) are CPU work, and a User-Mode Linux
         # guest has one CPU: import once, then copy the unpacked root to every node.
         began = time.monotonic()
-        seed = stack.enter_context(seeded_root(tools, archives, log_dir=lab.log_dir))
-        self._progress(f"release images unpacked once in {time.monotonic() - began:.1f} s")
-        mounts: dict[str, NodeMountNamespace] = {}
-        for name in self.nodes:
-            node = lab.nodes[name]
-            self._cni_bin_dir(name)
-            mounts[name] = stack.enter_context(
-                NodeMountNamespace(
-                    name,
-                    {
-                        Path("/opt/cni/bin"): node.cni_bin_dir,
-                        Path("/etc/cni/net.d"): node.cni_conf_dir,
-                        Path("/run/pyroute2-cni"): node.run_dir / "state",
-                        # The kubelet's container logs, readable from the host after a run.
-                        Path("/var/log/pods"): lab.log_dir / f"{name}-pods",
-                        Path("/var/log/containers"): node.run_dir / "containers",
-                    },
+        with seeded_root(tools, archives, log_dir=lab.log_dir) as seed:
+            self._progress(f"release images unpacked once in {time.monotonic() - began:.1f} s")
+            mounts: dict[str, NodeMountNamespace] = {}
+            for name in self.nodes:
+                node = lab.nodes[name]
+                self._cni_bin_dir(name)
+                mounts[name] = stack.enter_context(
+                    NodeMountNamespace(
+                        name,
+                        {
+                            Path("/opt/cni/bin"): node.cni_bin_dir,
+                            Path("/etc/cni/net.d"): node.cni_conf_dir,
+                            Path("/run/pyroute2-cni"): node.run_dir / "state",
+                            # The kubelet's container logs, readable from the host after a run.
+                            Path("/var/log/pods"): lab.log_dir / f"{name}-pods",
+                            Path("/var/log/containers"): node.run_dir / "containers",
+                        },
+                    )
                 )
-            )
-            self.runtimes[name] = self._runtime(tools, name, mounts[name], seed, legacy)
-            stack.callback(self.runtimes[name].stop)
-        began = time.monotonic()
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(Containerd.start, self.runtimes.values()))
-        shutil.rmtree(seed, ignore_errors=True)  # every node has its copy: free the memory
+                self.runtimes[name] = self._runtime(tools, name, mounts[name], seed, legacy)
+                stack.callback(self.runtimes[name].stop)
+            began = time.monotonic()
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                list(pool.map(Containerd.start, self.runtimes.values()))
+        # Every node has its copy: the seed is gone here, freeing its memory.
         self._progress(
             f"{len(self.nodes)} containerds with the release images up in "
             f"{time.monotonic() - began:.1f} s"

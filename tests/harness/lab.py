@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -1633,6 +1633,13 @@ class Lab(Service):
 
         wait_until(established, timeout, f"BGP sessions of {', '.join(names)} Established", 0.5)
 
+    def cni_condition(self, node: str) -> tuple[str, str, str]:
+        """(status, reason, message) of the node's Pyroute2CNIReady condition."""
+        for c in self.core().read_node_status(node).status.conditions or []:
+            if c.type == "Pyroute2CNIReady":
+                return str(c.status), str(c.reason), str(c.message)
+        return "", "", ""
+
     def wait_settled(self, timeout: float = CONVERGE_TIMEOUT) -> None:
         """Until every node is at rest: its Pyroute2CNIReady condition says DaemonReady (FRR
         applied, sessions up, every expected VNI known), it holds no EVPN entry, and its
@@ -1642,14 +1649,7 @@ class Lab(Service):
 
         def at_rest() -> bool:
             for name in self.nodes:
-                reason = next(
-                    (
-                        str(c.reason)
-                        for c in self.core().read_node_status(name).status.conditions or []
-                        if c.type == "Pyroute2CNIReady"
-                    ),
-                    "no condition",
-                )
+                reason = self.cni_condition(name)[1] or "no condition"
                 held = self.metric(name, "pyroute2_cni_evpn_held_entries")
                 sessions = self.nodes[name].frr.bgp_sessions()
                 state[name] = f"{reason}, {held:g} held, sessions {sessions}"
@@ -2040,7 +2040,7 @@ class Lab(Service):
         return [result]
 
 
-class ContinuousPing:
+class ContinuousPing(Service):
     """``ping -i INTERVAL`` from a pod until stopped, counting replies that went missing.
 
     A reply is missing when its sequence number is absent below the last one that came
@@ -2059,7 +2059,7 @@ class ContinuousPing:
         self._reader: threading.Thread | None = None
         self.started = 0.0  # wall clock of the first echo request
 
-    def __enter__(self) -> ContinuousPing:
+    def start(self) -> None:
         self.started = time.time()
         argv = [PING, "-n", "-i", f"{self.interval:g}", "-W", "1", self.address]
         self._proc = subprocess.Popen(
@@ -2071,15 +2071,6 @@ class ContinuousPing:
         )
         self._reader = threading.Thread(target=self._read, name="ping-reader", daemon=True)
         self._reader.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -31,10 +31,7 @@ def node_state(lab: Lab, node: str) -> dict[str, Any]:
 
 def cni_condition(lab: Lab, node: str) -> tuple[str, str, str]:
     """(status, reason, message) of the node's Pyroute2CNIReady condition."""
-    for c in lab.core().read_node_status(node).status.conditions or []:
-        if c.type == "Pyroute2CNIReady":
-            return str(c.status), str(c.reason), str(c.message)
-    return "", "", ""
+    return lab.cni_condition(node)
 
 
 def plugin(lab: Lab, *argv: str) -> tuple[int, str]:
