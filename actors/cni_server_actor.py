@@ -25,13 +25,14 @@ from typing import Any
 
 import zmq
 
-from pyroute2_cni import cni_install
 from pyroute2_cni.actors.address import ActorUnavailable, Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.attachment import attachment_key
-from pyroute2_cni.attachment_gate import AttachmentGate
-from pyroute2_cni.cni_log import ROUTINE_VERBS, RequestTrace, render_text
-from pyroute2_cni.cni_spec import (
+from pyroute2_cni.cni import install as cni_install
+from pyroute2_cni.cni.attachment_gate import AttachmentGate
+from pyroute2_cni.cni.log import ROUTINE_VERBS, RequestTrace, render_text
+from pyroute2_cni.cni.shim_protocol import BadRequest, encode_reply, split_envelope
+from pyroute2_cni.cni.shim_protocol import parse_request as parse_frames
+from pyroute2_cni.cni.spec import (
     CniError,
     Code,
     Request,
@@ -42,11 +43,7 @@ from pyroute2_cni.cni_spec import (
     render_version,
     valid_attachments,
 )
-from pyroute2_cni.config import Settings
-from pyroute2_cni.health import HealthReport
-from pyroute2_cni.keyed_executor import KeyedExecutor
-from pyroute2_cni.kube_watch import utc_now
-from pyroute2_cni.logsetup import FIELDS
+from pyroute2_cni.kube.watch import utc_now
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.cni import CheckInstall
 from pyroute2_cni.messages.crd import (
@@ -78,9 +75,12 @@ from pyroute2_cni.messages.netlink import (
     UnplumbPod,
 )
 from pyroute2_cni.messages.node_state import CniFailureSeen
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.shim_protocol import BadRequest, encode_reply, split_envelope
-from pyroute2_cni.shim_protocol import parse_request as parse_frames
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.keyed_executor import KeyedExecutor
+from pyroute2_cni.runtime.logsetup import FIELDS
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.attachment import attachment_key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,8 +1,8 @@
 """CRDWatcherActor: the cluster state every other actor builds on.
 
-It owns five watch pumps (pyroute2_cni.kube_watch), keeps the last known
+It owns five watch pumps (pyroute2_cni.kube.watch), keeps the last known
 VRFDomains, VRFDomainBindings, VRFNodeConfigs, Nodes and Namespaces, validates
-the VRFDomains (pyroute2_cni.crd_validate) and tells every subscriber:
+the VRFDomains (pyroute2_cni.kube.crd_validate) and tells every subscriber:
 
 - one :class:`ClusterSnapshot` after the initial lists of all five resources,
   and another after any relist (a watch that expired with 410);
@@ -52,8 +52,8 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.config import Settings
-from pyroute2_cni.crd_validate import (
+from pyroute2_cni.ipam.store import BlockStore, KubeBlockStore, StoreError
+from pyroute2_cni.kube.crd_validate import (
     REASON_PREFIX_CHANGE_REFUSED,
     BlockCut,
     DomainCandidate,
@@ -61,8 +61,7 @@ from pyroute2_cni.crd_validate import (
     Verdict,
     validate_domains,
 )
-from pyroute2_cni.ipam_store import BlockStore, KubeBlockStore, StoreError
-from pyroute2_cni.kube_watch import (
+from pyroute2_cni.kube.watch import (
     CONDITION_ACCEPTED,
     DEFAULT_VXLAN_PORT,
     ApiError,
@@ -101,6 +100,7 @@ from pyroute2_cni.messages.crd import (
 )
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.frr import FrrApplyReported
+from pyroute2_cni.runtime.config import Settings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

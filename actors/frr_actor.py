@@ -6,7 +6,7 @@ retried with backoff.  A reload that fails midway leaves FRR running a mix
 of old and new: the last good configuration is put back (RestoreFrr) and
 checked with ``frr-reload.py --test``.  Every periodic poll also reads the
 running configuration and looks for the model's key lines
-(frr_model.key_lines): when they are missing twice in a row (a daemon that
+(frr.model.key_lines): when they are missing twice in a row (a daemon that
 restarted without its configuration, a change by hand), the model is
 applied again, bindings included.  zebra's view of the VNIs is polled and each VNI it
 knows is told to the NetlinkActor, which brings the devices up only then
@@ -23,10 +23,8 @@ from typing import Any
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.config import Settings
-from pyroute2_cni.evpn_hold import BgpView, PeerSession
-from pyroute2_cni.frr_control import FrrControl
-from pyroute2_cni.frr_model import (
+from pyroute2_cni.frr.control import FrrControl
+from pyroute2_cni.frr.model import (
     FrrConfig,
     FrrModelError,
     build_frr_config,
@@ -34,7 +32,7 @@ from pyroute2_cni.frr_model import (
     render,
     render_vrf_bindings,
 )
-from pyroute2_cni.kube_watch import utc_now
+from pyroute2_cni.kube.watch import utc_now
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import (
     ChangeKind,
@@ -50,7 +48,9 @@ from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import ApplyFrr, FrrApplyReported, PollFrr, RestoreFrr, VniKnown
 from pyroute2_cni.messages.node_state import FrrApplySeen, FrrStateSeen, SessionSeen, VniSeen
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.evpn_hold import BgpView, PeerSession
 
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 # The retry backoff's cap and the quick polls after a reload are server.ini

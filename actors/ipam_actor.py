@@ -39,8 +39,8 @@ Housekeeping runs from a self-scheduled :class:`Reconcile` (every
 - the node holding the Lease ``pyroute2-cni-ipam-reclaimer`` deletes the blocks of
   Nodes that are missing in two consecutive rounds.
 
-Invariants: see ``pyroute2_cni/ipam_blocks.py``.  Keep in sync with:
-``messages/ipam.py`` (the protocol) and ``pyroute2_cni/ipam_store.py``.
+Invariants: see ``pyroute2_cni/ipam/blocks.py``.  Keep in sync with:
+``messages/ipam.py`` (the protocol) and ``pyroute2_cni/ipam/store.py``.
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.attachment import key_network
-from pyroute2_cni.config import IpamSection
-from pyroute2_cni.ipam_blocks import (
+from pyroute2_cni.ipam.blocks import (
     GATEWAY_KEY,
     Allocation,
     Block,
@@ -82,7 +80,7 @@ from pyroute2_cni.ipam_blocks import (
     with_allocation,
     without_addresses,
 )
-from pyroute2_cni.ipam_store import (
+from pyroute2_cni.ipam.store import (
     BlockGone,
     BlockStore,
     BlockTaken,
@@ -119,7 +117,9 @@ from pyroute2_cni.messages.ipam import (
     RepublishBlocks,
 )
 from pyroute2_cni.messages.node_state import IpamUseSeen, VrfUse
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import IpamSection
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.attachment import key_network
 
 LEASE_NAME = "pyroute2-cni-ipam-reclaimer"
 DEFAULT_LEASE_NAMESPACE = "pyroute2-cni"

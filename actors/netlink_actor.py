@@ -6,7 +6,7 @@ desired domains and this node's VRFNodeConfig), PlumbPod / UnplumbPod / CheckPod
 ListPlumbedPods (CNI server) and Reconcile (its own timer).
 
 How it works: every domain change recomputes the desired state with the pure
-``netlink_model`` from a fresh kernel dump and executes the difference through a
+``netlink.model`` from a fresh kernel dump and executes the difference through a
 :class:`NetlinkBackend`.  Every change is "ensure present/absent": the errno that means
 "already so" (EEXIST, ENODEV, ESRCH, ENOENT, EADDRNOTAVAIL) is success, nothing else is.
 
@@ -27,8 +27,8 @@ Invariants:
 - Pod operations never fork and never call setns in this thread: the backend enters a pod
   namespace from a dedicated short-lived thread.
 
-Keep in sync with: pyroute2_cni/netlink_model.py (names, routing design),
-pyroute2_cni/netlink_backend.py (the protocol), tests/harness/fake_netlink.py.
+Keep in sync with: pyroute2_cni/netlink/model.py (names, routing design),
+pyroute2_cni/netlink/backend.py (the protocol), tests/harness/fake_netlink.py.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.attachment import attachment_key, parse_key
-from pyroute2_cni.config import Settings
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.crd import (
     ChangeKind,
@@ -80,9 +78,8 @@ from pyroute2_cni.messages.netlink import (
     UnplumbPod,
     Vtep,
 )
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.netlink_backend import NetlinkBackend, NetnsSession
-from pyroute2_cni.netlink_model import (
+from pyroute2_cni.netlink.backend import NetlinkBackend, NetnsSession
+from pyroute2_cni.netlink.model import (
     NODE_RULES,
     NODE_SYSCTLS,
     OUR_PROTO,
@@ -135,6 +132,9 @@ from pyroute2_cni.netlink_model import (
     vrf_name,
     vxlan_name,
 )
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.attachment import attachment_key, parse_key
 
 FABRIC_KINDS = ("vrf", "bridge", "vxlan")
 

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.health import HealthReport
-from pyroute2_cni.kube_watch import utc_now
-from pyroute2_cni.kubeclient import core_v1
-from pyroute2_cni.messages.node_state import NodeProblems
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.node_condition import (
+from pyroute2_cni.kube.client import core_v1
+from pyroute2_cni.kube.node_condition import (
     NodeCondition,
     condition_for,
     current_transition,
     status_patch,
 )
+from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.messages.node_state import NodeProblems
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,20 +22,8 @@ from typing import Any
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.health import HealthReport
-from pyroute2_cni.kube_watch import utc_now
-from pyroute2_cni.kubeclient import ApiException, core_v1, custom_objects, object_not_found
-from pyroute2_cni.messages.events import RecordEvent
-from pyroute2_cni.messages.node_state import (
-    CniFailureSeen,
-    EvpnHeldSeen,
-    FrrApplySeen,
-    FrrStateSeen,
-    IpamUseSeen,
-    NodeProblems,
-)
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.node_state import (
+from pyroute2_cni.kube.client import ApiException, core_v1, custom_objects, object_not_found
+from pyroute2_cni.kube.node_state import (
     GROUP,
     PLURAL,
     VERSION,
@@ -46,6 +34,18 @@ from pyroute2_cni.node_state import (
     with_failure,
     with_frr_state,
 )
+from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.messages.events import RecordEvent
+from pyroute2_cni.messages.node_state import (
+    CniFailureSeen,
+    EvpnHeldSeen,
+    FrrApplySeen,
+    FrrStateSeen,
+    IpamUseSeen,
+    NodeProblems,
+)
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 
 # Every this many ticks the object is read back (a read, not a write): one deleted by
 # hand is written again though nothing changed.

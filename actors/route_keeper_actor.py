@@ -3,7 +3,7 @@
 Inputs: EvpnChanges / EvpnResync (its monitor thread: one message per burst read),
 EvpnChanged (one change), BgpSessionsSeen (FRRActor's poll), CheckHeld (self, every
 second while something is held).  The decisions are
-:class:`pyroute2_cni.evpn_hold.EvpnHold`'s; this actor owns the kernel socket, the
+:class:`pyroute2_cni.values.evpn_hold.EvpnHold`'s; this actor owns the kernel socket, the
 monitor thread and the peer probes (``GET http://<peer>:<metrics_port>/livez``, and
 ``/metrics`` for a peer behind route reflectors).  A probe that connects but gets no
 answer in time says the daemon is there (its listener accepted us), busy: under load
@@ -22,15 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.config import Settings
-from pyroute2_cni.evpn_hold import (
-    NO_ANSWER_IN_TIME,
-    EvpnEntry,
-    EvpnHold,
-    EvpnKernel,
-    PeerSession,
-)
-from pyroute2_cni.evpn_kernel import hurry_this_thread
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import (
     BgpSessionsSeen,
@@ -40,7 +31,16 @@ from pyroute2_cni.messages.evpn import (
     EvpnResync,
 )
 from pyroute2_cni.messages.node_state import EvpnHeldSeen
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.netlink.evpn_kernel import hurry_this_thread
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.evpn_hold import (
+    NO_ANSWER_IN_TIME,
+    EvpnEntry,
+    EvpnHold,
+    EvpnKernel,
+    PeerSession,
+)
 
 CHECK_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0

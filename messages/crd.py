@@ -26,7 +26,7 @@ class Attachment:
 
 # spec.acceptDefaultRoute when the object does not set it.  False: a default route
 # from the fabric would take the system VRF's fall-through to the host's tables and a
-# tenant VRF's `unreachable default` (see netlink_model); before the field existed it
+# tenant VRF's `unreachable default` (see netlink.model); before the field existed it
 # was always installed (True renders exactly the configuration of that time).
 DEFAULT_ACCEPT_DEFAULT_ROUTE = False
 
@@ -45,7 +45,7 @@ class VrfDomainSpec:
     """A VRFDomain custom resource (cni.pyroute2.org/v1alpha1).
 
     The routing policy fields are as written by the user (not yet validated);
-    pyroute2_cni.vrf_routing says what they mean.
+    pyroute2_cni.frr.vrf_routing says what they mean.
     """
 
     name: str

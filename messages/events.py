@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordEvent:
     """One occurrence: ``kind``/``name`` of the object it concerns (a kind of
-    :data:`pyroute2_cni.events.API_VERSIONS`), Warning or Normal, a CamelCase
+    :data:`pyroute2_cni.kube.events.API_VERSIONS`), Warning or Normal, a CamelCase
     ``reason`` and a sentence saying what is wrong and what to do."""
 
     kind: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyroute2_cni.evpn_hold import BgpView, EvpnEntry
+from pyroute2_cni.values.evpn_hold import BgpView, EvpnEntry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ class PodRef:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllocateAddress:
-    """Allocate one address for attachment `key` (pyroute2_cni/attachment.py) in `domain`.
+    """Allocate one address for attachment `key` (pyroute2_cni/values/attachment.py) in `domain`.
 
     Idempotent: a key that already holds an address in the domain gets it back.
     """
@@ -56,7 +56,7 @@ class AddressReleased:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReleaseAllExcept:
     """CNI GC: release every attachment of `network` on this node whose key is not in
-    `keep`; other networks' attachments are not touched (pyroute2_cni/attachment.py)."""
+    `keep`; other networks' attachments are not touched (pyroute2_cni/values/attachment.py)."""
 
     network: str
     keep: frozenset[str]

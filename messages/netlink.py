@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyroute2_cni.attachment import DEFAULT_NETWORK
 from pyroute2_cni.messages.crd import AttachmentType, VrfDomainSpec
+from pyroute2_cni.values.attachment import DEFAULT_NETWORK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from pyroute2_cni import __version__
-from pyroute2_cni.config import ConfigError, describe_defaults, load_settings
-from pyroute2_cni.logsetup import setup_logging
+from pyroute2_cni.runtime.config import ConfigError, describe_defaults, load_settings
+from pyroute2_cni.runtime.logsetup import setup_logging
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
@@ -18,8 +18,8 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         print(f"pyroute2-cni: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.logging.level, settings.logging.format)
-    from pyroute2_cni.daemon import run_daemon
-    from pyroute2_cni.wiring import build_actor_specs
+    from pyroute2_cni.daemon.run import run_daemon
+    from pyroute2_cni.daemon.wiring import build_actor_specs
 
     return run_daemon(settings, build_actor_specs)
 
@@ -43,7 +43,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_ipam_check(args: argparse.Namespace) -> int:
-    from pyroute2_cni.ipam_check import run_ipam_check
+    from pyroute2_cni.ipam.check import run_ipam_check
 
     return run_ipam_check(kubeconfig=args.kubeconfig, as_json=args.json, node=args.node)
 

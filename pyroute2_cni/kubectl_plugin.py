@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2_cni.node_condition import CONDITION_TYPE
+from pyroute2_cni.kube.node_condition import CONDITION_TYPE
 
 CNI_GROUP, IPAM_GROUP, VERSION = "cni.pyroute2.org", "ipam.pyroute2.org", "v1alpha1"
 DAEMON_NAMESPACE, CONFIGMAP, CONFIG_KEY = "pyroute2-cni", "server-config", "server.ini"
@@ -516,7 +516,7 @@ def main(
     args = parser.parse_args(argv)
     as_json = args.output == "json"
     if args.command == "ipam":
-        from pyroute2_cni.ipam_check import run_ipam_check
+        from pyroute2_cni.ipam.check import run_ipam_check
 
         return run_ipam_check(kubeconfig=args.kubeconfig, as_json=as_json)
     from kubernetes.client.exceptions import ApiException

@@ -16,7 +16,7 @@
  * reply.  While stdin is read the config's "timeout" is not known yet, so that
  * read is bounded by the env's or the default.  An unreachable or silent
  * daemon yields CNI error 11.  Keep the defaults in sync with [cni]
- * shim_timeout in pyroute2_cni/config.py.
+ * shim_timeout in pyroute2_cni/runtime/config.py.
  */
 #define _GNU_SOURCE
 #include <ctype.h>

@@ -35,10 +35,10 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.config import SupervisorSection
-from pyroute2_cni.health import HealthReport
 from pyroute2_cni.messages.base import Ping, Pong
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import SupervisorSection
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -36,11 +36,10 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor, live_blocks
 from pyroute2_cni.actors.event_actor import EventActor
-from pyroute2_cni.config import Settings
-from pyroute2_cni.crd_validate import LiveBlock
-from pyroute2_cni.ipam_blocks import Block, new_block
-from pyroute2_cni.ipam_store import BlockTaken, KubeBlockStore, StoreError
-from pyroute2_cni.kube_watch import (
+from pyroute2_cni.ipam.blocks import Block, new_block
+from pyroute2_cni.ipam.store import BlockTaken, KubeBlockStore, StoreError
+from pyroute2_cni.kube.crd_validate import LiveBlock
+from pyroute2_cni.kube.watch import (
     CRD_GROUP,
     CRD_VERSION,
     ApiError,
@@ -68,7 +67,8 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.frr import FrrApplyReported
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.fake_kube_watch import MessageLog, recorder
 from tests.harness.waiting import wait_for

@@ -18,7 +18,7 @@ from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.event_actor import EventActor
 from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.events import RecordEvent
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.waiting import wait_for
 

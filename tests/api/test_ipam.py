@@ -28,10 +28,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from pyroute2_cni.actors.ipam_actor import LEASE_NAME
-from pyroute2_cni.config import IpamSection
-from pyroute2_cni.ipam_blocks import Block, check_block_invariants
-from pyroute2_cni.ipam_store import KubeBlockStore, StoreUnavailable
-from pyroute2_cni.kubeclient import make_api_client
+from pyroute2_cni.ipam.blocks import Block, check_block_invariants
+from pyroute2_cni.ipam.store import KubeBlockStore, StoreUnavailable
+from pyroute2_cni.kube.client import make_api_client
 from pyroute2_cni.messages.base import ErrorKind, Failure
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.messages.ipam import (
@@ -43,7 +42,8 @@ from pyroute2_cni.messages.ipam import (
     ReconcileResult,
     ReleaseAddress,
 )
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import IpamSection
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.ipam_worker import (
     RunningNode,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
+from pyroute2_cni.kube.node_condition import CONDITION_TYPE
 from pyroute2_cni.kubectl_plugin import main
-from pyroute2_cni.node_condition import CONDITION_TYPE
 from tests.harness.apiserver import ApiServer
 
 pytestmark = pytest.mark.api

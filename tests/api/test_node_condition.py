@@ -14,9 +14,9 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.node_condition_actor import CheckCondition, NodeConditionActor
-from pyroute2_cni.health import HealthReport
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.node_condition import CONDITION_TYPE
+from pyroute2_cni.kube.node_condition import CONDITION_TYPE
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.waiting import wait_for
 

@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.node_state_actor import VERIFY_TICKS, CheckState, NodeStateActor
-from pyroute2_cni.health import HealthReport
+from pyroute2_cni.kube.node_state import GROUP, PLURAL, VERSION
 from pyroute2_cni.messages.node_state import (
     FrrApplySeen,
     FrrStateSeen,
@@ -24,8 +24,8 @@ from pyroute2_cni.messages.node_state import (
     VniSeen,
     VrfUse,
 )
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.node_state import GROUP, PLURAL, VERSION
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.api_fixtures import kubectl
 from tests.harness.apiserver import ApiServer
 from tests.harness.waiting import wait_for

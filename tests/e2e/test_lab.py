@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.ipam_store import block_from_object
+from pyroute2_cni.ipam.store import block_from_object
 from tests.harness.lab import (
     DAEMON_BIN,
     REPO,

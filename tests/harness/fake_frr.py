@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from pyroute2_cni.frr_control import CommandResult, FrrState
+from pyroute2_cni.frr.control import CommandResult, FrrState
 
 
 class FakeFrrControl:

@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from pyroute2_cni.ipam_blocks import Block, PodInfo, normalized
-from pyroute2_cni.ipam_store import (
+from pyroute2_cni.ipam.blocks import Block, PodInfo, normalized
+from pyroute2_cni.ipam.store import (
     BlockGone,
     BlockTaken,
     Conflict,
@@ -30,7 +30,7 @@ from pyroute2_cni.ipam_store import (
     StoreUnavailable,
 )
 from pyroute2_cni.messages.crd import VrfDomainSpec
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.metrics import Metrics
 
 
 class FakeBlockStore:

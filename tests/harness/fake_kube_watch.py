@@ -1,4 +1,4 @@
-"""An in-memory API server behind pyroute2_cni.kube_watch.KubeApi, for unit tests.
+"""An in-memory API server behind pyroute2_cni.kube.watch.KubeApi, for unit tests.
 
 :class:`FakeCluster` keeps objects per resource with one global resourceVersion
 counter (as etcd does), an event log that watches replay from a
@@ -25,7 +25,7 @@ from typing import Any
 import pykka
 
 from pyroute2_cni.actors.address import Address
-from pyroute2_cni.kube_watch import (
+from pyroute2_cni.kube.watch import (
     CRD_GROUP,
     CRD_VERSION,
     ApiError,
@@ -253,7 +253,7 @@ class FakeCluster:
 
 
 class FakeKubeApi:
-    """One client view of a FakeCluster (implements kube_watch.KubeApi)."""
+    """One client view of a FakeCluster (implements kube.watch.KubeApi)."""
 
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster

@@ -18,8 +18,8 @@ import errno
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from pyroute2_cni.netlink_backend import NetnsSession, netns_path
-from pyroute2_cni.netlink_model import (
+from pyroute2_cni.netlink.backend import NetnsSession, netns_path
+from pyroute2_cni.netlink.model import (
     ADDRGEN_NONE,
     PREF_L3MDEV,
     RTPROT_KERNEL,

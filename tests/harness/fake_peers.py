@@ -12,7 +12,6 @@ from typing import Any
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.attachment import attachment_key, key_network
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.crd import AttachmentType
 from pyroute2_cni.messages.ipam import (
@@ -38,6 +37,7 @@ from pyroute2_cni.messages.netlink import (
     PodPlumbed,
     UnplumbPod,
 )
+from pyroute2_cni.values.attachment import attachment_key, key_network
 
 
 class Shared:

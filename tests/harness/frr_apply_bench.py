@@ -44,8 +44,7 @@ import pykka
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
-from pyroute2_cni.config import DaemonSection, FrrSection, Settings
-from pyroute2_cni.frr_control import FrrProcessControl
+from pyroute2_cni.frr.control import FrrProcessControl
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -56,7 +55,8 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
 )
 from pyroute2_cni.messages.frr import FrrApplyReported
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.lab import FRR_BIN, FrrInstance, frr_in_new_netns, wait_until
 from tests.harness.lab_bench import FRR_TIMES
 from tests.harness.plumb_bench import percentile

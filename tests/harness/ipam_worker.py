@@ -37,8 +37,7 @@ import pykka
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.ipam_actor import IPAMActor
-from pyroute2_cni.config import IpamSection
-from pyroute2_cni.ipam_store import BlockStore, KubeBlockStore
+from pyroute2_cni.ipam.store import BlockStore, KubeBlockStore
 from pyroute2_cni.messages.base import Failure
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.messages.ipam import (
@@ -49,7 +48,8 @@ from pyroute2_cni.messages.ipam import (
     PodRef,
     ReleaseAddress,
 )
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import IpamSection
+from pyroute2_cni.runtime.metrics import Metrics
 
 ASK_TIMEOUT = 60.0
 # --journal: how long a caller repeats a DEL (the runtime retries until it succeeds).

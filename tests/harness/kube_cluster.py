@@ -35,7 +35,7 @@ from typing import Any
 
 import kubernetes.client
 
-from pyroute2_cni.ipam_store import block_from_object
+from pyroute2_cni.ipam.store import block_from_object
 from tests.harness.cri import Containerd, Tools, load_tools, seeded_root
 from tests.harness.kube_node import (
     ControlPlaneComponent,

@@ -92,7 +92,7 @@ PING = "/usr/bin/ping"
 VTYSH = "/usr/bin/vtysh"
 FRR_BIN = Path("/usr/lib/frr")
 FRR_DAEMONS = ("zebra", "bgpd", "staticd")
-# The metric of the RouteKeeperActor's route copies (pyroute2_cni.evpn_kernel.HOLD_METRIC;
+# The metric of the RouteKeeperActor's route copies (pyroute2_cni.netlink.evpn_kernel.HOLD_METRIC;
 # not imported: the lab's host side does not load pyroute2).
 HOLD_METRIC = 60000
 CNI_PLUGINS_DIR = "/usr/lib/cni"

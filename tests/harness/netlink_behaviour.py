@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pyroute2_cni.netlink_backend import NetlinkBackend
-from pyroute2_cni.netlink_model import (
+from pyroute2_cni.netlink.backend import NetlinkBackend
+from pyroute2_cni.netlink.model import (
     ADDRGEN_NONE,
     OUR_PROTO,
     PREF_LOCAL,

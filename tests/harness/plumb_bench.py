@@ -52,7 +52,6 @@ def ours(pods: Sequence[str]) -> dict[str, list[float]]:
 
     from pyroute2_cni.actors.base import ActorHooks
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
-    from pyroute2_cni.config import NetlinkSection, Settings
     from pyroute2_cni.messages.base import Ok
     from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
     from pyroute2_cni.messages.ipam import BlockInfo, NodeBlocksChanged
@@ -64,8 +63,9 @@ def ours(pods: Sequence[str]) -> dict[str, list[float]]:
         PodPlumbed,
         UnplumbPod,
     )
-    from pyroute2_cni.metrics import Metrics
-    from pyroute2_cni.netlink_backend import KernelNetlink
+    from pyroute2_cni.netlink.backend import KernelNetlink
+    from pyroute2_cni.runtime.config import NetlinkSection, Settings
+    from pyroute2_cni.runtime.metrics import Metrics
 
     domain = VrfDomainSpec(
         name="bench",

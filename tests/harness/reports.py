@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from pyroute2_cni import kubectl_plugin
-from pyroute2_cni.node_state import GROUP, PLURAL, VERSION
+from pyroute2_cni.kube.node_state import GROUP, PLURAL, VERSION
 from tests.harness.lab import Lab
 
 # A fault reaches the VRFNodeStates within a poll ([frr] poll_interval), a write

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from pyroute2_cni.shim_protocol import encode_reply, split_envelope
+from pyroute2_cni.cni.shim_protocol import encode_reply, split_envelope
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "shim" / "build.sh"

@@ -11,9 +11,9 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
-from pyroute2_cni.config import Settings
 from pyroute2_cni.messages.base import Ok
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec
 
 

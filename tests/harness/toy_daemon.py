@@ -14,10 +14,10 @@ import pykka
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.config import Settings, load_settings
-from pyroute2_cni.daemon import run_daemon
-from pyroute2_cni.logsetup import setup_logging
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.daemon.run import run_daemon
+from pyroute2_cni.runtime.config import Settings, load_settings
+from pyroute2_cni.runtime.logsetup import setup_logging
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec
 from tests.harness.toy_actors import Crash, toy_spec
 

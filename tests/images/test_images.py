@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pyroute2_cni.config import DaemonSection, FrrSection
+from pyroute2_cni.runtime.config import DaemonSection, FrrSection
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.images
@@ -297,8 +297,8 @@ def netns() -> Iterator[str]:
 APPLY_PROBE = """
 import json, sys
 from pathlib import Path
-from pyroute2_cni.config import FrrSection
-from pyroute2_cni.frr_control import FrrProcessControl
+from pyroute2_cni.runtime.config import FrrSection
+from pyroute2_cni.frr.control import FrrProcessControl
 control = FrrProcessControl(FrrSection())
 result = {"available": control.available(), "applied": []}
 for name in sys.argv[1:]:

@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, EvpnHold, PeerSession
-from pyroute2_cni.evpn_kernel import HOLD_METRIC, EvpnMonitor, KernelEvpn
+from pyroute2_cni.netlink.evpn_kernel import HOLD_METRIC, EvpnMonitor, KernelEvpn
+from pyroute2_cni.values.evpn_hold import (
+    FDB,
+    NEIGH,
+    ROUTE,
+    BgpView,
+    EvpnEntry,
+    EvpnHold,
+    PeerSession,
+)
 from tests.harness.netns import ip, ip_json
 
 pytestmark = pytest.mark.kernel

@@ -23,8 +23,7 @@ import pytest
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
-from pyroute2_cni.config import DaemonSection, FrrSection, Settings
-from pyroute2_cni.frr_control import (
+from pyroute2_cni.frr.control import (
     CommandResult,
     FrrProcessControl,
     FrrState,
@@ -42,7 +41,8 @@ from pyroute2_cni.messages.crd import (
     ClusterSnapshot,
     NodeInfo,
 )
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.lab import VTYSH, FrrInstance, frr_in_new_netns
 from tests.harness.waiting import wait_for

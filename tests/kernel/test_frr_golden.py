@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.frr_model import render, render_vrf_bindings
+from pyroute2_cni.frr.model import render, render_vrf_bindings
 from tests.harness.lab import FRR_BIN, FRR_DAEMONS, IP, VTYSH, FrrInstance, frr_in_new_netns
 from tests.unit.test_frr_render import SCENARIOS
 
@@ -107,7 +107,7 @@ def test_reload_adds_a_domain_and_peers_then_nothing_left_to_change(
 ) -> None:
     """single-node-vrf42 -> l2vni-l3vni: new peers and a new VRF in one reload.
 
-    The VRF bindings go in first (vtysh -f), as frr_model's docstring tells the
+    The VRF bindings go in first (vtysh -f), as frr.model's docstring tells the
     FRRActor: without them frr-reload.py 8.4 parses the new `vrf vrf-200` block
     inside `router bgp`.  Afterwards FRR runs exactly the rendered file.
     """

@@ -1,6 +1,6 @@
 """What a VRF installs from the fabric and what it sends there, with real FRR and EVPN.
 
-One node (frr.conf rendered by frr_model) and a border router outside the cluster (plain
+One node (frr.conf rendered by frr.model) and a border router outside the cluster (plain
 FRR holding the same VRF and L3VNI, as a fabric's border leaf would) peer over a veth
 underlay.  The border advertises two external networks and, with `default-originate`, a
 default route into vrf-42; the node advertises its block gateway.  Read back with
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.frr_control import parse_vrf_vnis
-from pyroute2_cni.frr_model import FrrConfig, build_frr_config, render, render_vrf_bindings
+from pyroute2_cni.frr.control import parse_vrf_vnis
+from pyroute2_cni.frr.model import FrrConfig, build_frr_config, render, render_vrf_bindings
 from pyroute2_cni.messages.crd import (
     ImportPrefix,
     NodeInfo,

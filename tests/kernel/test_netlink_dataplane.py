@@ -34,7 +34,6 @@ import pytest
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
-from pyroute2_cni.config import NetlinkSection, Settings
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.messages.ipam import BlockInfo, NodeBlocksChanged
@@ -52,9 +51,10 @@ from pyroute2_cni.messages.netlink import (
     ReconcileResult,
     UnplumbPod,
 )
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.netlink_backend import KernelNetlink
-from pyroute2_cni.netlink_model import host_veth_name
+from pyroute2_cni.netlink.backend import KernelNetlink
+from pyroute2_cni.netlink.model import host_veth_name
+from pyroute2_cni.runtime.config import NetlinkSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.fake_peers import IpamStub
 from tests.harness.netns import create_netns, destroy_netns, ip, ip_json
 from tests.harness.waiting import wait_for

@@ -17,10 +17,10 @@ import pytest
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.config import DaemonSection, Settings, SupervisorSection
-from pyroute2_cni.daemon import run_daemon
+from pyroute2_cni.daemon.run import run_daemon
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import DaemonSection, Settings, SupervisorSection
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec, Supervisor
 from tests.harness.toy_actors import Apply, Crash, Hang, Journal, WhoAreYou, toy_spec
 from tests.harness.waiting import free_tcp_port, wait_for

@@ -32,19 +32,19 @@ from pyroute2_cni.actors.frr_actor import FRRActor
 from pyroute2_cni.actors.ipam_actor import IPAMActor
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
 from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor
-from pyroute2_cni.config import (
+from pyroute2_cni.ipam.blocks import Block
+from pyroute2_cni.kube.watch import WatchTimings
+from pyroute2_cni.runtime.config import (
     DaemonSection,
     FrrSection,
     IpamSection,
     Settings,
     SupervisorSection,
 )
-from pyroute2_cni.evpn_hold import EvpnEntry
-from pyroute2_cni.health import HealthReport
-from pyroute2_cni.ipam_blocks import Block
-from pyroute2_cni.kube_watch import WatchTimings
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec, Supervisor
+from pyroute2_cni.values.evpn_hold import EvpnEntry
 from tests.harness.fake_frr import FakeFrrControl
 from tests.harness.fake_ipam_store import FakeBlockStore
 from tests.harness.fake_kube_watch import FakeCluster, FakeKubeApi

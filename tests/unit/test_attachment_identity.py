@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.attachment import (
-    DEFAULT_NETWORK,
-    AttachmentId,
-    attachment_key,
-    key_network,
-    parse_key,
-)
-from pyroute2_cni.attachment_gate import AttachmentGate
+from pyroute2_cni.cni.attachment_gate import AttachmentGate
 from pyroute2_cni.messages.ipam import (
     AddressesReleased,
     AllocationConfirmed,
     ConfirmAllocation,
     ReleaseAllExcept,
+)
+from pyroute2_cni.values.attachment import (
+    DEFAULT_NETWORK,
+    AttachmentId,
+    attachment_key,
+    key_network,
+    parse_key,
 )
 from tests.harness.fake_ipam_store import FakeBlockStore
 from tests.harness.waiting import wait_for

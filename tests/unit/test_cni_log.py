@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pyroute2_cni.cni_log import render_text
-from pyroute2_cni.config import ConfigError, load_settings
-from pyroute2_cni.logsetup import FIELDS, JsonFormatter
+from pyroute2_cni.cni.log import render_text
+from pyroute2_cni.runtime.config import ConfigError, load_settings
+from pyroute2_cni.runtime.logsetup import FIELDS, JsonFormatter
 from tests.harness.waiting import wait_for
 from tests.unit import test_cni_server as cni_server_tests
 from tests.unit.test_cni_server import Node, call, conf

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.cni_spec import CniError, Code, parse_request
+from pyroute2_cni.cni.spec import CniError, Code, parse_request
 
 pytestmark = pytest.mark.unit
 

@@ -18,13 +18,13 @@ import pytest
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.cni_server_actor import CNIServerActor
-from pyroute2_cni.config import DaemonSection, Settings, SupervisorSection
-from pyroute2_cni.health import HealthReport
 from pyroute2_cni.messages.crd import (
     ClusterSnapshot,
     VrfDomainBindingSpec,
 )
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import DaemonSection, Settings, SupervisorSection
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec, Supervisor
 from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_peers import FakeIpam, FakeNetlink, Shared

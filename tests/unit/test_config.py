@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.config import ConfigError, parse_settings
+from pyroute2_cni.runtime.config import ConfigError, parse_settings
 
 pytestmark = pytest.mark.unit
 

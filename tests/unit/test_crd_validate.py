@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pyroute2_cni.crd_validate import (
+from pyroute2_cni.frr.vrf_routing import any_as_imports
+from pyroute2_cni.kube.crd_validate import (
     REASON_ACCEPTED,
     REASON_CONFLICT,
     REASON_DUPLICATE_ROUTE_TARGET,
@@ -23,7 +24,6 @@ from pyroute2_cni.crd_validate import (
     validate_domains,
 )
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, ImportPrefix, VrfDomainSpec
-from pyroute2_cni.vrf_routing import any_as_imports
 
 pytestmark = pytest.mark.unit
 
@@ -487,7 +487,7 @@ def test_shared_imports_and_derived_values_are_not_leaks() -> None:
     a = with_policy(domain("a", vrf=201, prefix="10.1.0.0"), imports=("65000:201", "65100:999"))
     b = with_policy(domain("b", vrf=202, prefix="10.2.0.0"), imports=("65000:202", "65100:999"))
     # An l2vni equal to another domain's vrf id (derived values only) is left to
-    # frr_model as before this check existed.
+    # frr.model as before this check existed.
     d = domain("d", vrf=204, prefix="10.4.0.0")
     c = domain("c", vrf=300, prefix="10.3.0.0", attachments=(Attachment(type=L2, vni=204),))
     verdicts = validate_domains(

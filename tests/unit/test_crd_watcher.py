@@ -16,9 +16,8 @@ import pytest
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor, default_domain
-from pyroute2_cni.config import DefaultSection, Settings
-from pyroute2_cni.crd_validate import LiveBlock, Verdict
-from pyroute2_cni.kube_watch import (
+from pyroute2_cni.kube.crd_validate import LiveBlock, Verdict
+from pyroute2_cni.kube.watch import (
     ApiError,
     Condition,
     DomainObject,
@@ -47,6 +46,7 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from pyroute2_cni.messages.frr import FrrApplyReported
+from pyroute2_cni.runtime.config import DefaultSection, Settings
 from tests.harness.fake_kube_watch import FakeCluster, MessageLog, recorder
 from tests.harness.waiting import wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyroute2_cni.events import MAX_SERIES, EventBook
+from pyroute2_cni.kube.events import MAX_SERIES, EventBook
 from pyroute2_cni.messages.events import RecordEvent
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from pyroute2_cni.evpn_hold import (
+from pyroute2_cni.values.evpn_hold import (
     FDB,
     NEIGH,
     REGRACE_LIMIT,

@@ -13,10 +13,8 @@ import pytest
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.frr_actor import FRRActor
-from pyroute2_cni.config import DaemonSection, FrrSection, Settings
-from pyroute2_cni.evpn_hold import BgpView, PeerSession
-from pyroute2_cni.frr_control import FrrProcessControl, parse_bgp_uptimes, reload_differences
-from pyroute2_cni.frr_model import build_frr_config, missing_key_lines, render
+from pyroute2_cni.frr.control import FrrProcessControl, parse_bgp_uptimes, reload_differences
+from pyroute2_cni.frr.model import build_frr_config, missing_key_lines, render
 from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -30,7 +28,9 @@ from pyroute2_cni.messages.crd import (
 from pyroute2_cni.messages.evpn import BgpSessionsSeen
 from pyroute2_cni.messages.frr import FrrApplyReported, VniKnown
 from pyroute2_cni.messages.node_state import FrrApplySeen, FrrStateSeen, SessionSeen, VniSeen
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.evpn_hold import BgpView, PeerSession
 from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_frr import FakeFrrControl
 from tests.harness.toy_actors import Recorder

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyroute2_cni.frr_model import (
+from pyroute2_cni.frr.model import (
     FrrConfig,
     FrrModelError,
     ImportFilter,
@@ -31,6 +31,7 @@ from pyroute2_cni.frr_model import (
     render,
     render_vrf_bindings,
 )
+from pyroute2_cni.frr.vrf_routing import PrefixEntry
 from pyroute2_cni.messages.crd import (
     Attachment,
     AttachmentType,
@@ -40,7 +41,6 @@ from pyroute2_cni.messages.crd import (
     VrfDomainSpec,
     VrfNodeConfigSpec,
 )
-from pyroute2_cni.vrf_routing import PrefixEntry
 
 pytestmark = pytest.mark.unit
 

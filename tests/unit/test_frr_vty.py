@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroute2_cni.frr_vty import VtyClient, VtyError
+from pyroute2_cni.frr.vty import VtyClient, VtyError
 
 pytestmark = pytest.mark.unit
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyroute2_cni.config import SupervisorSection
-from pyroute2_cni.health import HealthReport, HealthServer
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import SupervisorSection
+from pyroute2_cni.runtime.health import HealthReport, HealthServer
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import Supervisor
 from tests.harness.toy_actors import BecomeReady, Crash, toy_spec
 from tests.harness.waiting import wait_for
@@ -101,7 +101,7 @@ def test_a_probe_that_hung_up_before_the_answer_costs_no_traceback(
 
     server = HealthServer("127.0.0.1", 0, report, Metrics())
     server.start()
-    caplog.set_level(logging.DEBUG, logger="pyroute2_cni.health")
+    caplog.set_level(logging.DEBUG, logger="pyroute2_cni.runtime.health")
     try:
         client = socket.create_connection(("127.0.0.1", server.port), timeout=2)
         client.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -26,40 +26,52 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 # (file in the copy, line appended to it, contract expected to break, line of the report).
 CASES = {
     "kubernetes in a netlink module": (
-        "netlink_backend.py",
+        "netlink/backend.py",
         "import kubernetes",
         "Only the Kubernetes modules import kubernetes",
-        "pyroute2_cni.netlink_backend -> kubernetes",
+        "pyroute2_cni.netlink.backend -> kubernetes",
     ),
     "pyroute2 outside the netlink modules": (
-        "ipam_blocks.py",
+        "ipam/blocks.py",
         "import pyroute2",
         "Only the netlink modules import pyroute2",
-        "pyroute2_cni.ipam_blocks -> pyroute2",
+        "pyroute2_cni.ipam.blocks -> pyroute2",
     ),
     "zmq outside the CNI server": (
-        "config.py",
+        "runtime/config.py",
         "def _late() -> None:\n    import zmq",
         "Only the CNI server (the shim's peer) imports zmq",
-        "pyroute2_cni.config -> zmq",
+        "pyroute2_cni.runtime.config -> zmq",
     ),
     "the library imports an actor": (
-        "frr_model.py",
+        "frr/model.py",
         "import pyroute2_cni.actors.frr_actor",
         "Layers:",
-        "pyroute2_cni.frr_model is not allowed to import pyroute2_cni.actors",
+        "pyroute2_cni.frr.model -> pyroute2_cni.actors.frr_actor",
     ),
     "the library imports the supervisor": (
-        "health.py",
+        "runtime/health.py",
         "from pyroute2_cni.supervisor import Supervisor",
         "Layers:",
-        "pyroute2_cni.health is not allowed to import pyroute2_cni.supervisor",
+        "pyroute2_cni.runtime is not allowed to import pyroute2_cni.supervisor",
     ),
     "a message imports library logic": (
         "messages/frr.py",
-        "from pyroute2_cni import config",
+        "from pyroute2_cni.runtime import config",
         "Layers:",
-        "pyroute2_cni.messages is not allowed to import pyroute2_cni.config",
+        "pyroute2_cni.messages.frr -> pyroute2_cni.runtime.config",
+    ),
+    "a domain imports an independent sibling": (
+        "netlink/model.py",
+        "from pyroute2_cni.cni import spec",
+        "Layers:",
+        "pyroute2_cni.netlink.model -> pyroute2_cni.cni.spec",
+    ),
+    "the runtime imports a domain": (
+        "runtime/metrics.py",
+        "from pyroute2_cni.kube import client",
+        "Layers:",
+        "pyroute2_cni.runtime.metrics -> pyroute2_cni.kube.client",
     ),
     "a module placed in no layer": (
         "newmod.py",
@@ -68,10 +80,10 @@ CASES = {
         "pyroute2_cni.newmod",
     ),
     "actors imported by its top-level name": (
-        "evpn_kernel.py",
+        "netlink/evpn_kernel.py",
         "import actors.route_keeper_actor",
         "actors, messages and supervisor are imported as pyroute2_cni.<name> only",
-        "pyroute2_cni.evpn_kernel -> actors",
+        "pyroute2_cni.netlink.evpn_kernel -> actors",
     ),
 }
 

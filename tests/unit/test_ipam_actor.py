@@ -18,8 +18,7 @@ from pyroute2_cni.actors.ipam_actor import (
     IPAMActor,
     lease_duration,
 )
-from pyroute2_cni.config import IpamSection
-from pyroute2_cni.ipam_blocks import (
+from pyroute2_cni.ipam.blocks import (
     Allocation,
     PodInfo,
     block_name,
@@ -44,7 +43,8 @@ from pyroute2_cni.messages.ipam import (
     ReleaseAllExcept,
 )
 from pyroute2_cni.messages.node_state import IpamUseSeen, VrfUse
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import IpamSection
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.fake_ipam_store import FakeBlockStore, seeded_block
 from tests.harness.recording import FakeClock
 from tests.harness.recording import RecordingAddress as Recording

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyroute2_cni.ipam_blocks import (
+from pyroute2_cni.ipam.blocks import (
     GATEWAY_KEY,
     Allocation,
     Block,

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from pyroute2_cni.ipam_blocks import (
+from pyroute2_cni.ipam.blocks import (
     NOT_PLUMBED,
     UNRECORDED,
     Allocation,

@@ -19,10 +19,10 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from pyroute2_cni.ipam_blocks import new_block
-from pyroute2_cni.ipam_store import BlockGone, KubeBlockStore, StoreUnavailable
-from pyroute2_cni.kube_watch import _api_error
-from pyroute2_cni.kubeclient import object_not_found
+from pyroute2_cni.ipam.blocks import new_block
+from pyroute2_cni.ipam.store import BlockGone, KubeBlockStore, StoreUnavailable
+from pyroute2_cni.kube.client import object_not_found
+from pyroute2_cni.kube.watch import _api_error
 
 pytestmark = pytest.mark.unit
 

@@ -33,7 +33,7 @@ def test_only_reloads_after_the_round_began_count(tmp_path: Path) -> None:
 def test_the_cni_bench_reads_the_daemons_own_latency_per_phase() -> None:
     from prometheus_client import generate_latest
 
-    from pyroute2_cni.metrics import Metrics
+    from pyroute2_cni.runtime.metrics import Metrics
     from tests.harness.cni_bench import daemon_time
 
     metrics = Metrics()

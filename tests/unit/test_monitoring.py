@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 

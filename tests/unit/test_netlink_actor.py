@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
-from pyroute2_cni.config import NetlinkSection, Settings
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -46,8 +45,7 @@ from pyroute2_cni.messages.netlink import (
     RemoveVrfDomain,
     UnplumbPod,
 )
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.netlink_model import (
+from pyroute2_cni.netlink.model import (
     IFNAMSIZ,
     OUR_PROTO,
     PREF_L3MDEV,
@@ -70,6 +68,8 @@ from pyroute2_cni.netlink_model import (
     vrf_name,
     vxlan_name,
 )
+from pyroute2_cni.runtime.config import NetlinkSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.fake_netlink import FakeKernel, FakeNetlink
 from tests.harness.fake_peers import IpamStub
 from tests.harness.waiting import wait_for

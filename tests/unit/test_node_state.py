@@ -11,7 +11,16 @@ import pytest
 
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.node_state_actor import EVENT_DELAY, CheckState, NodeStateActor
-from pyroute2_cni.health import HealthReport
+from pyroute2_cni.kube.node_condition import REASON_DEGRADED, REASON_READY, condition_for
+from pyroute2_cni.kube.node_state import (
+    NodeFacts,
+    new_object,
+    problems,
+    status_for,
+    with_apply,
+    with_failure,
+    with_frr_state,
+)
 from pyroute2_cni.messages.node_state import (
     CniFailureSeen,
     FrrApplySeen,
@@ -22,17 +31,8 @@ from pyroute2_cni.messages.node_state import (
     VniSeen,
     VrfUse,
 )
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.node_condition import REASON_DEGRADED, REASON_READY, condition_for
-from pyroute2_cni.node_state import (
-    NodeFacts,
-    new_object,
-    problems,
-    status_for,
-    with_apply,
-    with_failure,
-    with_frr_state,
-)
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.recording import FakeClock, RecordingAddress
 from tests.harness.steady_writes import changed_paths
 

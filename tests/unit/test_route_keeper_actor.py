@@ -12,7 +12,6 @@ from prometheus_client import generate_latest
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from pyroute2_cni import evpn_kernel
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.route_keeper_actor import (
     RouteKeeperActor,
@@ -20,13 +19,14 @@ from pyroute2_cni.actors.route_keeper_actor import (
     probe_bgp,
     probe_livez,
 )
-from pyroute2_cni.config import FrrSection, Settings
-from pyroute2_cni.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, PeerSession
-from pyroute2_cni.evpn_kernel import AF_BRIDGE
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
-from pyroute2_cni.metrics import Metrics
-from pyroute2_cni.netlink_backend import split_messages
+from pyroute2_cni.netlink import evpn_kernel
+from pyroute2_cni.netlink.backend import split_messages
+from pyroute2_cni.netlink.evpn_kernel import AF_BRIDGE
+from pyroute2_cni.runtime.config import FrrSection, Settings
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.values.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, PeerSession
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -152,7 +152,7 @@ def test_hold_zero_opens_nothing() -> None:
 
 
 def test_the_lab_knows_the_copies_metric() -> None:
-    from pyroute2_cni import evpn_kernel
+    from pyroute2_cni.netlink import evpn_kernel
     from tests.harness import lab
 
     assert lab.HOLD_METRIC == evpn_kernel.HOLD_METRIC

@@ -21,7 +21,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyroute2_cni.shim_protocol import (
+from pyroute2_cni.cni.shim_protocol import (
     PROTOCOL_TAG,
     BadRequest,
     ShimRequest,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pyroute2_cni.actors.address import ActorUnavailable
-from pyroute2_cni.config import SupervisorSection
 from pyroute2_cni.messages.base import ErrorKind, Failure
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.config import SupervisorSection
+from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import Supervisor
 from pyroute2_cni.supervisor.supervisor import start_order
 from tests.harness.toy_actors import Crash, Hang, Identity, WhoAreYou, toy_spec

@@ -17,9 +17,14 @@ from pyroute2_cni import cli
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.cni_server_actor import CNIServerActor
-from pyroute2_cni.cni_log import RequestTrace
-from pyroute2_cni.cni_spec import CniError, parse_request
-from pyroute2_cni.config import (
+from pyroute2_cni.cni.log import RequestTrace
+from pyroute2_cni.cni.spec import CniError, parse_request
+from pyroute2_cni.frr.control import FrrProcessControl
+from pyroute2_cni.frr.vty import VtyClient, VtyError
+from pyroute2_cni.messages.base import Ok
+from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
+from pyroute2_cni.messages.ipam import AddressAllocated, AllocateAddress, ReleaseAddress
+from pyroute2_cni.runtime.config import (
     HUNG_MARGIN,
     CniSection,
     ConfigError,
@@ -31,13 +36,8 @@ from pyroute2_cni.config import (
     frr_apply_bound,
     parse_settings,
 )
-from pyroute2_cni.frr_control import FrrProcessControl
-from pyroute2_cni.frr_vty import VtyClient, VtyError
-from pyroute2_cni.keyed_executor import KeyedExecutor
-from pyroute2_cni.messages.base import Ok
-from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
-from pyroute2_cni.messages.ipam import AddressAllocated, AllocateAddress, ReleaseAddress
-from pyroute2_cni.metrics import Metrics
+from pyroute2_cni.runtime.keyed_executor import KeyedExecutor
+from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit

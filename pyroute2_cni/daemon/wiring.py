@@ -1,0 +1,236 @@
+"""The daemon's actor graph: who starts first, who talks to whom.
+
+    CRDWatcher ──snapshot/changes──▶ Netlink, FRR, CNIServer
+    IPAM ──NodeBlocksChanged──▶ Netlink;  Netlink ──ConfirmAllocation──▶ IPAM (and back)
+    FRR ──VniKnown──▶ Netlink;  FRR ──FrrApplyReported──▶ CRDWatcher
+    FRR ──BgpSessionsSeen──▶ RouteKeeper (holds a restarting peer's EVPN entries)
+    CNIServer ──ask──▶ IPAM, Netlink   (from its workers, never from a handler)
+    NodeCondition reads the readiness of all and writes the Node's Pyroute2CNIReady
+    FRR, IPAM, RouteKeeper, CNIServer ──facts──▶ NodeState (the node's VRFNodeState)
+    NodeState ──NodeProblems──▶ NodeCondition (the condition's message)
+    CRDWatcher, IPAM, FRR, CNIServer, NodeState ──RecordEvent──▶ Events (Kubernetes Events
+    on the objects concerned)
+
+Addresses are created first and handed to constructors, so each actor can
+be restarted without the others noticing more than a dropped message; a
+restarted subscriber asks the watcher for a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pykka
+
+from pyroute2_cni import __version__
+from pyroute2_cni.actors.address import Address
+from pyroute2_cni.actors.base import ActorHooks
+from pyroute2_cni.messages.crd import SendSnapshot
+from pyroute2_cni.messages.ipam import RepublishBlocks
+from pyroute2_cni.runtime.config import Settings
+from pyroute2_cni.runtime.health import HealthReport
+from pyroute2_cni.runtime.metrics import Metrics
+from pyroute2_cni.supervisor import ActorSpec
+
+
+def build_actor_specs(
+    settings: Settings,
+    metrics: Metrics,
+    readiness: Callable[[], HealthReport],
+) -> Sequence[ActorSpec]:
+    # Imported here so `pyroute2-cni version` does not load pyroute2, zmq or kubernetes.
+    from pyroute2_cni.actors.cni_server_actor import CNIServerActor
+    from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor
+    from pyroute2_cni.actors.event_actor import EventActor
+    from pyroute2_cni.actors.frr_actor import FRRActor
+    from pyroute2_cni.actors.ipam_actor import IPAMActor
+    from pyroute2_cni.actors.netlink_actor import NetlinkActor
+    from pyroute2_cni.actors.node_condition_actor import NodeConditionActor
+    from pyroute2_cni.actors.node_state_actor import NodeStateActor
+    from pyroute2_cni.actors.route_keeper_actor import (
+        RouteKeeperActor,
+        probe_bgp,
+        probe_livez,
+    )
+    from pyroute2_cni.frr.control import FrrProcessControl
+    from pyroute2_cni.ipam.store import KubeBlockStore
+    from pyroute2_cni.kube.client import make_api_client
+    from pyroute2_cni.netlink.backend import KernelNetlink
+    from pyroute2_cni.netlink.evpn_kernel import EvpnMonitor, KernelEvpn
+
+    node = settings.daemon.node_name
+    watcher, ipam, netlink, frr, cni, keeper, condition, events, state = (
+        Address(name)
+        for name in (
+            "crd-watcher",
+            "ipam",
+            "netlink",
+            "frr",
+            "cni-server",
+            "route-keeper",
+            "node-condition",
+            "events",
+            "node-state",
+        )
+    )
+
+    def api() -> Any:
+        return make_api_client(settings.daemon.kubeconfig)
+
+    def resync_netlink() -> None:
+        watcher.tell(SendSnapshot(to=netlink))
+        ipam.tell(RepublishBlocks())
+
+    def resync(address: Address) -> Callable[[], None]:
+        def ask_for_snapshot() -> None:
+            watcher.tell(SendSnapshot(to=address))
+
+        return ask_for_snapshot
+
+    def start_watcher(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return CRDWatcherActor.start(
+            hooks,
+            settings=settings,
+            api_factory=api,
+            subscribers=[netlink, ipam, frr, cni],
+            events=events,
+        )
+
+    def start_netlink(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NetlinkActor.start(
+            hooks,
+            node=node,
+            settings=settings,
+            backend_factory=KernelNetlink,
+            metrics=metrics,
+            ipam=ipam,
+        )
+
+    def start_ipam(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return IPAMActor.start(
+            hooks,
+            node=node,
+            settings=settings.ipam,
+            store_factory=lambda: KubeBlockStore(
+                api(),
+                metrics,
+                request_timeout=(
+                    settings.ipam.request_connect_timeout,
+                    settings.ipam.request_read_timeout,
+                ),
+            ),
+            metrics=metrics,
+            netlink=netlink,
+            clock=time.monotonic,
+            events=events,
+            state=state,
+        )
+
+    def start_frr(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return FRRActor.start(
+            hooks,
+            settings=settings,
+            control_factory=lambda: FrrProcessControl(settings.frr),
+            netlink=netlink,
+            watcher=watcher,
+            metrics=metrics,
+            keeper=keeper,
+            events=events,
+            state=state,
+            # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
+            # shows this name; rendering it leaves frr-reload.py nothing to change.
+            hostname=os.uname().nodename,
+        )
+
+    def start_keeper(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return RouteKeeperActor.start(
+            hooks,
+            settings=settings,
+            kernel_factory=KernelEvpn,
+            monitor_factory=EvpnMonitor,
+            probe=probe_livez(settings.daemon.metrics_port),
+            remote=probe_bgp(settings.daemon.metrics_port),
+            metrics=metrics,
+            state=state,
+        )
+
+    def start_cni(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return CNIServerActor.start(
+            hooks,
+            settings=settings,
+            ipam=ipam,
+            netlink=netlink,
+            readiness=readiness,
+            metrics=metrics,
+            state=state,
+            events=events,
+        )
+
+    def start_condition(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NodeConditionActor.start(
+            hooks,
+            node=node,
+            readiness=readiness,
+            api_factory=api,
+            interval=settings.daemon.node_condition_interval,
+            metrics=metrics,
+        )
+
+    def start_state(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return NodeStateActor.start(
+            hooks,
+            node=node,
+            api_factory=api,
+            readiness=readiness,
+            metrics=metrics,
+            version=__version__,
+            interval=settings.daemon.node_condition_interval,
+            min_interval=settings.daemon.node_state_min_interval,
+            frr_managed=settings.frr.enabled,
+            condition=condition,
+            events=events,
+        )
+
+    def start_events(hooks: ActorHooks) -> pykka.ActorRef[Any]:
+        return EventActor.start(hooks, node=node, api_factory=api, metrics=metrics)
+
+    return [
+        ActorSpec(name="events", start=start_events, address=events),
+        # Before the actors that report to it, so their first facts find it.
+        ActorSpec(name="node-state", start=start_state, address=state),
+        ActorSpec(
+            name="netlink", start=start_netlink, address=netlink, after_restart=resync_netlink
+        ),
+        ActorSpec(
+            name="ipam",
+            start=start_ipam,
+            address=ipam,
+            depends_on=("netlink",),
+            after_restart=resync(ipam),
+        ),
+        ActorSpec(name="route-keeper", start=start_keeper, address=keeper),
+        ActorSpec(
+            name="frr",
+            start=start_frr,
+            address=frr,
+            depends_on=("netlink",),
+            after_restart=resync(frr),
+        ),
+        ActorSpec(
+            name="cni-server",
+            start=start_cni,
+            address=cni,
+            depends_on=("ipam", "netlink"),
+            after_restart=resync(cni),
+        ),
+        ActorSpec(
+            name="crd-watcher",
+            start=start_watcher,
+            address=watcher,
+            depends_on=("netlink", "frr", "cni-server"),
+        ),
+        ActorSpec(name="node-condition", start=start_condition, address=condition),
+    ]
