@@ -10,7 +10,7 @@ CACHE  ?= $(or $(PYROUTE2_CNI_CACHE),/var/cache/pyroute2-cni)
 export PYROUTE2_CNI_CACHE := $(CACHE)
 
 .PHONY: all deps venv shim kube-apiserver tools uml test test-unit test-api test-kernel \
-        test-e2e shim-check lint bench lab lab-down clean
+        test-e2e shim-check lint bench bench-scale lab lab-down clean
 .PHONY: images test-images kube-node lab-kubelets
 
 all: venv shim
@@ -92,6 +92,11 @@ lint: venv
 
 bench: deps venv shim kube-apiserver tools uml
 	scripts/bench
+
+# Issue 20: hollow nodes (real actors, fake kernel and FRR) against a real API server;
+# ~25 min at the default sizes.  BENCH_SCALE_ARGS="--sizes 10,50 --minutes 3" for less.
+bench-scale: deps venv kube-apiserver
+	$(PY) -m tests.harness.scale_bench $(BENCH_SCALE_ARGS)
 
 lab: deps venv shim kube-apiserver tools uml
 	scripts/lab up

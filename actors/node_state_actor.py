@@ -48,8 +48,9 @@ from pyroute2_cni.runtime.health import HealthReport
 from pyroute2_cni.runtime.metrics import Metrics
 
 # Every this many ticks the object is read back (a read, not a write): one deleted by
-# hand is written again though nothing changed.
-VERIFY_TICKS = 12
+# hand is written again though nothing changed.  120 ticks of the default 5 s interval
+# is 10 minutes: at 12 this read was half of a node's steady API cost (make bench-scale).
+VERIFY_TICKS = 120
 # Problems lasting this long (seconds) are a NetworkDegraded Event on the Node.
 EVENT_DELAY = 30.0
 

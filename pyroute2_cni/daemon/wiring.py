@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -36,10 +37,47 @@ from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataPlane:
+    """What the actors drive on the node: the kernel (netlink, the EVPN tables), FRR, and
+    the probes of peer daemons.  The daemon uses kernel_plane(); the scale bench's hollow
+    nodes (tests/harness/hollow.py) pass one with no kernel and no FRR behind it."""
+
+    netlink: Callable[[], Any]
+    frr: Callable[[], Any]
+    evpn_kernel: Callable[[], Any]
+    evpn_monitor: Callable[..., Any]
+    probe_livez: Callable[[str], bool]
+    probe_bgp: Callable[[str], Any]
+    # The name FRR shows as its hostname (hostNetwork: the host's).
+    hostname: str
+
+
+def kernel_plane(settings: Settings) -> DataPlane:
+    """The real node: rtnetlink, FRR's processes, peers' :24800 over HTTP."""
+    from pyroute2_cni.actors.route_keeper_actor import probe_bgp, probe_livez
+    from pyroute2_cni.frr.control import FrrProcessControl
+    from pyroute2_cni.netlink.backend import KernelNetlink
+    from pyroute2_cni.netlink.evpn_kernel import EvpnMonitor, KernelEvpn
+
+    return DataPlane(
+        netlink=KernelNetlink,
+        frr=lambda: FrrProcessControl(settings.frr),
+        evpn_kernel=KernelEvpn,
+        evpn_monitor=EvpnMonitor,
+        probe_livez=probe_livez(settings.daemon.metrics_port),
+        probe_bgp=probe_bgp(settings.daemon.metrics_port),
+        # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
+        # shows this name; rendering it leaves frr-reload.py nothing to change.
+        hostname=os.uname().nodename,
+    )
+
+
 def build_actor_specs(
     settings: Settings,
     metrics: Metrics,
     readiness: Callable[[], HealthReport],
+    plane: DataPlane | None = None,
 ) -> Sequence[ActorSpec]:
     # Imported here so `pyroute2-cni version` does not load pyroute2, zmq or kubernetes.
     from pyroute2_cni.actors.cni_server_actor import CNIServerActor
@@ -50,17 +88,11 @@ def build_actor_specs(
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
     from pyroute2_cni.actors.node_condition_actor import NodeConditionActor
     from pyroute2_cni.actors.node_state_actor import NodeStateActor
-    from pyroute2_cni.actors.route_keeper_actor import (
-        RouteKeeperActor,
-        probe_bgp,
-        probe_livez,
-    )
-    from pyroute2_cni.frr.control import FrrProcessControl
+    from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor
     from pyroute2_cni.ipam.store import KubeBlockStore
     from pyroute2_cni.kube.client import make_api_client
-    from pyroute2_cni.netlink.backend import KernelNetlink
-    from pyroute2_cni.netlink.evpn_kernel import EvpnMonitor, KernelEvpn
 
+    plane = plane if plane is not None else kernel_plane(settings)
     node = settings.daemon.node_name
     watcher, ipam, netlink, frr, cni, keeper, condition, events, state = (
         Address(name)
@@ -104,7 +136,7 @@ def build_actor_specs(
             hooks,
             node=node,
             settings=settings,
-            backend_factory=KernelNetlink,
+            backend_factory=plane.netlink,
             metrics=metrics,
             ipam=ipam,
         )
@@ -133,26 +165,24 @@ def build_actor_specs(
         return FRRActor.start(
             hooks,
             settings=settings,
-            control_factory=lambda: FrrProcessControl(settings.frr),
+            control_factory=plane.frr,
             netlink=netlink,
             watcher=watcher,
             metrics=metrics,
             keeper=keeper,
             events=events,
             state=state,
-            # hostNetwork: FRR's container shares the host's UTS namespace, so FRR
-            # shows this name; rendering it leaves frr-reload.py nothing to change.
-            hostname=os.uname().nodename,
+            hostname=plane.hostname,
         )
 
     def start_keeper(hooks: ActorHooks) -> pykka.ActorRef[Any]:
         return RouteKeeperActor.start(
             hooks,
             settings=settings,
-            kernel_factory=KernelEvpn,
-            monitor_factory=EvpnMonitor,
-            probe=probe_livez(settings.daemon.metrics_port),
-            remote=probe_bgp(settings.daemon.metrics_port),
+            kernel_factory=plane.evpn_kernel,
+            monitor_factory=plane.evpn_monitor,
+            probe=plane.probe_livez,
+            remote=plane.probe_bgp,
             metrics=metrics,
             state=state,
         )

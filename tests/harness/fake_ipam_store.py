@@ -46,6 +46,7 @@ class FakeBlockStore:
         self.writes: Counter[str] = Counter()
         self.lists = 0
         self.gets = 0  # get_block calls (re-reads)
+        self.lease_reads = 0
         self.unavailable = False  # every call raises StoreUnavailable while set
         # Writes of these ops ("create", "status", "delete") commit, then raise StoreUnavailable.
         self.lose_replies: set[str] = set()
@@ -167,6 +168,7 @@ class FakeBlockStore:
     def get_lease(self, namespace: str, name: str) -> LeaseRecord | None:
         with self._lock:
             self._check()
+            self.lease_reads += 1
             return self.leases.get((namespace, name))
 
     def create_lease(self, lease: LeaseRecord) -> LeaseRecord:

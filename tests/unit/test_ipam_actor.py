@@ -798,21 +798,34 @@ def test_blocks_of_deleted_nodes_are_reclaimed_by_the_lease_holder_only(
     r1 = n1.reconcile()
     assert r1.lease_held and r1.foreign_blocks_reclaimed == ()  # first observation
     assert store.leases[("pyroute2-cni", LEASE_NAME)].holder == "n1"
+    reads = store.lease_reads
     for _ in range(3):
         r2 = n2.reconcile()
         assert not r2.lease_held and r2.foreign_blocks_reclaimed == ()
+    # Another node holds it: read once per lease duration, not every round.
+    assert store.lease_reads == reads + 1
     assert any(b.node == "n3" for b in store.blocks.values())
     r1 = n1.reconcile()
     assert len(r1.foreign_blocks_reclaimed) == 1
     assert {b.node for b in store.blocks.values()} == {"n1"}
     assert_sound(store)
 
-    # The holder stops renewing: n2 takes over once it saw no renewal for a lease duration.
+    # The holder stops renewing (its last renewal was the round above, which n2 has not
+    # read): n2 reads it a lease duration later, sees that renewal, and takes over at
+    # the next read, a duration on, having seen no renewal since: within two durations.
     n1.stop()
+    duration = lease_duration(SETTINGS)
+    reads = store.lease_reads
     assert not n2.reconcile().lease_held
-    clock.advance(lease_duration(SETTINGS) - 1)
+    clock.advance(duration - 1)
     assert not n2.reconcile().lease_held
+    assert store.lease_reads == reads  # n2 read it at this clock's time already
     clock.advance(2)
+    assert not n2.reconcile().lease_held
+    assert store.lease_reads == reads + 1
+    clock.advance(duration - 1)
+    assert not n2.reconcile().lease_held
+    clock.advance(1)
     assert n2.reconcile().lease_held
     lease = store.leases[("pyroute2-cni", LEASE_NAME)]
     assert lease.holder == "n2" and lease.transitions == 1
