@@ -1015,8 +1015,11 @@ class IPAMActor(BaseActor):
 
     def _reclaim_leaks(self, errors: list[str]) -> list[str]:
         """Release addresses whose pod is gone: after the grace period and a second look."""
+        # The node's pods as a watch keeps them (no LIST), else a LIST; a leak the cache
+        # finds is confirmed by a LIST before anything is released.
         try:
-            pods = PodIndex(self.store.list_node_pods(self._node))
+            cached = self.store.cached_node_pods(self._node)
+            pods = PodIndex(cached if cached is not None else self.store.list_node_pods(self._node))
         except StoreError as exc:
             errors.append(f"cannot list pods: {exc}")
             return []
@@ -1037,6 +1040,8 @@ class IPAMActor(BaseActor):
                 if seen.count >= 2 and now - seen.first >= self._settings.leak_grace:
                     leaked[record.key] = record
         self._missing = observed
+        if leaked and cached is not None:
+            leaked = self._confirm_leaks(leaked, errors)
         if not leaked:
             return []
         keys = sorted(leaked)
@@ -1058,6 +1063,23 @@ class IPAMActor(BaseActor):
                 errors.append(f"cannot reclaim {key}: {reply.reason}")
         self._missing = {m: s for m, s in self._missing.items() if m[2] not in reclaimed}
         return reclaimed
+
+    def _confirm_leaks(
+        self, leaked: dict[str, Allocation], errors: list[str]
+    ) -> dict[str, Allocation]:
+        """The leaks a LIST of the node's pods confirms; the others start counting again
+        (the watch had not shown their pod yet)."""
+        try:
+            pods = PodIndex(self.store.list_node_pods(self._node))
+        except StoreError as exc:
+            errors.append(f"cannot list pods: {exc}")
+            return {}
+        confirmed = {k: r for k, r in leaked.items() if pods.holder_exists(r) is False}
+        if len(confirmed) < len(leaked):
+            self._missing = {
+                m: s for m, s in self._missing.items() if m[2] in confirmed or m[2] not in leaked
+            }
+        return confirmed
 
     def _return_empty_blocks(self, errors: list[str]) -> list[str]:
         """Delete blocks empty in two consecutive rounds, keeping one block per VRF."""

@@ -41,6 +41,7 @@ from pyroute2_cni.ipam.blocks import (
     PodInfo,
     node_label_value,
 )
+from pyroute2_cni.ipam.pod_watch import NodePodWatch
 from pyroute2_cni.kube.client import make_api_client, object_not_found
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
 from pyroute2_cni.runtime.metrics import Metrics
@@ -138,6 +139,10 @@ class BlockStore(Protocol):
 
     def list_node_pods(self, node: str) -> list[PodInfo]:
         """Pods scheduled to `node` (field selector spec.nodeName)."""
+
+    def cached_node_pods(self, node: str) -> list[PodInfo] | None:
+        """Pods of `node` as a watch last saw them (may lag); None when there is no such
+        cache yet.  The first call may start the watch."""
 
     def list_pods(self) -> list[PodInfo]:
         """Every pod of the cluster."""
@@ -329,6 +334,7 @@ class KubeBlockStore:
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
+        self._pod_watch: NodePodWatch | None = None
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str, metrics: Metrics | None = None) -> KubeBlockStore:
@@ -336,6 +342,8 @@ class KubeBlockStore:
         return cls(make_api_client(kubeconfig), metrics)
 
     def close(self) -> None:
+        if self._pod_watch is not None:
+            self._pod_watch.stop()
         if self._owns_client:
             self._client.close()
 
@@ -579,6 +587,14 @@ class KubeBlockStore:
             field_selector=f"spec.nodeName={node}",
         )
         return [_pod_from_object(item) for item in items]
+
+    def cached_node_pods(self, node: str) -> list[PodInfo] | None:
+        if self._pod_watch is None:
+            self._pod_watch = NodePodWatch(self._client, node, on_list=self._listed)
+            self._pod_watch.start()
+        if self._pod_watch.node != node:
+            return None  # one watch per store: the node's own
+        return self._pod_watch.pods()
 
     def list_pods(self) -> list[PodInfo]:
         items = self._pages("list pods", self._core.list_pod_for_all_namespaces)

@@ -528,7 +528,7 @@ def _api_error(exc: Exception) -> ApiError:
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
-class _HttpStream:
+class HttpStream:
     """A watch response read line by line; close() may come from any thread."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
@@ -656,7 +656,7 @@ class KubernetesApi:
             )
         except (k8s.ApiException, *_TRANSPORT_ERRORS) as exc:
             raise _api_error(exc) from None
-        return _HttpStream(response)
+        return HttpStream(response)
 
     def _custom_call(self, fn: Callable[..., Any], *args: Any) -> Json:
         try:

@@ -47,6 +47,9 @@ class FakeBlockStore:
         self.lists = 0
         self.gets = 0  # get_block calls (re-reads)
         self.lease_reads = 0
+        self.pod_lists = 0
+        # What a pod watch shows per node (may lag `pods`); None: the store has no watch.
+        self.pod_cache: dict[str, list[PodInfo]] | None = None
         self.unavailable = False  # every call raises StoreUnavailable while set
         # Writes of these ops ("create", "status", "delete") commit, then raise StoreUnavailable.
         self.lose_replies: set[str] = set()
@@ -197,7 +200,15 @@ class FakeBlockStore:
     def list_node_pods(self, node: str) -> list[PodInfo]:
         self._list()
         with self._lock:
+            self.pod_lists += 1
             return list(self.pods.get(node, []))
+
+    def cached_node_pods(self, node: str) -> list[PodInfo] | None:
+        with self._lock:
+            self._check()
+            if self.pod_cache is None:
+                return None
+            return list(self.pod_cache.get(node, []))
 
     def list_pods(self) -> list[PodInfo]:
         self._list()

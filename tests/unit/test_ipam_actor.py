@@ -785,6 +785,35 @@ def test_leak_needs_a_second_observation_even_without_grace(
     assert n1.reconcile().reclaimed == ("p/eth0",)
 
 
+def test_with_a_pod_watch_rounds_list_nothing_and_a_leak_is_confirmed_by_a_list(
+    nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
+) -> None:
+    n1 = nodes("n1", settings=IpamSection(leak_grace=0.0, reconcile_interval=86400.0))
+    late = PodInfo(namespace="ns", name="late", uid="u-late")
+    gone = PodInfo(namespace="ns", name="gone", uid="u-gone")
+    allocated(n1.allocate("late/eth0", pod=PodRef(namespace="ns", name="late", uid="u-late")))
+    allocated(n1.allocate("gone/eth0", pod=PodRef(namespace="ns", name="gone", uid="u-gone")))
+    store.set_pods("n1", [late])  # what the API server has
+    store.pod_cache = {"n1": [late, gone]}  # the watch agrees for now
+    lists = store.pod_lists
+    for _ in range(3):
+        assert n1.reconcile().reclaimed == ()
+    assert store.pod_lists == lists  # steady state: no pod LIST at all
+    # The watch lags: it lost `late` (say a relist is pending) and saw `gone` go.
+    store.pod_cache = {"n1": []}
+    assert n1.reconcile().reclaimed == ()  # first observation
+    assert store.pod_lists == lists
+    result = n1.reconcile()
+    # Two candidates; the LIST confirms one: `late` exists, so its address stays.
+    assert result.reclaimed == ("gone/eth0",)
+    assert store.pod_lists == lists + 1
+    assert isinstance(n1.ask(LookupAddress(key="late/eth0")), AddressLookupResult)
+    # `late` counts again from the start: one more cache-only round reclaims nothing.
+    assert n1.reconcile().reclaimed == ()
+    assert store.pod_lists == lists + 1
+    assert_sound(store)
+
+
 def test_blocks_of_deleted_nodes_are_reclaimed_by_the_lease_holder_only(
     nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
 ) -> None:
