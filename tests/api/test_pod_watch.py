@@ -7,7 +7,7 @@ which is all the watch looks at) and deleted with a zero grace period.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -31,11 +31,12 @@ SHORT = WatchTimings(server_timeout=2.0, server_timeout_jitter=0.0, quiet_timeou
 @pytest.fixture
 def core(k8s_client: client.ApiClient) -> Iterator[client.CoreV1Api]:
     api = client.CoreV1Api(k8s_client)
-    for create in (
+    calls: list[Callable[[], object]] = [
         lambda: api.create_namespace({"metadata": {"name": NAMESPACE}}),
         # No controller-manager here: the pods' service account is made by hand.
         lambda: api.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": "default"}}),
-    ):
+    ]
+    for create in calls:
         try:
             create()
         except client.ApiException as exc:
