@@ -96,6 +96,7 @@ from pyroute2_cni.messages.crd import (
     ClusterObjectChanged,
     ClusterSnapshot,
     NamespaceChanged,
+    NodeInfo,
     VrfDomainSpec,
 )
 from pyroute2_cni.messages.events import RecordEvent
@@ -134,6 +135,11 @@ REPROBE_LIMIT = 8
 SETTLE_WINDOW = 60.0
 
 Op = AllocateAddress | ReleaseAddress
+
+# The reclaimer Lease holder looks for IPBlocks of deleted Nodes when the watcher reports
+# a Node deleted, and at least this often (seconds) in case such news was missed: two
+# cluster-wide LISTs per round on one node were what kept the cluster from 0 LISTs.
+FOREIGN_SCAN_INTERVAL = 3600.0
 
 
 def lease_duration(settings: IpamSection) -> int:
@@ -214,6 +220,11 @@ class IPAMActor(BaseActor):
         self._empty_seen: dict[str, int] = {}
         self._missing: dict[tuple[str, str, str], _Missing] = {}
         self._foreign_missing: dict[str, int] = {}
+        # The holder lists Nodes and IPBlocks only when a Node may be gone: at its first
+        # round as holder, after a Node deletion or a snapshot from the watcher, while a
+        # candidate waits for its second look, and at least every FOREIGN_SCAN_INTERVAL.
+        self._foreign_scan_due = True
+        self._foreign_scanned_at: float | None = None
         self._lease_seen: tuple[str, str] | None = None
         self._lease_seen_at = 0.0
         self._lease_read_at: float | None = None
@@ -357,9 +368,12 @@ class IPAMActor(BaseActor):
                 # A snapshot replaces the view: domains gone while we were not told vanish.
                 self._domains = {domain.vrf: domain for domain in domains}
                 self._domains_synced = True
+                self._foreign_scan_due = True  # Nodes may have gone while we were not told
                 self._update_domain_gauges()
                 return None
             case ClusterObjectChanged(kind=kind, obj=obj):
+                if isinstance(obj, NodeInfo) and kind is ChangeKind.DELETED:
+                    self._foreign_scan_due = True
                 if isinstance(obj, VrfDomainSpec):
                     if kind is ChangeKind.DELETED:
                         self._domains.pop(obj.vrf, None)
@@ -1199,13 +1213,21 @@ class IPAMActor(BaseActor):
             held = False
         if not held:
             self._foreign_missing.clear()
+            self._foreign_scan_due = True  # the first round as holder scans
             return False, []
+        now = self._clock()
+        last = self._foreign_scanned_at
+        stale = last is None or now - last >= FOREIGN_SCAN_INTERVAL
+        if not (self._foreign_scan_due or self._foreign_missing or stale):
+            return True, []
         try:
             nodes = set(self.store.list_nodes())
             blocks = self.store.list_blocks()
         except StoreError as exc:
             errors.append(f"cannot list nodes or IPBlocks: {exc}")
             return True, []
+        self._foreign_scan_due = False
+        self._foreign_scanned_at = now
         seen: dict[str, int] = {}
         reclaimed: list[str] = []
         for block in blocks:

@@ -48,6 +48,7 @@ class FakeBlockStore:
         self.gets = 0  # get_block calls (re-reads)
         self.lease_reads = 0
         self.pod_lists = 0
+        self.node_lists = 0
         # What a pod watch shows per node (may lag `pods`); None: the store has no watch.
         self.pod_cache: dict[str, list[PodInfo]] | None = None
         self.unavailable = False  # every call raises StoreUnavailable while set
@@ -218,6 +219,7 @@ class FakeBlockStore:
     def list_nodes(self) -> list[str]:
         self._list()
         with self._lock:
+            self.node_lists += 1
             return sorted(self.nodes)
 
     def list_domains(self) -> list[VrfDomainSpec]:

@@ -13,6 +13,7 @@ import pytest
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.ipam_actor import (
+    FOREIGN_SCAN_INTERVAL,
     LEASE_NAME,
     SETTLE_WINDOW,
     IPAMActor,
@@ -27,7 +28,15 @@ from pyroute2_cni.ipam.blocks import (
     start_offset,
 )
 from pyroute2_cni.messages.base import ErrorKind, Failure
-from pyroute2_cni.messages.crd import Attachment, AttachmentType, ClusterSnapshot, VrfDomainSpec
+from pyroute2_cni.messages.crd import (
+    Attachment,
+    AttachmentType,
+    ChangeKind,
+    ClusterObjectChanged,
+    ClusterSnapshot,
+    NodeInfo,
+    VrfDomainSpec,
+)
 from pyroute2_cni.messages.ipam import (
     AddressAllocated,
     AddressesReleased,
@@ -858,6 +867,30 @@ def test_blocks_of_deleted_nodes_are_reclaimed_by_the_lease_holder_only(
     assert n2.reconcile().lease_held
     lease = store.leases[("pyroute2-cni", LEASE_NAME)]
     assert lease.holder == "n2" and lease.transitions == 1
+
+
+def test_the_holder_looks_for_deleted_nodes_when_told_of_one_and_hourly(
+    nodes: Callable[..., Node], store: FakeBlockStore, clock: FakeClock
+) -> None:
+    store.nodes = {"n1", "n2"}
+    n1, n2 = nodes("n1"), nodes("n2")
+    allocated(n2.allocate("c/eth0"))
+    n2.stop()
+    assert n1.reconcile().lease_held  # the first round as holder scans
+    assert store.node_lists == 1
+    for _ in range(3):
+        n1.reconcile()
+    assert store.node_lists == 1  # nothing said a Node went: no cluster-wide LIST
+    store.nodes.discard("n2")
+    n1.ask(ClusterObjectChanged(kind=ChangeKind.DELETED, obj=NodeInfo(name="n2", internal_ip="")))
+    assert n1.reconcile().foreign_blocks_reclaimed == ()  # first look
+    assert len(n1.reconcile().foreign_blocks_reclaimed) == 1  # second look: gone
+    assert store.node_lists == 3
+    n1.reconcile()
+    assert store.node_lists == 3
+    clock.advance(FOREIGN_SCAN_INTERVAL)
+    n1.reconcile()  # the hourly look, in case a deletion was missed
+    assert store.node_lists == 4
 
 
 def test_reconcile_reschedules_itself(store: FakeBlockStore, clock: FakeClock) -> None:
