@@ -44,6 +44,7 @@ from pyroute2_cni.messages.ipam import (
 )
 from pyroute2_cni.runtime.config import IpamSection
 from pyroute2_cni.runtime.metrics import Metrics
+from tests.harness.api_fixtures import pending_pod, run_ipam_check
 from tests.harness.apiserver import ApiServer
 from tests.harness.ipam_worker import (
     RunningNode,
@@ -90,25 +91,7 @@ class Cluster:
         )
 
     def ipam_check(self) -> tuple[int, dict[str, Any]]:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pyroute2_cni",
-                "ipam",
-                "check",
-                "--json",
-                "--kubeconfig",
-                self.kubeconfig,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=REPO,
-            check=False,
-        )
-        assert proc.returncode in (0, 1), proc.stderr
-        return proc.returncode, json.loads(proc.stdout)
+        return run_ipam_check(self.kubeconfig)
 
     def blocks(self, vrf: int | None = None) -> list[Block]:
         store = KubeBlockStore(self.api, owns_client=False)
@@ -404,15 +387,7 @@ LEAK_NS = "ipam-leak"
 
 
 def create_pod(cluster: Cluster, name: str) -> str:
-    body = {
-        "metadata": {"name": name, "namespace": LEAK_NS},
-        "spec": {
-            "nodeName": LEAK_NODE,
-            "automountServiceAccountToken": False,
-            "containers": [{"name": "c", "image": "registry.invalid/pause:1"}],
-        },
-    }
-    pod = cluster.core.create_namespaced_pod(LEAK_NS, body)
+    pod = cluster.core.create_namespaced_pod(LEAK_NS, pending_pod(name, LEAK_NS, LEAK_NODE))
     return str(pod.metadata.uid)
 
 

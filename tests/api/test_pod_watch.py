@@ -16,6 +16,7 @@ from pyroute2_cni.ipam.pod_watch import NodePodWatch
 from pyroute2_cni.ipam.store import KubeBlockStore
 from pyroute2_cni.kube.watch import WatchTimings
 from pyroute2_cni.runtime.metrics import Metrics
+from tests.harness.api_fixtures import pending_pod
 from tests.harness.apiserver import ApiServer
 from tests.harness.waiting import wait_for
 
@@ -48,15 +49,9 @@ def core(k8s_client: client.ApiClient) -> Iterator[client.CoreV1Api]:
 
 
 def make_pod(core: client.CoreV1Api, name: str, node: str) -> str:
-    body = {
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "nodeName": node,
-            "automountServiceAccountToken": False,
-            "containers": [{"name": "c", "image": "registry.invalid/pause:1"}],
-        },
-    }
-    return str(core.create_namespaced_pod(NAMESPACE, body).metadata.uid)
+    return str(
+        core.create_namespaced_pod(NAMESPACE, pending_pod(name, NAMESPACE, node)).metadata.uid
+    )
 
 
 def delete_pod(core: client.CoreV1Api, name: str) -> None:

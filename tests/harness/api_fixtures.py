@@ -10,11 +10,13 @@ The first start needs the cached kube-apiserver binary; when it is missing the f
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,7 +44,8 @@ def k8s_client(kube_api: ApiServer) -> Iterator[kubernetes.client.ApiClient]:
         client.close()
 
 
-CRDS_DIR = Path(__file__).resolve().parents[2] / "kubernetes" / "crds" / "0.1"
+REPO = Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO / "kubernetes" / "crds" / "0.1"
 CRDS = (
     "vrfdomains.cni.pyroute2.org",
     "vrfdomainbindings.cni.pyroute2.org",
@@ -75,14 +78,54 @@ def pyroute2_crds(kube_api: ApiServer) -> ApiServer:
         f"the CRD manifests in {CRDS_DIR}",
         interval=1,
     )
+    install_crds(kube_api.kubeconfig)
+    return kube_api
+
+
+def install_crds(kubeconfig: str) -> None:
+    """The project's CRDs as users install them (``kubectl apply -k``), Established."""
     # --validate=false: kubectl cannot check the CEL rules against a 1.20 server
     # (the server drops them); see tests/api/test_crds.py.
-    kubectl(kube_api.kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
+    kubectl(kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
     kubectl(
-        kube_api.kubeconfig,
+        kubeconfig,
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         *(f"crd/{name}" for name in CRDS),
     )
-    return kube_api
+
+
+def run_ipam_check(kubeconfig: str, timeout: float = 120) -> tuple[int, dict[str, Any]]:
+    """`pyroute2-cni ipam check --json` as a user runs it: its exit status and report."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyroute2_cni",
+            "ipam",
+            "check",
+            "--json",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def pending_pod(name: str, namespace: str, node: str) -> dict[str, Any]:
+    """A Pod bound to `node` that no kubelet will run: Pending is all the API needs."""
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "registry.invalid/pause:1"}],
+        },
+    }

@@ -24,32 +24,27 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pyroute2_cni.messages import ipam as msg
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
-from pyroute2_cni.messages.ipam import (
-    AddressAllocated,
-    AddressReleased,
-    AllocateAddress,
-    LookupAddress,
-    PodRef,
-    ReleaseAddress,
-)
-from tests.harness.api_fixtures import CRDS, CRDS_DIR, kubectl
+from tests.harness.api_fixtures import install_crds, kubectl, run_ipam_check
 from tests.harness.apiserver import ApiServer
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.hollow import HollowNode
 from tests.harness.ipam_worker import RunningNode, domain_from_json, domain_to_json
 from tests.harness.scale_bench import apply_domain, create_node, node_address
 
 REPO = Path(__file__).resolve().parents[2]
-DOMAIN = VrfDomainSpec(
+# The system domain's shape in a VRF and prefix of its own.
+DOMAIN = replace(
+    SYSTEM_DOMAIN,
     name="vrf-churn",
     vrf=4300,
     table=4300,
     prefix="10.96.0.0",
-    prefixlen=16,
-    ipblocklen=26,
     attachments=(Attachment(type=AttachmentType.L3VNI, vni=4300),),
 )
 CALLERS = 4
@@ -71,11 +66,11 @@ def _phase(
         for key in mine:
             start = time.perf_counter()
             if allocate:
-                reply = node.ask(AllocateAddress(key=key, pod=PodRef(), domain=domain))
-                ok = isinstance(reply, AddressAllocated)
+                reply = node.ask(msg.AllocateAddress(key=key, pod=msg.PodRef(), domain=domain))
+                ok = isinstance(reply, msg.AddressAllocated)
             else:
-                reply = node.ask(ReleaseAddress(key=key))
-                ok = isinstance(reply, AddressReleased) and reply.address is not None
+                reply = node.ask(msg.ReleaseAddress(key=key))
+                ok = isinstance(reply, msg.AddressReleased) and reply.address is not None
             took = (time.perf_counter() - start) * 1000
             with lock:
                 latencies.append(took)
@@ -107,7 +102,7 @@ def worker(kubeconfig: str, nodes: list[str], pods: dict[str, int], domain: VrfD
     keys = {n: [f"{n}-{i}/eth0" for i in range(pods[n])] for n in nodes}
     try:
         for node in running:
-            node.ask(LookupAddress(key="warm-up/none"))
+            node.ask(msg.LookupAddress(key="warm-up/none"))
         for allocate in (True, False):
             print(json.dumps({"ready": True}), flush=True)
             sys.stdin.readline()
@@ -126,30 +121,6 @@ def worker(kubeconfig: str, nodes: list[str], pods: dict[str, int], domain: VrfD
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
-
-
-def ipam_check(kubeconfig: str) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyroute2_cni",
-            "ipam",
-            "check",
-            "--json",
-            "--kubeconfig",
-            kubeconfig,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        check=False,
-    )
-    try:
-        return proc.returncode, json.loads(proc.stdout)
-    except ValueError:
-        return proc.returncode, {"stdout": proc.stdout[-2000:], "stderr": proc.stderr[-2000:]}
 
 
 def count_blocks(api: ApiServer) -> int:
@@ -204,10 +175,10 @@ def churn(api: ApiServer, nodes: int, pods: int, per_process: int) -> str:
     ]
     try:
         created = run_phase(workers)
-        rc_created, report_created = ipam_check(api.kubeconfig)
+        rc_created, report_created = run_ipam_check(api.kubeconfig, timeout=600)
         blocks = count_blocks(api)
         deleted = run_phase(workers)
-        rc_deleted, report_deleted = ipam_check(api.kubeconfig)
+        rc_deleted, report_deleted = run_ipam_check(api.kubeconfig, timeout=600)
     finally:
         for proc in workers:
             if proc.stdin is not None:
@@ -272,14 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         share = json.loads(args.worker_nodes)
         return worker(args.kubeconfig, list(share), share, domain_from_json(args.domain))
     with ApiServer() as api:
-        kubectl(api.kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
-        kubectl(
-            api.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            *(f"crd/{name}" for name in CRDS),
-        )
+        install_crds(api.kubeconfig)
         apply_domain(api, DOMAIN.name, DOMAIN.vrf, DOMAIN.prefix)
         print(churn(api, args.nodes, args.pods, args.per_process))
     return 0

@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.api_fixtures import CRDS, CRDS_DIR, kubectl
+from tests.harness.api_fixtures import install_crds, kubectl
 from tests.harness.apiserver import ApiServer
 from tests.harness.hollow import HollowNode
 from tests.harness.render_scale import render_table
@@ -520,14 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp, ApiServer() as api:
-        kubectl(api.kubeconfig, "apply", "--validate=false", "-k", str(CRDS_DIR))
-        kubectl(
-            api.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            *(f"crd/{name}" for name in CRDS),
-        )
+        install_crds(api.kubeconfig)
         progress(f"reference window, {args.reference_minutes:g} min")
         before = sample(api)
         time.sleep(args.reference_minutes * 60)  # a fixed window, not a synchronisation

@@ -27,16 +27,9 @@ from pyroute2_cni.ipam.blocks import (
     new_block,
     start_offset,
 )
+from pyroute2_cni.messages import crd
 from pyroute2_cni.messages.base import ErrorKind, Failure
-from pyroute2_cni.messages.crd import (
-    Attachment,
-    AttachmentType,
-    ChangeKind,
-    ClusterObjectChanged,
-    ClusterSnapshot,
-    NodeInfo,
-    VrfDomainSpec,
-)
+from pyroute2_cni.messages.crd import Attachment, AttachmentType, ClusterSnapshot, VrfDomainSpec
 from pyroute2_cni.messages.ipam import (
     AddressAllocated,
     AddressesReleased,
@@ -882,7 +875,8 @@ def test_the_holder_looks_for_deleted_nodes_when_told_of_one_and_hourly(
         n1.reconcile()
     assert store.node_lists == 1  # nothing said a Node went: no cluster-wide LIST
     store.nodes.discard("n2")
-    n1.ask(ClusterObjectChanged(kind=ChangeKind.DELETED, obj=NodeInfo(name="n2", internal_ip="")))
+    gone = crd.NodeInfo(name="n2", internal_ip="")
+    n1.ask(crd.ClusterObjectChanged(kind=crd.ChangeKind.DELETED, obj=gone))
     assert n1.reconcile().foreign_blocks_reclaimed == ()  # first look
     assert len(n1.reconcile().foreign_blocks_reclaimed) == 1  # second look: gone
     assert store.node_lists == 3
