@@ -45,8 +45,9 @@ def test_rates_are_per_minute_and_leave_watches_aside() -> None:
 
 
 def test_per_node_subtracts_the_reference_and_drops_what_nodes_do_not_add() -> None:
-    window = {("GET", "leases"): 21.0, ("GET", "flowschemas"): 1.0}
-    reference = {("GET", "flowschemas"): 1.0, ("GET", "namespaces"): 0.5}
+    window = {("GET", "leases"): 21.0, ("GET", "namespaces"): 1.0, ("LIST", "services"): 3.0}
+    reference = {("GET", "namespaces"): 1.0, ("GET", "pods"): 0.5}
+    # services: the API server's own controllers, never the daemon's.
     assert per_node(window, reference, nodes=10) == {("GET", "leases"): 2.1}
 
 
