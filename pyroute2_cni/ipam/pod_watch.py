@@ -12,29 +12,25 @@ candidates: the IPAM actor confirms a leak with a real LIST before it releases a
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import urllib3
-from kubernetes import client as k8s
-
 from pyroute2_cni.ipam.blocks import PodInfo
 from pyroute2_cni.kube.watch import (
     ApiError,
     Expired,
-    HttpStream,
     Json,
+    KubernetesApi,
+    RawStream,
     StreamQuiet,
     WatchTimings,
     object_resource_version,
+    watch_error,
 )
 
 log = logging.getLogger(__name__)
-
-LIST_PAGE = 500
 
 
 def pod_info(obj: Mapping[str, Any]) -> PodInfo:
@@ -57,14 +53,15 @@ class NodePodWatch:
         timings: WatchTimings | None = None,
         on_list: Callable[[], None] | None = None,
     ) -> None:
-        self._core = k8s.CoreV1Api(api_client)
         self.node = node
-        self._selector = f"spec.nodeName={node}"
         self._timings = timings or WatchTimings()
+        # Not closed here: the client is the store's.
+        self._api = KubernetesApi(api_client, self._timings)
+        self._call = self._api.pods_on(node)
         self._on_list = on_list
         self._lock = threading.Lock()
         self._pods: dict[tuple[str, str], PodInfo] | None = None
-        self._stream: HttpStream | None = None
+        self._stream: RawStream | None = None
         self._stop = threading.Event()
         self.lists = 0
         self.watches = 0
@@ -100,16 +97,16 @@ class NodePodWatch:
                 resource_version = self._watch(resource_version)
                 failures = 0
             except Expired as exc:
-                log.info("pods of %s: %s; relisting", self._selector, exc)
+                log.info("pods of %s: %s; relisting", self.node, exc)
                 resource_version = None
             except StreamQuiet:
-                log.info("pods of %s: watch quiet; reconnecting", self._selector)
-            except (ApiError, k8s.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                log.info("pods of %s: watch quiet; reconnecting", self.node)
+            except ApiError as exc:
                 failures += 1
                 delay = self._timings.backoff(failures)
                 log.warning(
                     "pods of %s: %s failed (%s); retrying in %.1f s",
-                    self._selector,
+                    self.node,
                     "list" if resource_version is None else "watch",
                     exc,
                     delay,
@@ -118,52 +115,23 @@ class NodePodWatch:
             except Exception:
                 # The cache is only a hint (leaks are confirmed by a LIST); a bug here must
                 # not take the IPAM actor down, but it must not serve stale pods either.
-                log.exception("pods of %s: watch failed; back to LISTs", self._selector)
+                log.exception("pods of %s: watch failed; back to LISTs", self.node)
                 with self._lock:
                     self._pods = None
                 return
 
     def _list(self) -> str:
-        pods: dict[tuple[str, str], PodInfo] = {}
-        token: str | None = None
-        timeout = (self._timings.connect_timeout, self._timings.request_timeout)
-        while True:
-            extra = {"_continue": token} if token else {}
-            self.lists += 1
-            if self._on_list is not None:
-                self._on_list()
-            body = self._core.list_pod_for_all_namespaces(
-                field_selector=self._selector,
-                limit=LIST_PAGE,
-                _preload_content=False,
-                _request_timeout=timeout,
-                **extra,
-            )
-            try:
-                data = json.loads(body.data)
-            finally:
-                body.release_conn()
-            for item in data.get("items") or ():
-                pod = pod_info(item)
-                pods[(pod.namespace, pod.name)] = pod
-            meta = data.get("metadata") or {}
-            token = meta.get("continue") or None
-            if not token:
-                with self._lock:
-                    self._pods = pods
-                return str(meta.get("resourceVersion") or "")
+        self.lists += 1
+        if self._on_list is not None:
+            self._on_list()
+        items, resource_version = self._api.list_from(self._call)
+        pods = {(p.namespace, p.name): p for p in map(pod_info, items)}
+        with self._lock:
+            self._pods = pods
+        return resource_version
 
     def _watch(self, resource_version: str) -> str:
-        response = self._core.list_pod_for_all_namespaces(
-            field_selector=self._selector,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self._timings.watch_seconds(),
-            _preload_content=False,
-            _request_timeout=(self._timings.connect_timeout, self._timings.quiet_timeout),
-        )
-        stream = HttpStream(response)
+        stream = self._api.watch_from(self._call, resource_version, self._timings.watch_seconds())
         with self._lock:
             if self._stop.is_set():
                 stream.close()
@@ -182,14 +150,10 @@ class NodePodWatch:
     def _handle(self, event: Json, resource_version: str) -> str:
         etype = event.get("type")
         obj = event.get("object")
+        if etype == "ERROR":
+            raise watch_error(obj)
         if not isinstance(obj, Mapping):
             return resource_version
-        if etype == "ERROR":
-            if obj.get("code") == 410 or obj.get("reason") in ("Expired", "Gone"):
-                raise Expired(str(obj.get("message") or ""))
-            code = obj.get("code")
-            raise ApiError(code if isinstance(code, int) else 500, str(obj.get("reason") or ""))
-        new_version = object_resource_version(obj) or resource_version
         if etype in ("ADDED", "MODIFIED", "DELETED"):
             pod = pod_info(obj)
             key = (pod.namespace, pod.name)
@@ -201,4 +165,4 @@ class NodePodWatch:
                             self._pods.pop(key, None)
                     else:
                         self._pods[key] = pod
-        return new_version
+        return object_resource_version(obj) or resource_version

@@ -31,6 +31,7 @@ Invariants (keep in sync with tests/unit/test_crd_watcher.py):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -528,7 +529,7 @@ def _api_error(exc: Exception) -> ApiError:
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
-class HttpStream:
+class _HttpStream:
     """A watch response read line by line; close() may come from any thread."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
@@ -616,8 +617,14 @@ class KubernetesApi:
     def _timeout(self) -> tuple[float, float]:
         return (self._timings.connect_timeout, self._timings.request_timeout)
 
-    def list(self, resource: Resource) -> tuple[list[Json], str]:
-        call = self._list_call(resource)
+    def pods_on(self, node: str) -> Callable[..., Any]:
+        """The list call for the pods bound to `node`, for list_from and watch_from."""
+        return functools.partial(
+            self._core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+        )
+
+    def list_from(self, call: Callable[..., Any]) -> tuple[list[Json], str]:
+        """Every object a list call returns, page by page, and the list's resourceVersion."""
         items: list[Json] = []
         resource_version = ""
         token: str | None = None
@@ -643,8 +650,10 @@ class KubernetesApi:
             if not token:
                 return items, resource_version
 
-    def watch(self, resource: Resource, resource_version: str, timeout_seconds: int) -> RawStream:
-        call = self._list_call(resource)
+    def watch_from(
+        self, call: Callable[..., Any], resource_version: str, timeout_seconds: int
+    ) -> RawStream:
+        """A watch of a list call from `resource_version`, with bookmarks."""
         try:
             response = call(
                 watch=True,
@@ -656,7 +665,13 @@ class KubernetesApi:
             )
         except (k8s.ApiException, *_TRANSPORT_ERRORS) as exc:
             raise _api_error(exc) from None
-        return HttpStream(response)
+        return _HttpStream(response)
+
+    def list(self, resource: Resource) -> tuple[list[Json], str]:
+        return self.list_from(self._list_call(resource))
+
+    def watch(self, resource: Resource, resource_version: str, timeout_seconds: int) -> RawStream:
+        return self.watch_from(self._list_call(resource), resource_version, timeout_seconds)
 
     def _custom_call(self, fn: Callable[..., Any], *args: Any) -> Json:
         try:
@@ -759,6 +774,17 @@ class WatchControl:
 
 
 # -- the pump -----------------------------------------------------------------------------
+
+
+def watch_error(obj: object) -> ApiError:
+    """The error an ERROR watch event carries: Expired on 410 (relist), else ApiError."""
+    status = obj if isinstance(obj, Mapping) else {}
+    code = status.get("code")
+    reason = str(status.get("reason") or "")
+    message = str(status.get("message") or "")
+    if code == 410 or reason in ("Expired", "Gone"):
+        return Expired(message or reason)
+    return ApiError(code if isinstance(code, int) else 500, reason or "WatchError", message)
 
 
 class ResourcePump:
@@ -898,13 +924,7 @@ class ResourcePump:
         etype = event.get("type")
         obj = event.get("object")
         if etype == "ERROR":
-            status = obj if isinstance(obj, Mapping) else {}
-            code = status.get("code")
-            reason = str(status.get("reason") or "")
-            message = str(status.get("message") or "")
-            if code == 410 or reason in ("Expired", "Gone"):
-                raise Expired(message or reason)
-            raise ApiError(code if isinstance(code, int) else 500, reason or "WatchError", message)
+            raise watch_error(obj)
         if not isinstance(obj, Mapping):
             return resource_version
         new_version = object_resource_version(obj) or resource_version
