@@ -72,6 +72,7 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.apiserver import ApiServer, kube_apiserver_path, missing_build_message
+from tests.harness.kube_objects import register_node
 from tests.harness.lifecycle import Service
 from tests.harness.waiting import wait_for
 
@@ -1042,36 +1043,7 @@ class Lab(Service):
                 raise
 
     def register_node(self, name: str, address: str) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-            },
-            "status": {
-                "addresses": [
-                    {"type": "InternalIP", "address": address},
-                    {"type": "Hostname", "address": name},
-                ],
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "message": "pyroute2-cni lab node",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    },
-                ],
-            },
-        }
-        core = self.core()
-        created = core.create_node(body)
-        # Some API versions drop status on create; make sure it is there.
-        if not created.status or not created.status.addresses:
-            core.patch_node_status(name, {"status": body["status"]})
+        register_node(self.core(), name, address, "pyroute2-cni lab node")
 
     def apply_object(self, obj: dict[str, Any]) -> None:
         """Create or replace a cluster-scoped custom object (VRFDomain, binding, node config)."""

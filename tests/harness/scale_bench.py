@@ -43,6 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.harness.api_fixtures import install_crds, kubectl
 from tests.harness.apiserver import ApiServer
 from tests.harness.hollow import HollowNode
+from tests.harness.kube_objects import register_node
 from tests.harness.render_scale import render_table
 from tests.harness.waiting import wait_for
 
@@ -242,41 +243,13 @@ def node_address(index: int) -> str:
     return f"100.64.{index // 250}.{index % 250 + 2}"
 
 
-def node_body(node: HollowNode) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
-        "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": node.address},
-                {"type": "Hostname", "address": node.name},
-            ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "hollow node",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-        },
-    }
-
-
 def create_node(api: ApiServer, node: HollowNode) -> None:
     import kubernetes.client
 
     client = api.api_client()
     try:
         core = kubernetes.client.CoreV1Api(client)
-        body = node_body(node)
-        created = core.create_node(body)
-        if not created.status or not created.status.addresses:
-            core.patch_node_status(node.name, {"status": body["status"]})
+        register_node(core, node.name, node.address, "hollow node")
     finally:
         client.close()
 
@@ -390,7 +363,6 @@ def time_event(
 ) -> tuple[str, float, int]:
     """(what, seconds until every node's last apply satisfies done, bytes at the end)."""
     names = {n.name for n in fleet.nodes}
-    start = time.monotonic()
     wall = time.time()
     act()
 
@@ -402,7 +374,6 @@ def time_event(
     wait_for(everyone, timeout, what, interval=0.5)
     finished = max(fleet.last_apply()[n]["time"] for n in names)
     size = max(fleet.last_apply()[n]["bytes"] for n in names)
-    del start
     return what, finished - wall, size
 
 
