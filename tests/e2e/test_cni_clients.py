@@ -53,7 +53,8 @@ from pyroute2_cni.ipam.blocks import Block
 from pyroute2_cni.ipam.store import block_from_object
 from pyroute2_cni.netlink.model import host_veth_name, is_host_veth_name
 from tests.harness.cri import Containerd, CriError, SandboxSpec, Tools, load_tools
-from tests.harness.lab import REPO, Lab, LabError, LabNode, LabOptions, wait_until
+from tests.harness.lab import REPO, Lab, LabNode, LabOptions
+from tests.harness.procs import HarnessError, wait_until
 from tests.harness.reports import STATE_TIMEOUT, cni_condition, events_on, node_state
 from tests.harness.reports import plugin as kubectl_pyroute2
 
@@ -1008,7 +1009,7 @@ def test_daemon_down_and_killed_during_concurrent_adds(lab: Lab, kubelet: Kubele
         check = kubelet.ipam_check()
         assert check.rc == 0, f"ipam check with {len(pods)} pods: {check}"
     finally:
-        with contextlib.suppress(LabError):
+        with contextlib.suppress(HarnessError):
             if lab.nodes[NODE].daemon is None:
                 lab.start_daemon(NODE)
                 lab.wait_daemon_ready(NODE)
@@ -1148,7 +1149,7 @@ def test_error_exhausted_pool(kubelet: Kubelet) -> None:
         last[:] = [kubelet.ipam_check()]
         return last[0].rc == 0
 
-    with contextlib.suppress(LabError):
+    with contextlib.suppress(HarnessError):
         wait_until(clean, BLOCK_RETURN_TIMEOUT, "ipam check clean", 1.0)
     left = [b.name for b in kubelet.blocks() if b.vrf == 77]
     assert last[0].rc == 0, (

@@ -48,15 +48,8 @@ from tests.harness.kube_cluster import (
     Workload,
     pod_spec,
 )
-from tests.harness.lab import (
-    METRICS_PORT,
-    REPO,
-    SYSTEM_VRF,
-    Lab,
-    LabOptions,
-    http_get,
-    wait_until,
-)
+from tests.harness.lab import METRICS_PORT, REPO, SYSTEM_VRF, Lab, LabOptions
+from tests.harness.procs import http_get, wait_until
 from tests.harness.reports import cni_condition
 
 # The fixture starts a cluster from nothing and the install waits for two images to

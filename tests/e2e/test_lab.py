@@ -26,22 +26,20 @@ from pathlib import Path
 import pytest
 
 from pyroute2_cni.ipam.store import block_from_object
+from tests.harness import lab_scenarios
+from tests.harness.continuous_ping import ContinuousPing
+from tests.harness.frr_instance import FrrInstance
 from tests.harness.lab import (
     DAEMON_BIN,
     REPO,
     RR_ADDRESS,
     SYSTEM_TABLE,
     SYSTEM_VRF,
-    ContinuousPing,
-    FrrInstance,
     Lab,
-    LabError,
     LabOptions,
     Pod,
-    in_netns,
-    run,
-    wait_until,
 )
+from tests.harness.procs import HarnessError, in_netns, run, wait_until
 from tests.harness.reports import (
     STATE_TIMEOUT,
     all_healthy,
@@ -225,7 +223,7 @@ def test_frr_restart_keeps_forwarding(lab: Lab) -> None:
 
 
 def _frr_restart_keeps_forwarding(lab: Lab, mode: str, scenario: str = "frr-restart") -> None:
-    (result,) = lab.scenario(scenario)
+    (result,) = lab_scenarios.run(lab, scenario)
     local_lost, cross_lost = result.extra["local_lost"], result.extra["cross_lost"]
     assert len(local_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
     assert len(cross_lost) <= MAX_LOST_FRR_RESTART, f"{mode}: {result.text()}"
@@ -244,7 +242,7 @@ def _frr_restart_keeps_forwarding(lab: Lab, mode: str, scenario: str = "frr-rest
 
 
 def test_tenant_vrf_is_isolated(lab: Lab) -> None:
-    (result,) = lab.scenario("tenant")
+    (result,) = lab_scenarios.run(lab, "tenant")
     tenant = ipaddress.ip_network("10.1.0.0/16")
     assert len(result.pods) == len(lab.nodes)
     assert all(ipaddress.ip_address(p.address) in tenant for p in result.pods), result.text()
@@ -260,7 +258,7 @@ def test_tenant_vrf_is_isolated(lab: Lab) -> None:
 
 
 def test_l2vni_stretches_one_subnet(lab: Lab) -> None:
-    (result,) = lab.scenario("l2vni")
+    (result,) = lab_scenarios.run(lab, "l2vni")
     assert len(result.pods) == len(lab.nodes)
     assert result.extra["subnets"] == ["10.30.0.0/16"], result.text()
     assert not _matrix_failures(result.matrix), result.text()
@@ -281,7 +279,7 @@ def test_node_failure(lab: Lab) -> None:
 
         try:
             wait_until(withdrawn, WITHDRAW_TIMEOUT, f"{failed}'s routes withdrawn", 0.5)
-        except LabError as exc:
+        except HarnessError as exc:
             left = {n: sorted(gone & lab.vrf_routes(n, SYSTEM_TABLE, None)) for n in alive}
             raise AssertionError(f"{exc}: still routed: {left}") from None
         survivors = [p for p in lab.system_pods() if p.node != failed]
@@ -299,7 +297,7 @@ def test_node_failure(lab: Lab) -> None:
 
 def test_route_reflector_mode(lab: Lab) -> None:
     try:
-        (result,) = lab.scenario("rr")
+        (result,) = lab_scenarios.run(lab, "rr")
         sessions = result.extra["sessions"]
         assert all(peers == {RR_ADDRESS: "Established"} for peers in sessions.values()), sessions
         assert not _matrix_failures(result.matrix), result.text()
@@ -312,12 +310,12 @@ def test_route_reflector_mode(lab: Lab) -> None:
         # the others' entries (their daemons say their sessions are down) until re-learned.
         _frr_restart_keeps_forwarding(lab, "reflector restart", scenario="rr-restart")
     finally:
-        lab.revert_rr()
+        lab_scenarios.revert_rr(lab)
 
 
 def test_deleting_a_domain_withdraws_its_routes_everywhere(lab: Lab) -> None:
     # Last in the file: it removes the tenant domain the earlier tests use.
-    lab.scenario("tenant")
+    lab_scenarios.run(lab, "tenant")
     tenant = ipaddress.IPv4Network("10.1.0.0/16")
 
     def tenant_routes() -> dict[str, set[str]]:

@@ -51,7 +51,8 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyroute2_cni.cni.shim_protocol import ShimRequest, encode_request
-from tests.harness.lab import METRICS_PORT, REPO, Lab, LabOptions, http_get, wait_until
+from tests.harness.lab import METRICS_PORT, REPO, Lab, LabOptions
+from tests.harness.procs import http_get, wait_until
 from tests.harness.shim_bench import measure_shim_overhead
 
 NODE = "lab-n1"

@@ -1,4 +1,5 @@
-"""VRFDomain specs the tests share: the release's default system domain."""
+"""What the release gives a cluster, as the tests share it: the README's server.ini and the
+system domain it makes."""
 
 from __future__ import annotations
 
@@ -14,3 +15,16 @@ SYSTEM_DOMAIN = VrfDomainSpec(
     ipblocklen=26,
     attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
 )
+
+# The README's ConfigMap (server.ini), verbatim.
+README_SERVER_INI = """\
+[default]
+vrf = 42
+prefix = 10.244.0.0
+prefixlen = 16
+ipblocklen = 26
+system_vrf_type = l3vni
+
+[logging]
+level = info
+"""

@@ -57,9 +57,10 @@ from pyroute2_cni.messages.crd import (
 from pyroute2_cni.messages.frr import FrrApplyReported
 from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
-from tests.harness.lab import FRR_BIN, FrrInstance, frr_in_new_netns, wait_until
+from tests.harness.frr_instance import FRR_BIN, FrrInstance, frr_in_new_netns
 from tests.harness.lab_bench import FRR_TIMES
 from tests.harness.plumb_bench import percentile
+from tests.harness.procs import wait_until
 from tests.harness.toy_actors import Recorder
 
 NODE = "bench-n1"

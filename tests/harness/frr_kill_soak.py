@@ -26,7 +26,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.harness.lab import IP, REPO, ContinuousPing, Lab, LabOptions, wait_until
+from tests.harness.continuous_ping import ContinuousPing
+from tests.harness.lab import REPO, Lab, LabOptions
+from tests.harness.procs import IP, wait_until
 
 # Issue #15 item 5: at most one echo lost across nodes per run (bgpd and zebra killed).
 MAX_LOST = 1

@@ -43,8 +43,9 @@ from tests.harness.kube_node import (
     NodeMountNamespace,
     release_image_archives,
 )
-from tests.harness.lab import REPO, Lab, LabError, wait_until
+from tests.harness.lab import REPO, Lab
 from tests.harness.lifecycle import Service
+from tests.harness.procs import HarnessError, wait_until
 
 OVERLAY = REPO / "kubernetes" / "overlays" / "lab"
 CRDS = REPO / "kubernetes" / "crds" / "0.1"
@@ -81,7 +82,7 @@ class KubeCluster(Service):
 
     def __init__(self, lab: Lab, progress: Callable[[str], None] | None = None) -> None:
         if not lab.options.real_nodes or lab.api is None:
-            raise LabError("KubeCluster needs a started Lab(LabOptions(real_nodes=True))")
+            raise HarnessError("KubeCluster needs a started Lab(LabOptions(real_nodes=True))")
         self.lab = lab
         self.nodes = tuple(lab.nodes)
         self._progress = progress or lab.progress
@@ -259,8 +260,8 @@ class KubeCluster(Service):
 
         try:
             wait_until(started, INSTALL_TIMEOUT, "the DaemonSet's pods Ready on every node")
-        except LabError as exc:
-            raise LabError(f"{exc}\n{self.describe_daemonset()}") from None
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\n{self.describe_daemonset()}") from None
 
     def daemonset_pods(self) -> dict[str, tuple[str, bool]]:
         """The DaemonSet's pods: node -> (pod name, every container ready)."""
@@ -287,7 +288,7 @@ class KubeCluster(Service):
                 if c.name == container:
                     cid = str(c.container_id or "").removeprefix("containerd://")
                     return cid, int(c.restart_count), bool(c.ready)
-        raise LabError(f"no {container} container on {node}:\n{self.describe_daemonset()}")
+        raise HarnessError(f"no {container} container on {node}:\n{self.describe_daemonset()}")
 
     def task_pid(self, node: str, container_id: str) -> int:
         """The PID of a container's process, from its node's containerd."""
@@ -295,7 +296,7 @@ class KubeCluster(Service):
             fields = line.split()
             if fields and fields[0] == container_id:
                 return int(fields[1])
-        raise LabError(f"no task {container_id} on {node}'s containerd")
+        raise HarnessError(f"no task {container_id} on {node}'s containerd")
 
     def describe_daemonset(self) -> str:
         core = self.lab.core()
@@ -326,7 +327,7 @@ class KubeCluster(Service):
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
-            raise LabError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+            raise HarnessError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return proc
 
     def vtysh(self, pod: str, command: str) -> str:
@@ -337,11 +338,11 @@ class KubeCluster(Service):
 
     def ipam_check(self) -> str:
         """`pyroute2-cni ipam check` in a daemon container (its in-cluster credentials);
-        LabError with the report unless it is clean."""
+        HarnessError with the report unless it is clean."""
         argv = ["-n", DS_NAMESPACE, "exec", f"daemonsets/{DAEMONSET}", "-c", DAEMONSET, "--"]
         proc = self.kubectl(*argv, "pyroute2-cni", "ipam", "check", check=False)
         if proc.returncode != 0:
-            raise LabError(f"pyroute2-cni ipam check: {proc.stdout}{proc.stderr}")
+            raise HarnessError(f"pyroute2-cni ipam check: {proc.stdout}{proc.stderr}")
         return proc.stdout
 
     def deploy(self, name: str, namespace: str, image: str, per_node: int = 1) -> Workload:
@@ -365,8 +366,8 @@ class KubeCluster(Service):
 
         try:
             pods = wait_until(running, POD_TIMEOUT, f"{namespace}/{name}'s pods Running")
-        except LabError as exc:
-            raise LabError(f"{exc}\n{self.describe(namespace)}") from None
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\n{self.describe(namespace)}") from None
         return Workload(namespace=namespace, name=name, pods=pods)
 
     def remove(self, workload: Workload) -> None:
@@ -396,7 +397,7 @@ class KubeCluster(Service):
         proc = self.kubectl(*argv, check=False)
         answers = dict(line.split() for line in proc.stdout.splitlines() if line.strip())
         if proc.returncode != 0 or set(answers) != set(targets):
-            raise LabError(f"kubectl exec {pod} ping: {proc.stdout}{proc.stderr}".strip())
+            raise HarnessError(f"kubectl exec {pod} ping: {proc.stdout}{proc.stderr}".strip())
         return {t: answers[t] == "yes" for t in targets}
 
     def records(self) -> dict[str, str]:

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.harness.cri import load_tools
 from tests.harness.kube_cluster import DS_NAMESPACE, KubeCluster, Workload
-from tests.harness.lab import Lab, LabError
+from tests.harness.lab import Lab
+from tests.harness.procs import HarnessError
 
 WORKLOAD = "web"
 NAMESPACE = "default"
@@ -57,7 +58,7 @@ class KubeLab:
         side)."""
         workload = self.workload
         if workload is None:
-            raise LabError("the lab's workload is not running")
+            raise HarnessError("the lab's workload is not running")
         with ThreadPoolExecutor(4) as pool:
             rows = pool.map(
                 lambda pod: self.cluster.reachable(workload, pod, workload.addresses),
@@ -100,7 +101,7 @@ class KubeLab:
             out.append(f"  {node} ({ds_pods[node][0]}):")
             try:
                 out += _indent(future.result(), "    ")
-            except LabError as exc:
+            except HarnessError as exc:
                 out.append(f"    (vtysh failed: {exc})")
         out += ["", "kubectl get ipblocks.ipam.pyroute2.org:", *_indent(blocks_f.result())]
         out += ["", "kubectl get vrfnodestates:", *_indent(states_f.result())]

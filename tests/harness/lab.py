@@ -24,7 +24,7 @@ Use from Python (the e2e tier runs this in-process, inside the VRF kernel)::
     with Lab(LabOptions(state_dir=...)) as lab:      # start(): API, nodes, FRR, daemons, pods
         lab.ping(lab.pods[0], lab.pods[3].address)
 
-Command line (``scripts/lab`` is a thin wrapper around ``python -m tests.harness.lab``)::
+Command line (``scripts/lab`` is a thin wrapper around ``python -m tests.harness.lab_cli``)::
 
     up                 start the lab in the background (one UML guest when the kernel lacks
                        VRF), print the summary (nodes, BGP sessions, IP blocks, ping matrix)
@@ -40,41 +40,54 @@ repository by default, ``LAB_STATE_DIR``; the guest's /run, /tmp and /var/tmp ar
 invisible to the host): requests in ``agent/requests``, replies in ``agent/replies``,
 ``status.json``, ``summary.txt``, the guest's console in ``console.log`` and the daemons'
 logs in ``logs/``.  The guest stops by itself after ``LAB_LIFETIME`` seconds (default 2 h).
+
+Modules: this one is the topology and its operations (``Lab``); ``lab_scenarios`` what an
+operator changes in it (tenant VRF, l2vni, reflectors, restarts); ``lab_cli`` the host's
+commands, ``lab_agent`` the guest side (serve, the request channel), ``frr_instance`` FRR,
+``api_relay`` the API relay, ``continuous_ping`` the loss counter, ``procs`` the process
+and namespace helpers they share.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
-import dataclasses
-import hashlib
-import ipaddress
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.api_relay import ApiRelay
 from tests.harness.apiserver import ApiServer, kube_apiserver_path, missing_build_message
+from tests.harness.continuous_ping import PING
+from tests.harness.frr_instance import FRR_BASE_CONFIG, FRR_BIN, FRR_DAEMONS, VTYSH, FrrInstance
 from tests.harness.kube_objects import register_node
 from tests.harness.lifecycle import Service
-from tests.harness.waiting import wait_for
+from tests.harness.procs import (
+    CALL_TIMEOUT,
+    IP,
+    NETNS_DIR,
+    HarnessError,
+    http_get,
+    in_netns,
+    ip,
+    ip_batch,
+    remove_netns,
+    run,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -82,22 +95,14 @@ DAEMON_BIN = VENV_BIN / "pyroute2-cni"
 # A different daemon command (e.g. a locally patched one) for debugging; forwarded into
 # the UML guest like every PYROUTE2_CNI_* variable.
 DAEMON_ENV = "PYROUTE2_CNI_LAB_DAEMON"
-PYTHON = VENV_BIN / "python"
 SHIM = REPO / "build" / "pyroute2-cni"
 CRD_DIR = REPO / "kubernetes" / "crds" / "0.1"
-FRR_DAEMONS_FILE = REPO / "frr" / "daemons"
 DEFAULT_STATE_DIR = REPO / "lab-state"
 
-IP = "/usr/bin/ip"
-PING = "/usr/bin/ping"
-VTYSH = "/usr/bin/vtysh"
-FRR_BIN = Path("/usr/lib/frr")
-FRR_DAEMONS = ("zebra", "bgpd", "staticd")
 # The metric of the RouteKeeperActor's route copies (pyroute2_cni.netlink.evpn_kernel.HOLD_METRIC;
 # not imported: the lab's host side does not load pyroute2).
 HOLD_METRIC = 60000
 CNI_PLUGINS_DIR = "/usr/lib/cni"
-NETNS_DIR = Path("/run/netns")
 RUN_ROOT = Path("/run/lab")
 
 FABRIC_NS = "lab-fabric"
@@ -131,29 +136,15 @@ CNI_GROUP, CNI_VERSION = "cni.pyroute2.org", "v1alpha1"
 IPAM_GROUP, IPAM_VERSION = "ipam.pyroute2.org", "v1alpha1"
 
 # Bounds, generous for User-Mode Linux (a process start costs ~20 ms there, an import seconds).
-CALL_TIMEOUT = 60.0
-FRR_START_TIMEOUT = 60.0
 DAEMON_READY_TIMEOUT = 240.0
 DAEMON_STOP_TIMEOUT = 15.0
 POD_ADD_TIMEOUT = 120.0
 CONVERGE_TIMEOUT = 90.0
 # Until every daemon has seen a VRFDomain or binding just applied (a watch event).
 VIEW_TIMEOUT = 30.0
-UML_MEM = "3000M"
-# Real nodes: the images unpacked on each node's containerd live in the guest's tmpfs.
-KUBELETS_UML_MEM = "6000M"
-DEFAULT_LIFETIME = 7200.0
-UP_TIMEOUT = 900.0
-DOWN_TIMEOUT = 180.0
-
-T = TypeVar("T")
 
 
-class LabError(RuntimeError):
-    """The lab could not do what was asked; the message says what and where to look."""
-
-
-class PrerequisiteError(LabError):
+class PrerequisiteError(HarnessError):
     """Something the lab needs is not installed or built; the message names the host command."""
 
 
@@ -175,528 +166,13 @@ def missing_prerequisites(*, daemons: bool = True) -> str:
     return ""
 
 
-# -- small helpers ---------------------------------------------------------------------------
-
-
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
-) -> T:
-    """Poll ``probe`` until it returns a truthy value; LabError naming ``what`` on timeout."""
-    return wait_for(probe, timeout, what, interval, error=LabError)
-
-
-def run(
-    argv: Sequence[str],
-    *,
-    timeout: float = CALL_TIMEOUT,
-    check: bool = True,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command with a bound; LabError (with its output) when it fails and ``check``."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-            check=False,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{shlex.join(argv)}: no exit within {timeout:.0f} s") from exc
-    if check and proc.returncode != 0:
-        raise LabError(
-            f"{shlex.join(argv)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
-        )
-    return proc
-
-
-def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
-    argv = [IP, *(["-n", netns] if netns else []), *args]
-    return run(argv, check=check).stdout
-
-
-def ip_batch(commands: Sequence[str], netns: str | None = None) -> None:
-    """Many iproute2 commands in one process (a process start is expensive under UML)."""
-    argv = [IP, *(["-n", netns] if netns else []), "-batch", "-"]
-    run(argv, input="".join(c + "\n" for c in commands))
-
-
-def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
-    return [IP, "netns", "exec", netns, *argv] if netns else list(argv)
-
-
-def netns_exists(name: str) -> bool:
-    return (NETNS_DIR / name).exists()
-
-
-def netns_pids(name: str) -> list[int]:
-    if not netns_exists(name):
-        return []
-    out = run([IP, "netns", "pids", name], check=False).stdout
-    return [int(word) for word in out.split() if word.isdigit()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def kill_pids(pids: Sequence[int], timeout: float = 10.0) -> None:
-    """SIGTERM, wait (bounded), SIGKILL what is left."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in pids:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def remove_netns(name: str) -> None:
-    """Kill what runs in the namespace, delete its links, then the namespace itself."""
-    if not netns_exists(name):
-        return
-    kill_pids(netns_pids(name))
-    links = run([IP, "-n", name, "-j", "link", "show"], check=False).stdout.strip()
-    with contextlib.suppress(ValueError):
-        names = [
-            str(link["ifname"]) for link in json.loads(links or "[]") if link["ifname"] != "lo"
-        ]
-        if names:
-            run(
-                [IP, "-n", name, "-batch", "-"],
-                input="".join(f"link del {n}\n" for n in names),
-                check=False,
-            )
-    run([IP, "netns", "del", name], check=False)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def netns_socket(
-    netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
-) -> socket.socket:
-    """A socket that lives in ``netns``: made by a short-lived thread that entered it.
-
-    Cheaper than a process (``ip netns exec``) under UML; the socket keeps its namespace
-    after the thread went back.
-    """
-    made: list[socket.socket] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            try:
-                target = os.open(NETNS_DIR / netns, os.O_RDONLY)
-                try:
-                    _setns(target)
-                    try:
-                        made.append(socket.socket(family, kind))
-                    finally:
-                        _setns(own)
-                finally:
-                    os.close(target)
-            finally:
-                os.close(own)
-        except BaseException as exc:  # handed to the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name=f"setns-{netns}")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return made[0]
-
-
-def http_get(netns: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    """GET http://127.0.0.1:port/path inside ``netns``; (status, body)."""
-    with netns_socket(netns) as sock:
-        sock.settimeout(timeout)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(
-            f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-        )
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        raise OSError(f"bad HTTP response from {netns}:{port}{path}: {head[:80]!r}")
-    return int(status_line[1]), body.decode(errors="replace")
-
-
-class ApiRelay:
-    """127.0.0.1:<port> inside each node namespace, relayed to the API server's loopback.
-
-    On a real node the daemon reaches the API server over the node's network; here the
-    API server listens on the root namespace's loopback (its certificate names 127.0.0.1),
-    so each node namespace gets a TCP relay on the same address and port and the one
-    kubeconfig works everywhere.  TLS passes through untouched.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._listeners: list[socket.socket] = []
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-
-    def add(self, netns: str, port: int | None = None) -> None:
-        """Listen in `netns` on 127.0.0.1:`port` (the API server's own port by default)."""
-        listener = netns_socket(netns)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port if port is None else port))
-        listener.listen(64)
-        self._listeners.append(listener)
-        threading.Thread(
-            target=self._accept, args=(listener,), name=f"api-relay-{netns}", daemon=True
-        ).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            with self._lock:
-                for sock in (src, dst):
-                    if sock in self._conns:
-                        self._conns.discard(sock)
-                        sock.close()
-
-    def close(self) -> None:
-        self._closed.set()
-        for listener in self._listeners:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        self._listeners.clear()
-        with self._lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write, fsync, rename: the other side (host or guest, through hostfs) sees all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+# -- daemons ---------------------------------------------------------------------------------
 
 
 def daemon_command() -> list[str]:
     """The DaemonSet's command, `pyroute2-cni` from the venv (or $PYROUTE2_CNI_LAB_DAEMON)."""
     override = os.environ.get(DAEMON_ENV, "").strip()
     return shlex.split(override) if override else [str(DAEMON_BIN)]
-
-
-def _frr_options() -> dict[str, list[str]]:
-    """The daemon options the FRR container uses (frr/daemons), so the lab runs FRR the same."""
-    options = {d: ["-P", "0"] for d in FRR_DAEMONS}
-    options["watchfrr"] = []
-    if FRR_DAEMONS_FILE.is_file():
-        for line in FRR_DAEMONS_FILE.read_text().splitlines():
-            m = re.match(r'^(\w+)_options="(.*)"\s*$', line.strip())
-            if m and m.group(1) in options:
-                options[m.group(1)] = shlex.split(m.group(2))
-    return options
-
-
-FRR_BASE_CONFIG = """\
-frr defaults traditional
-log syslog informational
-no ipv6 forwarding
-service integrated-vtysh-config
-!
-end
-"""
-
-# The route reflector of `scenario rr`: plain FRR, not a node; accepts any node of the
-# underlay subnet as a client and reflects EVPN routes between them.
-RR_CONFIG = f"""\
-frr defaults traditional
-log syslog informational
-no ipv6 forwarding
-service integrated-vtysh-config
-!
-router bgp {ASN}
- bgp router-id {RR_ADDRESS}
- bgp cluster-id {RR_ADDRESS}
- no bgp default ipv4-unicast
- timers bgp 3 9
- neighbor fabric peer-group
- neighbor fabric remote-as internal
- neighbor fabric timers connect 2
- bgp listen range {SUBNET}.0/24 peer-group fabric
- !
- address-family l2vpn evpn
-  neighbor fabric activate
-  neighbor fabric route-reflector-client
- exit-address-family
-exit
-!
-end
-"""
-
-
-# -- FRR -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def frr_in_new_netns(name: str, config: str | None = None) -> Iterator[FrrInstance]:
-    """A namespace of its own (lo up) with FRR in it, as kernel tests want it; the daemons,
-    their directories and the namespace are gone afterwards."""
-    ip("netns", "add", name)
-    frr = FrrInstance(name)
-    try:
-        ip("link", "set", "lo", "up", netns=name)
-        frr.start(config)
-        yield frr
-    finally:
-        frr.remove()
-        remove_netns(name)
-
-
-class FrrInstance:
-    """zebra + bgpd + staticd in network namespace ``name`` with FRR pathspace ``name``.
-
-    Config in /etc/frr/<name>/frr.conf, vty sockets and pid files in /run/frr/<name>/, both
-    owned by user frr (see notes/test-infra.md).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.conf_dir = Path("/etc/frr") / name
-        self.run_dir = Path("/run/frr") / name
-        self.config_file = self.conf_dir / "frr.conf"
-        self.watchfrr_log = self.run_dir / "watchfrr.log"
-        self._watchfrr: subprocess.Popen[bytes] | None = None
-
-    def start(self, config: str | None = None) -> None:
-        """Start the daemons; ``config`` replaces frr.conf, else the last one (or the base)."""
-        if self.running():
-            raise LabError(f"FRR {self.name} is already running")
-        for directory in (self.conf_dir, self.run_dir, Path("/var/tmp/frr")):
-            directory.mkdir(parents=True, exist_ok=True)
-            shutil.chown(directory, "frr", "frr")
-        if config is not None or not self.config_file.exists():
-            self.config_file.write_text(config if config is not None else FRR_BASE_CONFIG)
-        vtysh_conf = self.conf_dir / "vtysh.conf"
-        vtysh_conf.write_text("service integrated-vtysh-config\n")
-        for path in (self.config_file, vtysh_conf):
-            shutil.chown(path, "frr", "frr")
-        # watchfrr.sh (frrcommon.sh) reads the daemon list and options from here.
-        daemons = self.conf_dir / "daemons"
-        shutil.copyfile(FRR_DAEMONS_FILE, daemons)
-        shutil.chown(daemons, "frr", "frr")
-        for daemon in FRR_DAEMONS:
-            (self.run_dir / f"{daemon}.vty").unlink(missing_ok=True)
-        # As frr/entrypoint.sh does in the FRR container: only watchfrr is started.  It
-        # finds no daemon, runs `watchfrr.sh restart all` (start each, then `vtysh -b`),
-        # and restarts any daemon that dies, loading its part of frr.conf (`vtysh -b -d`).
-        argv = [
-            str(FRR_BIN / "watchfrr"),
-            "-N",
-            self.name,
-            *_frr_options()["watchfrr"],
-            *FRR_DAEMONS,
-        ]
-        with self.watchfrr_log.open("ab") as log:
-            self._watchfrr = subprocess.Popen(
-                in_netns(self.name, argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_until(
-            lambda: self.running() and not self._starting(),
-            FRR_START_TIMEOUT,
-            f"FRR {self.name} started by watchfrr (see {self.watchfrr_log})",
-            0.2,
-        )
-
-    def _starting(self) -> bool:
-        """watchfrr still runs a start or restart command (a child process)."""
-        watchfrr = self._watchfrr
-        if watchfrr is None or watchfrr.poll() is not None:
-            return False
-        children = Path(f"/proc/{watchfrr.pid}/task/{watchfrr.pid}/children")
-        try:
-            return bool(children.read_text().split())
-        except OSError:
-            return False
-
-    def pids(self) -> list[int]:
-        pids = []
-        for daemon in FRR_DAEMONS:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int((self.run_dir / f"{daemon}.pid").read_text().strip())
-                if self._is_ours(pid):
-                    pids.append(pid)
-        return pids
-
-    def _is_ours(self, pid: int) -> bool:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"-N" in argv and self.name.encode() in argv and _alive(pid)
-
-    def running(self) -> bool:
-        return len(self.pids()) == len(FRR_DAEMONS)
-
-    def daemon_pid(self, daemon: str) -> int | None:
-        """The live pid of one of this instance's daemons (its pid file), else None."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((self.run_dir / f"{daemon}.pid").read_text().strip())
-            if self._is_ours(pid):
-                return pid
-        return None
-
-    def kill(self, daemon: str) -> int:
-        """SIGKILL one daemon (a crash); returns the pid it had."""
-        pid = self.daemon_pid(daemon)
-        if pid is None:
-            raise LabError(f"{daemon} of FRR {self.name} is not running")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(pid) or None, 10, f"{daemon} of FRR {self.name} gone")
-        return pid
-
-    def _stop_watchfrr(self, hard: bool) -> None:
-        """watchfrr exits (its daemons stay): nothing restarts them any more."""
-        watchfrr, self._watchfrr = self._watchfrr, None
-        if watchfrr is None:
-            return
-        if hard:
-            watchfrr.kill()
-        else:
-            watchfrr.terminate()
-        try:
-            watchfrr.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            watchfrr.kill()
-            watchfrr.wait()
-
-    def stop_daemon(self, daemon: str) -> None:
-        """Stop one daemon for good (SIGTERM), as an operator or a crash loop would:
-        watchfrr goes first, or it would start it again.  stop() then start() brings
-        all back."""
-        self._stop_watchfrr(hard=False)
-        pid = self.daemon_pid(daemon)
-        if pid is None:
-            raise LabError(f"{daemon} of FRR {self.name} is not running")
-        kill_pids([pid])
-
-    def stop(self, hard: bool = False) -> None:
-        """SIGTERM (or SIGKILL when ``hard``) the daemons, zebra first, as the FRR
-        container's entrypoint does: zebra (--retain) leaves the kernel routes, and
-        bgpd's shutdown then cannot withdraw them.  watchfrr goes first, or it would
-        start them again."""
-        self._stop_watchfrr(hard)
-        pids = self.pids()
-        if hard:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            wait_until(
-                lambda: not any(_alive(p) for p in pids) or None, 10, f"FRR {self.name} gone"
-            )
-            return
-        for pid in pids:
-            kill_pids([pid])
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.conf_dir, ignore_errors=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def reload(self, mode: str, path: Path) -> subprocess.CompletedProcess[str]:
-        """``frr-reload.py MODE --stdout`` (--test or --reload) of the file at ``path``."""
-        argv = [str(FRR_BIN / "frr-reload.py"), mode, "--stdout", "-N", self.name, str(path)]
-        return run(argv, check=False, timeout=120)
-
-    def vtysh(self, *commands: str, check: bool = True) -> str:
-        argv = [VTYSH, "-N", self.name]
-        for command in commands:
-            argv += ["-c", command]
-        return run(argv, check=check).stdout
-
-    def vtysh_json(self, command: str) -> Any:
-        out = self.vtysh(command, check=False)
-        try:
-            return json.loads(out or "null")
-        except json.JSONDecodeError:
-            return None
-
-    def bgp_sessions(self) -> dict[str, str]:
-        """Neighbour -> state from ``show bgp l2vpn evpn summary json``."""
-        data = self.vtysh_json("show bgp l2vpn evpn summary json")
-        peers = data.get("peers") if isinstance(data, dict) else None
-        if not isinstance(peers, dict):
-            return {}
-        return {str(k): str(v.get("state", "?")) for k, v in peers.items() if isinstance(v, dict)}
-
-
-# -- nodes and pods ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -715,21 +191,6 @@ class Pod:
     @property
     def label(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScenarioResult:
-    name: str
-    ok: bool
-    lines: tuple[str, ...]
-    pods: tuple[Pod, ...]
-    matrix: dict[tuple[str, str], bool]
-    extra: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def text(self) -> str:
-        verdict = f"result: {'PASS' if self.ok else 'FAIL'} ({self.seconds:.1f} s)"
-        return "\n".join([*self.lines, verdict])
 
 
 @dataclass(slots=True, kw_only=True)
@@ -783,7 +244,7 @@ class Lab(Service):
     def __init__(self, options: LabOptions | None = None) -> None:
         self.options = options or LabOptions()
         if not 1 <= self.options.nodes <= 200:
-            raise LabError(f"nodes must be 1..200, got {self.options.nodes}")
+            raise HarnessError(f"nodes must be 1..200, got {self.options.nodes}")
         self.state_dir = self.options.state_dir.resolve()
         self.log_dir = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -884,10 +345,12 @@ class Lab(Service):
         if problem:
             raise PrerequisiteError(problem)
         if os.geteuid() != 0:
-            raise LabError("the lab needs root (network namespaces, FRR)")
+            raise HarnessError("the lab needs root (network namespaces, FRR)")
         probe = run([str(REPO / "scripts" / "kernel-has-vrf"), "--verbose"], check=False)
         if probe.returncode != 0:
-            raise LabError(f"this kernel has no VRF: {probe.stderr.strip()}; use scripts/lab up")
+            raise HarnessError(
+                f"this kernel has no VRF: {probe.stderr.strip()}; use scripts/lab up"
+            )
 
     def stop(self) -> None:
         """Stop daemons, FRR, namespaces and the API server; leave nothing behind."""
@@ -945,7 +408,7 @@ class Lab(Service):
             netns=FABRIC_NS,
         )
         for node in self.nodes.values():
-            self._add_underlay_host(node.name, node.address, f"ul-n{node.index}")
+            self.add_underlay_host(node.name, node.address, f"ul-n{node.index}")
 
     def _add_gateway(self) -> None:
         """The root namespace on the underlay (GATEWAY_ADDRESS) and a default route to it
@@ -958,7 +421,7 @@ class Lab(Service):
         for node in self.nodes.values():
             ip_batch([f"route replace default via {GATEWAY_ADDRESS} dev {UPLINK}"], node.name)
 
-    def _add_underlay_host(self, netns: str, address: str, port: str) -> None:
+    def add_underlay_host(self, netns: str, address: str, port: str) -> None:
         run([IP, "netns", "add", netns])
         ip(
             "link",
@@ -987,7 +450,7 @@ class Lab(Service):
     def client(self) -> Any:
         if self._client is None:
             if self.api is None:
-                raise LabError("the API server is not running")
+                raise HarnessError("the API server is not running")
             self._client = self.api.api_client()
         return self._client
 
@@ -1131,7 +594,7 @@ class Lab(Service):
         """Start the node's daemon the way the DaemonSet does (NODE_NAME, server.ini)."""
         node = self.nodes[name]
         if node.daemon is not None and node.daemon.poll() is None:
-            raise LabError(f"the daemon of {name} is already running")
+            raise HarnessError(f"the daemon of {name} is already running")
         self.write_server_ini(node)
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -1159,7 +622,7 @@ class Lab(Service):
         if node.daemon is None:
             return False
         if node.daemon.poll() is not None:
-            raise LabError(
+            raise HarnessError(
                 f"the daemon of {name} exited with {node.daemon.returncode}; "
                 f"last lines of {node.log_file}:\n{self.log_tail(name)}"
             )
@@ -1173,7 +636,7 @@ class Lab(Service):
         """The sum of a metric's samples on a node's /metrics (0 when absent)."""
         status, body = http_get(name, METRICS_PORT, "/metrics", timeout=5)
         if status != 200:
-            raise LabError(f"/metrics of {name} answered {status}")
+            raise HarnessError(f"/metrics of {name} answered {status}")
         return sum(
             sample.value
             for family in text_string_to_metric_families(body)
@@ -1191,8 +654,8 @@ class Lab(Service):
     def wait_daemon_ready(self, name: str, timeout: float = DAEMON_READY_TIMEOUT) -> None:
         try:
             wait_until(lambda: self.daemon_ready(name), timeout, f"/readyz of {name}", 0.25)
-        except LabError as exc:
-            raise LabError(
+        except HarnessError as exc:
+            raise HarnessError(
                 f"{exc}; /readyz says: {self.readyz(name)}; last lines of "
                 f"{self.nodes[name].log_file}:\n{self.log_tail(name)}"
             ) from None
@@ -1394,7 +857,7 @@ class Lab(Service):
                 config=config,
             )
             if time.monotonic() >= deadline:
-                raise LabError(
+                raise HarnessError(
                     f"CNI ADD of {namespace}/{name} on {node} failed {attempts} times; "
                     f"last: exit {rc}: {output.strip()}"
                 )
@@ -1459,7 +922,7 @@ class Lab(Service):
         with self._lock:
             self.pods = [p for p in self.pods if p.container_id != pod.container_id]
         if rc != 0:
-            raise LabError(f"CNI DEL of {pod.label} failed: {output.strip()}")
+            raise HarnessError(f"CNI DEL of {pod.label} failed: {output.strip()}")
 
     def pod_has_address(self, pod: Pod, ifname: str = "eth0") -> bool:
         """Whether the pod's netns has `ifname` with the address its ADD returned."""
@@ -1587,8 +1050,8 @@ class Lab(Service):
 
         try:
             wait_until(probe, timeout, f"routes of vrf {vrf} on every node", 0.5)
-        except LabError as exc:
-            raise LabError(f"{exc}; missing: {last}") from None
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; missing: {last}") from None
         return time.monotonic() - began
 
     def wait_sessions(
@@ -1633,8 +1096,8 @@ class Lab(Service):
 
         try:
             wait_until(at_rest, timeout, "every node at rest", 0.5)
-        except LabError as exc:
-            raise LabError(f"{exc}; last seen: {state}") from None
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; last seen: {state}") from None
 
     # -- summary ---------------------------------------------------------------------------
 
@@ -1677,7 +1140,7 @@ class Lab(Service):
             return self.summarizer()
         out: list[str] = []
         pods = self.system_pods()
-        with contextlib.suppress(LabError):
+        with contextlib.suppress(HarnessError):
             self.wait_converged(timeout=60)
         peers = [*self.nodes, *([RR_NAME] if self.rr else [])]
         with ThreadPoolExecutor(4) as pool:
@@ -1721,7 +1184,7 @@ class Lab(Service):
     def _quiet_ready(self, name: str) -> bool:
         try:
             return self.daemon_ready(name)
-        except LabError:
+        except HarnessError:
             return False
 
     # -- scenarios -------------------------------------------------------------------------
@@ -1771,967 +1234,3 @@ class Lab(Service):
             )
 
         wait_until(known, timeout, f"{domains} VRFDomains, {bound} bindings on every node", 0.2)
-
-    def _scenario_pods(self, namespace: str, prefix: str) -> list[Pod]:
-        existing = self.pods_in(namespace)
-        if existing:
-            return existing
-        specs = [(n, namespace, f"{prefix}-n{self.nodes[n].index}") for n in self.nodes]
-        self.add_pods(specs)
-        return self.pods_in(namespace)
-
-    def scenario_tenant(self) -> ScenarioResult:
-        """VRFDomain vrf-200 bound to test02: tenant pods reach each other, not the system VRF."""
-        self.apply_object(self.domain_object("vrf-200", 200, 10200, "10.1.0.0", 60200, "l3vni"))
-        self.apply_object(self.binding_object("test02-vrf-200", "test02", "vrf-200"))
-        self.wait_cluster_view()
-        pods = self._scenario_pods("test02", "tenant")
-        in_prefix = all(p.address.startswith("10.1.") for p in pods)
-        inside, seconds = self.wait_matrix(pods)
-        system = self.system_pods()
-        leaks = {**self.ping_pairs(pods, system), **self.ping_pairs(system, pods)}
-        isolated = not any(leaks.values())
-        green = bool(inside) and all(inside.values())
-        lines = [
-            "VRFDomain vrf-200 (table 10200, 10.1.0.0/16, /26 blocks, l3vni 60200) "
-            "bound to namespace test02",
-            "pods: "
-            + ", ".join(f"{p.name}@{p.node}={p.address}" for p in pods)
-            + ("" if in_prefix else "  (NOT in 10.1.0.0/16)"),
-            f"tenant <-> tenant: {sum(inside.values())}/{len(inside)} replied"
-            + (f" (all green {seconds:.1f} s after the pods were added)" if green else ""),
-            self.render_matrix(pods, inside),
-            f"tenant <-> system VRF: {sum(leaks.values())}/{len(leaks)} replied "
-            f"({'isolated' if isolated else 'NOT isolated'})",
-        ]
-        return ScenarioResult(
-            name="tenant",
-            ok=in_prefix and green and isolated,
-            lines=tuple(lines),
-            pods=tuple(pods),
-            matrix=inside,
-            extra={"in_prefix": in_prefix, "leaks": leaks, "seconds": seconds},
-        )
-
-    def scenario_l2vni(self) -> ScenarioResult:
-        """VRFDomain vrf-300 with an l2vni bound to test03: one subnet across the nodes."""
-        self.apply_object(self.domain_object("vrf-300", 300, 10300, "10.30.0.0", 60300, "l2vni"))
-        self.apply_object(self.binding_object("test03-vrf-300", "test03", "vrf-300"))
-        self.wait_cluster_view()
-        pods = self._scenario_pods("test03", "l2")
-        nets = {ipaddress.ip_interface(f"{p.address}/{p.prefixlen}").network for p in pods}
-        one_subnet = len(nets) == 1 and all(p.prefixlen == 16 for p in pods)
-        matrix, seconds = self.wait_matrix(pods)
-        green = bool(matrix) and all(matrix.values())
-        lines = [
-            "VRFDomain vrf-300 (table 10300, 10.30.0.0/16, l2vni 60300) bound to namespace test03",
-            "pods: " + ", ".join(f"{p.name}@{p.node}={p.address}/{p.prefixlen}" for p in pods),
-            "one stretched subnet: "
-            + ("yes" if one_subnet else "NO: " + ", ".join(sorted(map(str, nets)))),
-            f"ping: {sum(matrix.values())}/{len(matrix)} replied"
-            + (f" (all green {seconds:.1f} s after the pods were added)" if green else ""),
-            self.render_matrix(pods, matrix),
-        ]
-        return ScenarioResult(
-            name="l2vni",
-            ok=one_subnet and green,
-            lines=tuple(lines),
-            pods=tuple(pods),
-            matrix=matrix,
-            extra={"subnets": sorted(map(str, nets)), "seconds": seconds},
-        )
-
-    def scenario_frr_restart(self) -> ScenarioResult:
-        """FRR on the first node restarts (zebra first) while pods ping within and across."""
-        node = next(iter(self.nodes))
-        return self._restart_under_ping(
-            "frr-restart",
-            f"FRR on {node} stopped (zebra first) and started",
-            lambda: self.restart_frr(node),
-        )
-
-    def scenario_rr_restart(self) -> ScenarioResult:
-        """The route reflector's FRR restarts while pods ping within and across nodes."""
-        rr = self.rr
-        if rr is None or not rr.running():
-            raise LabError("scenario rr-restart needs the route reflector: run scenario rr first")
-
-        def restart() -> None:
-            rr.stop()
-            rr.start()
-
-        return self._restart_under_ping(
-            "rr-restart", f"route reflector {RR_NAME} stopped and started", restart
-        )
-
-    def _restart_under_ping(
-        self, name: str, what: str, restart: Callable[[], None]
-    ) -> ScenarioResult:
-        """Pings on the first node and from another node to it while ``restart`` runs."""
-        node = next(iter(self.nodes))
-        pods = self.system_pods()
-        here = [p for p in pods if p.node == node][:2]
-        there = next(p for p in pods if p.node != node)
-        held_before = self.metric(there.node, "pyroute2_cni_evpn_released_total")
-        with (
-            ContinuousPing(here[0], here[1].address) as local,
-            ContinuousPing(there, here[0].address) as cross,
-        ):
-            local.wait_replies(5, timeout=30)
-            cross.wait_replies(5, timeout=30)
-            began = time.monotonic()
-            restart()
-            self.wait_sessions()
-            self.wait_converged()
-            back = time.monotonic() - began
-            cross.wait_replies(10, timeout=90)
-            local.wait_replies(10, timeout=30)
-            local_lost, cross_lost = local.lost(), cross.lost()
-        held = self.metric(there.node, "pyroute2_cni_evpn_released_total") - held_before
-        lines = [
-            f"{what}; sessions and routes back in {back:.1f} s",
-            f"echoes lost (one every 0.2 s): {here[0].name} -> {here[1].name}: "
-            f"{len(local_lost)}, {there.name} -> {here[0].name}: {len(cross_lost)}",
-            f"entries {there.node} held meanwhile: {held:.0f}",
-        ]
-        return ScenarioResult(
-            name=name,
-            ok=len(local_lost) <= 1 and len(cross_lost) <= 1,
-            lines=tuple(lines),
-            pods=tuple(pods),
-            matrix={},
-            extra={"local_lost": local_lost, "cross_lost": cross_lost, "held": held},
-        )
-
-    def start_route_reflector(self) -> FrrInstance:
-        """A 4th FRR, not a Kubernetes node: an EVPN route reflector at 192.168.124.254."""
-        if self.rr is not None and self.rr.running():
-            return self.rr
-        if not netns_exists(RR_NAME):
-            self._add_underlay_host(RR_NAME, RR_ADDRESS, "ul-rr")
-        self.rr = FrrInstance(RR_NAME)
-        self.rr.start(RR_CONFIG)
-        return self.rr
-
-    def node_config(self, name: str, reflectors: Sequence[str]) -> dict[str, Any]:
-        node = self.nodes[name]
-        return {
-            "apiVersion": f"{CNI_GROUP}/{CNI_VERSION}",
-            "kind": "VRFNodeConfig",
-            "metadata": {"name": f"{name}-vrnc"},
-            "spec": {
-                "nodeRef": {"name": name},
-                "routerId": node.address,
-                "routeReflectors": list(reflectors),
-                "interfaces": [{"name": UPLINK, "local": node.address}],
-            },
-        }
-
-    def sessions(self) -> dict[str, dict[str, str]]:
-        return {n: node.frr.bgp_sessions() for n, node in self.nodes.items()}
-
-    def scenario_rr(self) -> ScenarioResult:
-        """Route-reflector mode through VRFNodeConfig: every node peers only with the RR."""
-        began = time.monotonic()
-        rr = self.start_route_reflector()
-        for name in self.nodes:
-            self.apply_object(self.node_config(name, [RR_ADDRESS]))
-        want = {n: {RR_ADDRESS: "Established"} for n in self.nodes}
-        try:
-            wait_until(lambda: self.sessions() == want, CONVERGE_TIMEOUT, "RR-only peering", 0.5)
-            peering = True
-        except LabError:
-            peering = False
-        with contextlib.suppress(LabError):
-            self.wait_converged()
-        pods = self.system_pods()
-        matrix, _ = self.wait_matrix(pods, timeout=60)
-        seconds = time.monotonic() - began
-        green = bool(matrix) and all(matrix.values())
-        sessions = self.sessions()
-        lines = [
-            f"route reflector {RR_NAME} at {RR_ADDRESS} (FRR only, not a node); VRFNodeConfig "
-            f"routeReflectors=[{RR_ADDRESS}] for {', '.join(self.nodes)}",
-            "node sessions: "
-            + "; ".join(
-                f"{n}: " + ", ".join(f"{a} {s}" for a, s in peers.items())
-                for n, peers in sessions.items()
-            )
-            + ("" if peering else "  (NOT only the RR)"),
-            "RR sessions: " + ", ".join(f"{a} {s}" for a, s in rr.bgp_sessions().items()),
-            f"ping (system VRF): {sum(matrix.values())}/{len(matrix)} replied"
-            + (f" ({seconds:.1f} s after the VRFNodeConfigs)" if green else ""),
-            self.render_matrix(pods, matrix),
-        ]
-        return ScenarioResult(
-            name="rr",
-            ok=peering and green,
-            lines=tuple(lines),
-            pods=tuple(pods),
-            matrix=matrix,
-            extra={"sessions": sessions, "seconds": seconds},
-        )
-
-    def revert_rr(self) -> None:
-        """Back to the full mesh: VRFNodeConfigs deleted, RR stopped."""
-        for name in self.nodes:
-            self.delete_object("vrfnodeconfigs", f"{name}-vrnc")
-        mesh = {n.address for n in self.nodes.values()}
-        want = {
-            n: dict.fromkeys(sorted(mesh - {node.address}), "Established")
-            for n, node in self.nodes.items()
-        }
-        wait_until(lambda: self.sessions() == want, CONVERGE_TIMEOUT, "the full mesh back", 0.5)
-        if self.rr is not None:
-            self.rr.remove()
-            self.rr = None
-        remove_netns(RR_NAME)
-        self.scenarios.pop("rr", None)
-
-    def scenario(self, name: str) -> list[ScenarioResult]:
-        """Run one scenario (or all); each result is also kept for the summary."""
-        runners: dict[str, Callable[[], ScenarioResult]] = {
-            "tenant": self.scenario_tenant,
-            "l2vni": self.scenario_l2vni,
-            "rr": self.scenario_rr,
-            "frr-restart": self.scenario_frr_restart,
-            "rr-restart": self.scenario_rr_restart,
-        }
-        if name == "all":
-            return [r for each in runners for r in self.scenario(each)]
-        if name not in runners:
-            raise LabError(f"unknown scenario {name!r}: one of {', '.join(runners)}, all")
-        began = time.monotonic()
-        self.progress(f"scenario {name}")
-        result = runners[name]()
-        result = dataclasses.replace(result, seconds=time.monotonic() - began)
-        self.scenarios[name] = result.text()
-        self.progress(
-            f"scenario {name}: {'PASS' if result.ok else 'FAIL'} in {result.seconds:.1f} s"
-        )
-        return [result]
-
-
-class ContinuousPing(Service):
-    """``ping -i INTERVAL`` from a pod until stopped, counting replies that went missing.
-
-    A reply is missing when its sequence number is absent below the last one that came
-    back, so the packet in flight when the ping stops does not count as lost.
-    """
-
-    SEQ = re.compile(r"icmp_seq=(\d+)")
-
-    def __init__(self, src: Pod, address: str, interval: float = 0.2) -> None:
-        self.src = src
-        self.address = address
-        self.interval = interval
-        self._seqs: set[int] = set()
-        self._cond = threading.Condition()
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-        self.started = 0.0  # wall clock of the first echo request
-
-    def start(self) -> None:
-        self.started = time.time()
-        argv = [PING, "-n", "-i", f"{self.interval:g}", "-W", "1", self.address]
-        self._proc = subprocess.Popen(
-            in_netns(self.src.netns, argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name="ping-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            m = self.SEQ.search(line)
-            if m and "bytes from" in line:
-                with self._cond:
-                    self._seqs.add(int(m.group(1)))
-                    self._cond.notify_all()
-
-    def replies(self) -> int:
-        with self._cond:
-            return len(self._seqs)
-
-    def wait_replies(self, count: int, timeout: float) -> None:
-        """Until ``count`` more replies than now came back (LabError after ``timeout``)."""
-        with self._cond:
-            target = len(self._seqs) + count
-            if not self._cond.wait_for(lambda: len(self._seqs) >= target, timeout):
-                raise LabError(
-                    f"ping {self.src.label} -> {self.address}: fewer than {count} replies "
-                    f"in {timeout:.0f} s"
-                )
-
-    def latest(self) -> int:
-        """The highest sequence number answered so far (0 before the first reply)."""
-        with self._cond:
-            return max(self._seqs, default=0)
-
-    def lost(self) -> list[int]:
-        """Sequence numbers missing below the last reply."""
-        with self._cond:
-            if not self._seqs:
-                return []
-            return sorted(set(range(1, max(self._seqs) + 1)) - self._seqs)
-
-    def when(self, seq: int) -> str:
-        """The wall-clock time echo ``seq`` was sent (to read next to the daemons' logs)."""
-        sent = self.started + (seq - 1) * self.interval
-        return time.strftime("%H:%M:%S", time.localtime(sent)) + f".{int(sent * 10) % 10}"
-
-    def stop(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self._proc = None
-
-
-# -- the guest side: serve the lab and the command channel -----------------------------------
-
-
-class Channel:
-    """Requests and replies as files in the state directory (host fs, seen by both sides)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.requests = state_dir / "agent" / "requests"
-        self.replies = state_dir / "agent" / "replies"
-        self.status_file = state_dir / "status.json"
-        self.summary_file = state_dir / "summary.txt"
-
-    def status(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.status_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def set_status(self, phase: str, **extra: Any) -> None:
-        _write_atomic(self.status_file, json.dumps({"phase": phase, "time": time.time(), **extra}))
-
-    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Host side: drop a request, wait (bounded) for the reply."""
-        rid = uuid.uuid4().hex
-        _write_atomic(self.requests / f"{rid}.json", json.dumps({**payload, "timeout": timeout}))
-        reply = self.replies / f"{rid}.json"
-
-        def answered() -> dict[str, Any] | None:
-            if not reply.exists():
-                return None
-            try:
-                data = json.loads(reply.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-            return data if isinstance(data, dict) else None
-
-        try:
-            return wait_until(
-                answered, timeout + 30, f"the lab agent to answer ({self.state_dir})", 0.1
-            )
-        finally:
-            (self.requests / f"{rid}.json").unlink(missing_ok=True)
-            reply.unlink(missing_ok=True)
-
-
-def _guest_exec(lab: Lab, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one host request inside the guest; returns rc/stdout/stderr."""
-    op = request.get("op")
-    timeout = float(request.get("timeout", 120))
-    if op in ("kubectl", "exec"):
-        if op == "kubectl":
-            argv = ["kubectl", "--kubeconfig", str(lab.kubeconfig), *request["args"]]
-        else:
-            netns, *cmd = request["args"]
-            argv = in_netns(None if netns in ("-", "guest") else str(netns), cmd)
-        # The host's working directory (the guest sees the host fs), for relative paths.
-        cwd = str(request.get("cwd") or REPO)
-        stdin = request.get("stdin")
-        try:
-            proc = run(
-                argv,
-                check=False,
-                timeout=timeout,
-                cwd=cwd if os.path.isdir(cwd) else REPO,
-                input=str(stdin) if stdin is not None else None,
-            )
-        except LabError as exc:
-            return {"rc": 124, "stdout": "", "stderr": str(exc) + "\n"}
-        except OSError as exc:
-            return {"rc": 127, "stdout": "", "stderr": f"{argv[0]}: {exc}\n"}
-        return {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
-    if op == "scenario":
-        if lab.options.real_nodes:
-            return {
-                "rc": 2,
-                "stdout": "",
-                "stderr": "scenarios run on the process-mode lab: `scripts/lab up` without "
-                "--kubelets\n",
-            }
-        results = lab.scenario(str(request["args"][0]))
-        text = "\n\n".join(f"scenario {r.name}:\n{r.text()}" for r in results)
-        ok = all(r.ok for r in results)
-        return {"rc": 0 if ok else 1, "stdout": text + "\n", "stderr": ""}
-    if op == "summary":
-        text, green = lab.summary()
-        return {"rc": 0 if green else 1, "stdout": text + "\n", "stderr": ""}
-    return {"rc": 2, "stdout": "", "stderr": f"unknown request {op!r}\n"}
-
-
-def serve(
-    state_dir: Path,
-    nodes: int,
-    pods: int,
-    lifetime: float,
-    scenarios: Sequence[str],
-    daemons: bool = True,
-    kubelets: bool = False,
-) -> int:
-    """The guest's main: start the lab, publish the summary, answer requests until down.
-    With `kubelets`, the nodes are real nodes and the product is installed on them
-    (tests/harness/kube_lab.py)."""
-    channel = Channel(state_dir)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for d in (channel.requests, channel.replies):
-        d.mkdir(parents=True, exist_ok=True)
-    lab = Lab(LabOptions(state_dir=state_dir, nodes=nodes, pods_per_node=pods, real_nodes=kubelets))
-    channel.set_status("starting", pid=os.getpid())
-    rc = 0
-    failure = ""
-    kube: Any = None
-    try:
-        try:
-            if kubelets:
-                from tests.harness.kube_lab import KubeLab  # it imports this module
-
-                lab.start(daemons=False, pods=False)
-                kube = KubeLab(lab, pods)
-                lab.summarizer = kube.summary
-                kube.start()
-            else:
-                lab.start(daemons=daemons)
-            for name in scenarios:
-                lab.scenario(name)
-            text, green = lab.summary()
-            lab._mark("summary")
-            timings = ", ".join(f"{k} {v:.1f}s" for k, v in lab.timings.items())
-            text += f"\nlab up in {lab.timings['summary']:.1f} s (inside the lab: {timings})"
-            _write_atomic(channel.summary_file, text + "\n")
-            print(text, flush=True)
-            channel.set_status("ready", green=green, timings=lab.timings, pid=os.getpid())
-        except Exception as exc:
-            import traceback
-
-            if not isinstance(exc, PrerequisiteError):  # one line says it all
-                traceback.print_exc()
-            print(
-                f"lab: FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                flush=True,
-            )
-            failure = f"{type(exc).__name__}: {exc}"
-            channel.set_status("failed", message=failure, pid=os.getpid())
-            rc = 1
-            return rc
-        deadline = time.monotonic() + lifetime
-        workers: list[threading.Thread] = []
-        while not stop.is_set() and time.monotonic() < deadline:
-            for entry in sorted(channel.requests.glob("*.json")):
-                try:
-                    request = json.loads(entry.read_text())
-                except (OSError, json.JSONDecodeError):
-                    continue  # being written; seen again next round
-                entry.unlink(missing_ok=True)
-                if request.get("op") == "down":
-                    _write_atomic(
-                        channel.replies / entry.name,
-                        json.dumps({"rc": 0, "stdout": "", "stderr": ""}),
-                    )
-                    stop.set()
-                    break
-                worker = threading.Thread(
-                    target=_answer, args=(lab, channel, entry.name, request), daemon=True
-                )
-                worker.start()
-                workers.append(worker)
-            workers = [w for w in workers if w.is_alive()]
-            stop.wait(0.2)
-        if not stop.is_set():
-            print(f"lab: lifetime of {lifetime:.0f} s reached; stopping", flush=True)
-        return rc
-    finally:
-        channel.set_status("stopping", pid=os.getpid(), message=failure)
-        try:
-            if kube is not None:
-                kube.stop()
-            lab.stop()
-        finally:
-            channel.set_status("stopped", rc=rc, message=failure)
-
-
-def _answer(lab: Lab, channel: Channel, name: str, request: dict[str, Any]) -> None:
-    try:
-        reply = _guest_exec(lab, request)
-    except Exception as exc:  # the host gets it as a failed command
-        reply = {"rc": 1, "stdout": "", "stderr": f"{type(exc).__name__}: {exc}\n"}
-    _write_atomic(channel.replies / name, json.dumps(reply))
-
-
-# -- the host side -----------------------------------------------------------------------------
-
-
-def _state_dir() -> Path:
-    return Path(os.environ.get("LAB_STATE_DIR", str(DEFAULT_STATE_DIR))).resolve()
-
-
-def _launcher_pid(state_dir: Path) -> int | None:
-    """The pid of uml-run (or of the direct `serve`) if it is still ours and alive."""
-    try:
-        pid = int((state_dir / "launcher.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if str(state_dir).encode() not in cmdline or not _alive(pid):
-        return None
-    return pid
-
-
-# The guest mounts tmpfs on these (scripts/uml-run's GUEST_TMPFS; a unit test keeps the two
-# equal); the host files below them are hidden from it, so uml-run refuses a work dir there.
-GUEST_TMPFS = ("/run", "/tmp", "/etc/frr", "/var/log", "/var/tmp", "/dev/shm")
-
-
-def _uml_workdir(state_dir: Path) -> Path:
-    """uml-run's work dir for the lab: ``<state>/uml``; when the checkout is below a guest
-    tmpfs (a clone in /tmp), one keyed by the state dir in the user's cache instead."""
-    text = str(state_dir)
-    if not any(text == t or text.startswith(t + "/") for t in GUEST_TMPFS):
-        return state_dir / "uml"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return base / "pyroute2-cni" / "uml" / f"lab-{key}"
-
-
-def _uml_pids(state_dir: Path) -> list[int]:
-    """linux.uml processes whose uml_dir is our work dir (other users' guests are not ours)."""
-    marker = f"uml_dir={_uml_workdir(state_dir)}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-    return pids
-
-
-def _vrf_kernel() -> bool:
-    if os.environ.get("PYROUTE2_CNI_FORCE_UML") == "1":
-        return False
-    return run([str(REPO / "scripts" / "kernel-has-vrf")], check=False).returncode == 0
-
-
-# What `up` creates in the state directory besides the logs (console.log, logs/,
-# uml/console.log); other users of lab-state/ (the e2e tier, the benchmark) keep theirs.
-UP_STATE_FILES = ("agent", "status.json", "summary.txt", "launcher.pid", "kubeconfig")
-
-
-def _clean_state(state_dir: Path) -> None:
-    """Remove what `up` left in the state directory, except the logs."""
-    if not state_dir.is_dir():
-        return
-    for name in UP_STATE_FILES:
-        _remove(state_dir / name)
-    uml = _uml_workdir(state_dir)
-    if uml.is_dir():
-        for sub in uml.iterdir():
-            if sub.name != "console.log":
-                _remove(sub)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    state_dir = _state_dir()
-    channel = Channel(state_dir)
-    if _launcher_pid(state_dir) is not None:
-        print(
-            f"lab: already running (state in {state_dir}); `scripts/lab down` first",
-            file=sys.stderr,
-        )
-        return 1
-    if args.kubelets and (args.scenario or args.no_daemons):
-        print(
-            "lab: --kubelets runs the product as installed; --scenario and --no-daemons are "
-            "for the process-mode lab",
-            file=sys.stderr,
-        )
-        return 2
-    problem = missing_prerequisites(daemons=not args.no_daemons)
-    if problem:
-        print(f"lab: {problem}", file=sys.stderr)
-        return 2
-    _clean_state(state_dir)
-    shutil.rmtree(state_dir / "logs", ignore_errors=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for d in (channel.requests, channel.replies):
-        d.mkdir(parents=True, exist_ok=True)
-    lifetime = float(os.environ.get("LAB_LIFETIME", DEFAULT_LIFETIME))
-    serve_argv = [
-        str(PYTHON),
-        "-m",
-        "tests.harness.lab",
-        "serve",
-        "--state-dir",
-        str(state_dir),
-        "--nodes",
-        str(args.nodes),
-        "--pods",
-        str(args.pods),
-        "--lifetime",
-        str(lifetime),
-        *(f"--scenario={s}" for s in args.scenario),
-        *(["--no-daemons"] if args.no_daemons else []),
-        *(["--kubelets"] if args.kubelets else []),
-    ]
-    uml = not _vrf_kernel()
-    if uml:
-        argv = [
-            str(REPO / "scripts" / "uml-run"),
-            "--mem",
-            os.environ.get("LAB_UML_MEM", KUBELETS_UML_MEM if args.kubelets else UML_MEM),
-            "--timeout",
-            str(int(lifetime + 900)),
-            "--workdir",
-            str(_uml_workdir(state_dir)),
-            "--",
-            *serve_argv,
-        ]
-        where = "a User-Mode Linux guest (the host kernel lacks VRF)"
-    else:
-        argv = serve_argv
-        where = "this kernel"
-    began = time.monotonic()
-    console = state_dir / "console.log"
-    with console.open("wb") as out:
-        launcher = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (state_dir / "launcher.pid").write_text(f"{launcher.pid}\n")
-    print(
-        f"lab: starting {args.nodes} nodes x {args.pods} pods in {where}; console: {console}",
-        flush=True,
-    )
-    offset = 0
-    deadline = began + UP_TIMEOUT
-    phase = ""
-    try:
-        while True:
-            offset = _follow(console, offset)
-            phase = str(channel.status().get("phase", ""))
-            if phase in ("ready", "failed", "stopping", "stopped") or launcher.poll() is not None:
-                break
-            if time.monotonic() > deadline:
-                print(f"lab: not up after {UP_TIMEOUT:.0f} s; see {console}; cleaning up")
-                _down(state_dir, quiet=True)
-                return 1
-            time.sleep(0.3)
-    except KeyboardInterrupt:
-        print("lab: interrupted; stopping the lab", flush=True)
-        _down(state_dir, quiet=True)
-        return 130
-    _follow(console, offset)
-    if phase != "ready":
-        status = channel.status()
-        print(f"lab: failed to start: {status.get('message') or 'the lab process exited'}")
-        print(f"lab: console: {console}; logs: {state_dir / 'logs'}/; cleaning up", flush=True)
-        _down(state_dir, quiet=True)
-        return 1
-    wall = time.monotonic() - began
-    green = bool(channel.status().get("green"))
-    with contextlib.suppress(OSError):
-        print()
-        print(channel.summary_file.read_text(), flush=True)
-    print(
-        f"lab: up in {wall:.1f} s (host wall clock); "
-        f"ping matrix {'all green' if green else 'NOT all green'}"
-    )
-    print(
-        "lab: scripts/lab kubectl ... | exec NETNS CMD ... "
-        "| scenario tenant|l2vni|rr|frr-restart|rr-restart | down"
-    )
-    launcher.returncode = 0  # detached on purpose: it keeps the guest running
-    return 0 if green else 1
-
-
-def _follow(path: Path, offset: int) -> int:
-    """Print the lab's progress lines from the console log after ``offset``."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return offset
-    end = data.rfind(b"\n") + 1
-    for raw in data[:end].splitlines():
-        line = raw.decode(errors="replace").rstrip("\r")
-        if line.startswith(("lab:", "uml-run:")):
-            print(line, flush=True)
-    return offset + end
-
-
-def _down(state_dir: Path, quiet: bool = False) -> int:
-    channel = Channel(state_dir)
-    pid = _launcher_pid(state_dir)
-    say: Callable[[str], None] = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
-    problems: list[str] = []
-    if pid is not None:
-        if channel.status().get("phase") in ("ready", "starting"):
-            with contextlib.suppress(LabError):
-                channel.request({"op": "down"}, timeout=20)
-        say("lab: asked the lab to stop; waiting")
-        try:
-            wait_until(lambda: not _alive(pid), DOWN_TIMEOUT, "the lab to stop", 0.3)
-        except LabError:
-            say("lab: the lab did not stop in time; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            with contextlib.suppress(LabError):
-                wait_until(lambda: not _alive(pid), 20, "the launcher to exit", 0.2)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    # A guest that outlived its launcher (uml-run SIGKILLed): kill its process groups.
-    for upid in _uml_pids(state_dir):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(os.getpgid(upid), signal.SIGKILL)
-    with contextlib.suppress(LabError):
-        wait_until(lambda: not _uml_pids(state_dir), 20, "the UML processes to exit", 0.2)
-    if _uml_pids(state_dir):
-        problems.append(f"UML processes left: {_uml_pids(state_dir)}")
-    if _vrf_kernel():
-        # Direct mode: the lab ran in this kernel; remove whatever a killed lab left.
-        Lab(LabOptions(state_dir=state_dir))._cleanup_kernel()
-        left = (
-            [n for n in os.listdir(NETNS_DIR) if n.startswith(("lab-", "pod-lab-"))]
-            if NETNS_DIR.is_dir()
-            else []
-        )
-        if left:
-            problems.append(f"namespaces left: {left}")
-    _clean_state(state_dir)
-    if problems:
-        print("lab: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    say(f"lab: down; logs kept in {state_dir}/console.log and {state_dir}/logs/")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    return _down(_state_dir())
-
-
-def _relay(payload: dict[str, Any], timeout: float) -> int:
-    state_dir = _state_dir()
-    channel = Channel(state_dir)
-    if _launcher_pid(state_dir) is None or channel.status().get("phase") != "ready":
-        print(f"lab: not running (state in {state_dir}); `scripts/lab up` first", file=sys.stderr)
-        return 1
-    payload = {**payload, "cwd": os.getcwd()}
-    if "-" in payload.get("args", ()) and not sys.stdin.isatty():
-        payload["stdin"] = sys.stdin.read()  # kubectl apply -f - < file.yaml
-    try:
-        reply = channel.request(payload, timeout)
-    except LabError as exc:
-        print(f"lab: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(str(reply.get("stdout", "")))
-    sys.stderr.write(str(reply.get("stderr", "")))
-    return int(reply.get("rc", 1))
-
-
-def cmd_kubectl(args: argparse.Namespace) -> int:
-    # `scripts/lab kubectl -- -n NS ...`: kubectl options first need the `--`, which is
-    # ours, not kubectl's.
-    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
-    return _relay({"op": "kubectl", "args": rest}, args.timeout)
-
-
-def cmd_exec(args: argparse.Namespace) -> int:
-    return _relay({"op": "exec", "args": [args.netns, *args.args]}, args.timeout)
-
-
-def cmd_scenario(args: argparse.Namespace) -> int:
-    rc = 0
-    for name in args.names:
-        rc = max(rc, _relay({"op": "scenario", "args": [name]}, args.timeout))
-    return rc
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    return _relay({"op": "summary"}, args.timeout)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    state_dir = _state_dir()
-    status = Channel(state_dir).status()
-    pid = _launcher_pid(state_dir)
-    print(json.dumps({"state_dir": str(state_dir), "launcher": pid, **status}, indent=2))
-    return 0 if pid is not None and status.get("phase") == "ready" else 1
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    state_dir = _state_dir()
-    path = (
-        state_dir / "logs" / f"{args.node}-daemon.log" if args.node else state_dir / "console.log"
-    )
-    try:
-        sys.stdout.write(path.read_text(errors="replace"))
-    except OSError as exc:
-        print(f"lab: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_run_e2e(args: argparse.Namespace) -> int:
-    argv = [
-        str(REPO / "scripts" / "run-in-vrf-kernel"),
-        "--",
-        str(REPO / "scripts" / "pytest-tier"),
-        "e2e",
-        *args.args,
-    ]
-    return subprocess.run(argv, cwd=REPO, check=False).returncode
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    return serve(
-        Path(args.state_dir).resolve(),
-        args.nodes,
-        args.pods,
-        args.lifetime,
-        args.scenario,
-        daemons=not args.no_daemons,
-        kubelets=args.kubelets,
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/lab",
-        description="A multi-node pyroute2-cni cluster on one machine (see tests/harness/lab.py).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    nodes = int(os.environ.get("LAB_NODES", "3"))
-    pods = int(os.environ.get("LAB_PODS", "2"))
-
-    up = sub.add_parser("up", help="start the lab in the background and print its summary")
-    up.add_argument("--nodes", type=int, default=nodes, help="nodes (LAB_NODES, default 3)")
-    up.add_argument("--pods", type=int, default=pods, help="pods per node (LAB_PODS, default 2)")
-    up.add_argument(
-        "--scenario",
-        action="append",
-        default=[],
-        choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"],
-        help="also run these scenarios",
-    )
-    up.add_argument(
-        "--no-daemons",
-        action="store_true",
-        help="infrastructure only: API server, namespaces, FRR (to debug the lab itself)",
-    )
-    up.add_argument(
-        "--kubelets",
-        action="store_true",
-        default=os.environ.get("LAB_KUBELETS", "") == "1",
-        help="real nodes: a kubelet and containerd per node, the product installed as the "
-        "README says, a Deployment's pods (LAB_KUBELETS=1; needs make kube-node images)",
-    )
-    up.set_defaults(func=cmd_up)
-
-    sub.add_parser("down", help="stop the lab and clean up").set_defaults(func=cmd_down)
-
-    for name, func, helptext in (
-        ("kubectl", cmd_kubectl, "kubectl against the lab's API server"),
-        ("exec", cmd_exec, "run a command in a lab namespace (e.g. lab-n1; '-' = guest root)"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
-        if name == "exec":
-            p.add_argument("netns")
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=func)
-
-    sc = sub.add_parser(
-        "scenario",
-        help="run scenarios in the running lab: tenant l2vni rr frr-restart rr-restart all",
-    )
-    sc.add_argument("--timeout", type=float, default=600.0)
-    sc.add_argument(
-        "names", nargs="+", choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"]
-    )
-    sc.set_defaults(func=cmd_scenario)
-
-    sm = sub.add_parser("summary", help="print the summary again (fresh ping matrix)")
-    sm.add_argument("--timeout", type=float, default=300.0)
-    sm.set_defaults(func=cmd_summary)
-
-    sub.add_parser("status", help="the lab's phase as JSON").set_defaults(func=cmd_status)
-
-    lg = sub.add_parser("logs", help="the console log, or a node's daemon log")
-    lg.add_argument("node", nargs="?")
-    lg.set_defaults(func=cmd_logs)
-
-    e2e = sub.add_parser("run-e2e", help="the e2e tier (its own lab, inside the VRF kernel)")
-    e2e.add_argument("args", nargs=argparse.REMAINDER)
-    e2e.set_defaults(func=cmd_run_e2e)
-
-    sv = sub.add_parser("serve", help="(internal) run the lab in this kernel; what up starts")
-    sv.add_argument("--state-dir", required=True)
-    sv.add_argument("--nodes", type=int, default=nodes)
-    sv.add_argument("--pods", type=int, default=pods)
-    sv.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME)
-    sv.add_argument("--scenario", action="append", default=[])
-    sv.add_argument("--no-daemons", action="store_true")
-    sv.add_argument("--kubelets", action="store_true")
-    sv.set_defaults(func=cmd_serve)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rc: int = args.func(args)
-    return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

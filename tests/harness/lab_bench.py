@@ -37,17 +37,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.harness.lab import (
-    FRR_BIN,
-    IP,
-    REPO,
-    VTYSH,
-    Lab,
-    LabError,
-    LabOptions,
-    run,
-    wait_until,
-)
+from tests.harness.frr_instance import FRR_BIN, VTYSH
+from tests.harness.lab import REPO, Lab, LabOptions
+from tests.harness.procs import IP, HarnessError, run, wait_until
 
 STATE_DIR = REPO / "lab-state" / "bench"
 PHASES = ("vrf", "pods", "routes", "ping")
@@ -135,7 +127,7 @@ def one_round(lab: Lab, index: int) -> RoundResult:
         marks["routes"] = time.monotonic() - began
         matrix, _ = lab.wait_matrix(pods, timeout=ROUND_TIMEOUT)
         if not all(matrix.values()):
-            raise LabError(f"{name}: pods do not reach each other: {matrix}")
+            raise HarnessError(f"{name}: pods do not reach each other: {matrix}")
         marks["ping"] = time.monotonic() - began
         wait_until(lambda: len(vrf_seen) == len(lab.nodes), 30, f"vrf-{vrf} on every node")
     finally:
@@ -216,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.execv(str(wrapper), [str(wrapper), "--", *argv_in])
     try:
         return bench(args.nodes, args.rounds, args.json.resolve() if args.json else None)
-    except LabError as exc:
+    except HarnessError as exc:
         print(f"lab_bench: {exc}", file=sys.stderr)
         return 1
 

@@ -8,9 +8,9 @@ Registered through `pytest_plugins = ["tests.harness.netns"]` in the root confte
 
 Fixtures:
 - `netns`: a fresh named network namespace with `lo` up; yields its name; on teardown
-  kills any process still running in it (e.g. FRR daemons), deletes every link in it (so
+  stops any process still running in it (e.g. FRR daemons), deletes every link in it (so
   veth peers in other namespaces go too, even if something still pins the namespace), then
-  deletes the namespace.
+  deletes the namespace (`procs.remove_netns`, the lab's teardown too).
 - `netns_factory`: a callable that creates more such namespaces; all are removed on
   teardown, in reverse order.
 
@@ -24,20 +24,17 @@ shadow same-named tools for busybox sh.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import select
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-IP = "/usr/bin/ip"
-NETNS_RUN_DIR = "/run/netns"
+from tests.harness.procs import IP, HarnessError, remove_netns
+
 # Bounds every iproute2 call; a hung `ip` must fail the test, not the whole run.
 IP_TIMEOUT = 30.0
 
@@ -53,15 +50,9 @@ def _ip_argv(args: list[str], netns: str | None, extra: list[str] | None = None)
     return argv + args
 
 
-def ip(args: list[str], netns: str | None = None) -> str:
-    """Run `ip [-n NETNS] ARGS...`; return stdout; raise CalledProcessError with stderr."""
-    proc = subprocess.run(
-        _ip_argv(args, netns),
-        capture_output=True,
-        text=True,
-        timeout=IP_TIMEOUT,
-        check=False,
-    )
+def _run_ip(argv: list[str]) -> str:
+    """Run one iproute2 command; return stdout; raise CalledProcessError with stderr."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(
             proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr
@@ -69,28 +60,18 @@ def ip(args: list[str], netns: str | None = None) -> str:
     return proc.stdout
 
 
+def ip(args: list[str], netns: str | None = None) -> str:
+    """Run `ip [-n NETNS] ARGS...`; return stdout; raise CalledProcessError with stderr."""
+    return _run_ip(_ip_argv(args, netns))
+
+
 def ip_json(args: list[str], netns: str | None = None) -> Any:
     """Run `ip -j -d [-n NETNS] ARGS...` and return the parsed JSON.
 
     Commands that print nothing (some `show` variants on an empty set) return [].
     """
-    proc = subprocess.run(
-        _ip_argv(args, netns, ["-j", "-d"]),
-        capture_output=True,
-        text=True,
-        timeout=IP_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise subprocess.CalledProcessError(
-            proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr
-        )
-    out = proc.stdout.strip()
+    out = _run_ip(_ip_argv(args, netns, ["-j", "-d"])).strip()
     return json.loads(out) if out else []
-
-
-def _netns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
 
 
 def _new_name() -> str:
@@ -105,51 +86,9 @@ def create_netns(name: str | None = None) -> str:
     try:
         ip(["link", "set", "lo", "up"], netns=name)
     except BaseException:
-        destroy_netns(name)
+        remove_netns(name)
         raise
     return name
-
-
-def _kill_pids(name: str) -> None:
-    try:
-        out = ip(["netns", "pids", name])
-    except subprocess.CalledProcessError:
-        return
-    for word in out.split():
-        if not word.isdigit():
-            continue
-        pid = int(word)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        # Reap-free wait: a pidfd becomes readable when the process has exited.
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            select.select([fd], [], [], 5.0)
-        finally:
-            os.close(fd)
-
-
-def destroy_netns(name: str) -> None:
-    """Remove a namespace and everything in it; tolerate a namespace that is gone."""
-    if not _netns_exists(name):
-        return
-    _kill_pids(name)
-    try:
-        links = ip_json(["link", "show"], netns=name)
-    except subprocess.CalledProcessError:
-        links = []
-    for link in links:
-        if link.get("ifname") == "lo":
-            continue
-        # A link may already be gone with its veth peer or its master.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            ip(["link", "del", "dev", link["ifname"]], netns=name)
-    ip(["netns", "del", name])
 
 
 def _require_root() -> None:
@@ -172,8 +111,8 @@ def netns_factory() -> Iterator[NetnsFactory]:
     errors: list[BaseException] = []
     for name in reversed(created):
         try:
-            destroy_netns(name)
-        except (subprocess.SubprocessError, OSError) as e:
+            remove_netns(name)
+        except (HarnessError, OSError) as e:
             errors.append(e)
     if errors:
         raise errors[0]

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 CNI_BIN = "/usr/lib/cni"
@@ -53,7 +54,7 @@ def ours(pods: Sequence[str]) -> dict[str, list[float]]:
     from pyroute2_cni.actors.base import ActorHooks
     from pyroute2_cni.actors.netlink_actor import NetlinkActor
     from pyroute2_cni.messages.base import Ok
-    from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
+    from pyroute2_cni.messages.crd import AttachmentType
     from pyroute2_cni.messages.ipam import BlockInfo, NodeBlocksChanged
     from pyroute2_cni.messages.netlink import (
         BringUpVrfDomain,
@@ -66,16 +67,9 @@ def ours(pods: Sequence[str]) -> dict[str, list[float]]:
     from pyroute2_cni.netlink.backend import KernelNetlink
     from pyroute2_cni.runtime.config import NetlinkSection, Settings
     from pyroute2_cni.runtime.metrics import Metrics
+    from tests.harness.domains import SYSTEM_DOMAIN
 
-    domain = VrfDomainSpec(
-        name="bench",
-        vrf=42,
-        table=42,
-        prefix="10.42.0.0",
-        prefixlen=16,
-        ipblocklen=24,
-        attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-    )
+    domain = replace(SYSTEM_DOMAIN, name="bench", prefix="10.42.0.0", ipblocklen=24)
     actor = NetlinkActor.start(
         ActorHooks(name="netlink", generation=1, on_crash=lambda *a: None),
         node="bench",

@@ -21,7 +21,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.harness.lab import REPO, Lab, LabError, LabOptions
+from tests.harness import lab_scenarios
+from tests.harness.lab import REPO, Lab, LabOptions
+from tests.harness.procs import HarnessError
 
 # The goal of issue #15 item 6: no run over one lost echo.
 MAX_LOST = 1
@@ -50,16 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[tuple[int, int, int, float]] = []  # run, local lost, cross lost, held
     try:
         lab.start()
-        (rr,) = lab.scenario("rr")
+        (rr,) = lab_scenarios.run(lab, "rr")
         if not rr.ok:
             print(rr.text(), flush=True)
-            raise LabError("route-reflector mode did not come up; see the lines above")
+            raise HarnessError("route-reflector mode did not come up; see the lines above")
         for run in range(1, args.runs + 1):
             if time.monotonic() - began > args.budget:
                 print(f"budget of {args.budget:.0f} s spent: stopping after {run - 1} runs")
                 break
             started = time.monotonic()
-            (result,) = lab.scenario("rr-restart")
+            (result,) = lab_scenarios.run(lab, "rr-restart")
             local, cross = len(result.extra["local_lost"]), len(result.extra["cross_lost"])
             held = float(result.extra["held"])
             results.append((run, local, cross, held))

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.harness.lab import REPO, Lab, LabOptions, wait_until
+from tests.harness.lab import REPO, Lab, LabOptions
+from tests.harness.procs import wait_until
 from tests.harness.reports import STATE_TIMEOUT, all_healthy
 
 STATE_BASE = REPO / "lab-state" / "steady-writes"

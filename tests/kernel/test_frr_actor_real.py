@@ -44,7 +44,7 @@ from pyroute2_cni.messages.crd import (
 from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.domains import SYSTEM_DOMAIN
-from tests.harness.lab import VTYSH, FrrInstance, frr_in_new_netns
+from tests.harness.frr_instance import VTYSH, FrrInstance, frr_in_new_netns
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.kernel

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from pyroute2_cni.frr.model import render, render_vrf_bindings
-from tests.harness.lab import FRR_BIN, FRR_DAEMONS, IP, VTYSH, FrrInstance, frr_in_new_netns
+from tests.harness.frr_instance import FRR_BIN, FRR_DAEMONS, VTYSH, FrrInstance, frr_in_new_netns
+from tests.harness.procs import IP
 from tests.unit.test_frr_render import SCENARIOS
 
 pytestmark = pytest.mark.kernel

@@ -43,16 +43,8 @@ from pyroute2_cni.messages.crd import (
     VrfNodeConfigSpec,
 )
 from tests.harness.domains import SYSTEM_DOMAIN
-from tests.harness.lab import (
-    VTYSH,
-    FrrInstance,
-    LabError,
-    frr_in_new_netns,
-    ip,
-    ip_batch,
-    run,
-    wait_until,
-)
+from tests.harness.frr_instance import VTYSH, FrrInstance, frr_in_new_netns
+from tests.harness.procs import HarnessError, ip, ip_batch, run, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -145,7 +137,7 @@ def _wait_routes(ns: str, expected: set[str], what: str) -> None:
 
     try:
         wait_until(settled, CONVERGE, what, 1.0)
-    except LabError as exc:
+    except HarnessError as exc:
         raise AssertionError(f"{what}: {sorted(_bgp_routes(ns))} != {sorted(expected)}") from exc
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from tests.harness.lab import FRR_BIN, VTYSH, FrrInstance
+from tests.harness.frr_instance import FRR_BIN, VTYSH, FrrInstance
 from tests.harness.netns import ip_json
 
 pytestmark = pytest.mark.kernel

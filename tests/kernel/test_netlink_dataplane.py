@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -55,8 +55,10 @@ from pyroute2_cni.netlink.backend import KernelNetlink
 from pyroute2_cni.netlink.model import host_veth_name
 from pyroute2_cni.runtime.config import NetlinkSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_peers import IpamStub
-from tests.harness.netns import create_netns, destroy_netns, ip, ip_json
+from tests.harness.netns import create_netns, ip, ip_json
+from tests.harness.procs import remove_netns
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
@@ -68,15 +70,8 @@ CLUSTER_IP = "10.96.0.10"
 HOST_IP, NODE_IP = "192.168.50.1", "192.168.50.2"
 TIMEOUT = 30.0
 
-SYSTEM = VrfDomainSpec(
-    name="system",
-    vrf=42,
-    table=42,
-    prefix="10.42.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+# The system domain on 10.42.0.0/16 (vrf 42, l3vni 42).
+SYSTEM = replace(SYSTEM_DOMAIN, name="system", prefix="10.42.0.0")
 TENANT = VrfDomainSpec(
     name="tenant",
     vrf=200,
@@ -275,7 +270,7 @@ def lab() -> Iterator[Lab]:
         pods = [ns for ns in lab.pods.values() if os.path.exists(f"/run/netns/{ns}")]
         ip_batch([f"netns del {ns}" for ns in pods])
         for ns in [*lab.extra, node, host]:
-            destroy_netns(ns)
+            remove_netns(ns)
 
 
 def test_fabric_as_designed(lab: Lab) -> None:

@@ -7,24 +7,13 @@ from pathlib import Path
 import pytest
 
 from pyroute2_cni.runtime.config import ConfigError, parse_settings
+from tests.harness.domains import README_SERVER_INI
 
 pytestmark = pytest.mark.unit
 
-SEED = """\
-[default]
-vrf = 42
-prefix = 10.244.0.0
-prefixlen = 16
-ipblocklen = 26
-system_vrf_type = l3vni
-
-[logging]
-level = info
-"""
-
 
 def test_seed_configmap_parses_to_documented_defaults() -> None:
-    s = parse_settings(SEED, env={"NODE_NAME": "k8s02"})
+    s = parse_settings(README_SERVER_INI, env={"NODE_NAME": "k8s02"})
     assert (s.default.vrf, s.default.prefix, s.default.prefixlen, s.default.ipblocklen) == (
         42,
         "10.244.0.0",

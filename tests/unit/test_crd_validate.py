@@ -24,6 +24,7 @@ from pyroute2_cni.kube.crd_validate import (
     validate_domains,
 )
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, ImportPrefix, VrfDomainSpec
+from tests.harness.domains import SYSTEM_DOMAIN
 
 pytestmark = pytest.mark.unit
 
@@ -68,15 +69,7 @@ README_VRF_200 = VrfDomainSpec(
     ipblocklen=26,
     attachments=(Attachment(type=L3, vni=60200, port=4789),),
 )
-README_DEFAULT = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=L3, vni=42, port=4789),),
-)
+README_DEFAULT = SYSTEM_DOMAIN
 # The IPBlocks of the README's maintenance section: vrf 200 at 10.150.0.0/24-ish.
 README_VRF_200_BLOCKS = VrfDomainSpec(
     name="vrf-200",

@@ -47,6 +47,7 @@ from pyroute2_cni.messages.crd import (
 )
 from pyroute2_cni.messages.frr import FrrApplyReported
 from pyroute2_cni.runtime.config import DefaultSection, Settings
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_kube_watch import FakeCluster, MessageLog, recorder
 from tests.harness.waiting import wait_for
 
@@ -842,13 +843,8 @@ def test_default_domain_is_created_when_none_exists(make_rig: Any) -> None:
     )
     rig = make_rig(cluster, settings=settings)
     added = rig.wait_change(ChangeKind.ADDED, "vrf-42")
-    assert added.obj == VrfDomainSpec(
-        name="vrf-42",
-        vrf=42,
-        table=42,
-        prefix="10.244.0.0",
-        prefixlen=16,
-        ipblocklen=26,
+    assert added.obj == replace(
+        SYSTEM_DOMAIN,
         attachments=(Attachment(type=AttachmentType.L2VNI, vni=42, port=4789),),
         resource_version=added.obj.resource_version,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.lab import _uml_workdir
+from tests.harness.lab_cli import _uml_workdir
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,8 @@ def test_the_lab_knows_the_same_guest_tmpfs_mounts_as_uml_run() -> None:
     # scripts/uml-run is a script, not a module: read its tuple as Python source.
     import ast
 
-    from tests.harness.lab import GUEST_TMPFS, REPO
+    from tests.harness.lab import REPO
+    from tests.harness.lab_cli import GUEST_TMPFS
 
     tree = ast.parse((REPO / "scripts" / "uml-run").read_text())
     values = [

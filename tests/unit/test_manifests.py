@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.domains import README_SERVER_INI
+
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,18 +29,6 @@ DAEMON_IMAGE = "ghcr.io/svinota/pyroute2-cni:0.1.0"
 FRR_IMAGE = "ghcr.io/svinota/pyroute2-cni-frr:0.1.0"
 PORT = 24800
 
-# The README's ConfigMap, verbatim.
-README_SERVER_INI = """\
-[default]
-vrf = 42
-prefix = 10.244.0.0
-prefixlen = 16
-ipblocklen = 26
-system_vrf_type = l3vni
-
-[logging]
-level = info
-"""
 
 Obj = dict[str, Any]
 

@@ -70,6 +70,7 @@ from pyroute2_cni.netlink.model import (
 )
 from pyroute2_cni.runtime.config import NetlinkSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
+from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_netlink import FakeKernel, FakeNetlink
 from tests.harness.fake_peers import IpamStub
 from tests.harness.waiting import wait_for
@@ -79,15 +80,8 @@ pytestmark = pytest.mark.unit
 NODE = "node-a"
 TIMEOUT = 10.0
 
-SYSTEM = VrfDomainSpec(
-    name="system",
-    vrf=42,
-    table=42,
-    prefix="10.42.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+# The system domain on 10.42.0.0/16 (vrf 42, l3vni 42).
+SYSTEM = replace(SYSTEM_DOMAIN, name="system", prefix="10.42.0.0")
 TENANT = VrfDomainSpec(
     name="tenant",
     vrf=200,

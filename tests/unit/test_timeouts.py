@@ -22,7 +22,7 @@ from pyroute2_cni.cni.spec import CniError, parse_request
 from pyroute2_cni.frr.control import FrrProcessControl
 from pyroute2_cni.frr.vty import VtyClient, VtyError
 from pyroute2_cni.messages.base import Ok
-from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
+from pyroute2_cni.messages.crd import AttachmentType
 from pyroute2_cni.messages.ipam import AddressAllocated, AllocateAddress, ReleaseAddress
 from pyroute2_cni.runtime.config import (
     HUNG_MARGIN,
@@ -38,21 +38,11 @@ from pyroute2_cni.runtime.config import (
 )
 from pyroute2_cni.runtime.keyed_executor import KeyedExecutor
 from pyroute2_cni.runtime.metrics import Metrics
+from tests.harness.domains import README_SERVER_INI, SYSTEM_DOMAIN
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
-SEED_CONFIGMAP = """\
-[default]
-vrf = 42
-prefix = 10.244.0.0
-prefixlen = 16
-ipblocklen = 26
-system_vrf_type = l3vni
-
-[logging]
-level = info
-"""
 
 # ------------------------------------------------------------------ settings
 
@@ -60,7 +50,7 @@ level = info
 def test_defaults_agree_and_are_the_derived_values() -> None:
     defaults = Settings()
     check_timeouts(defaults)
-    parsed = parse_settings(SEED_CONFIGMAP, env={"NODE_NAME": "n"})
+    parsed = parse_settings(README_SERVER_INI, env={"NODE_NAME": "n"})
     # 2 x 120 (frr-reload.py) + 20 (vtysh) + 8 x 5 (vty asks) = 300, + 60.
     assert frr_apply_bound(parsed.frr) == 300.0
     assert parsed.supervisor.heartbeat_timeout == 300.0 + HUNG_MARGIN
@@ -127,11 +117,11 @@ def test_hung_limit_needs_no_frr_headroom_when_frr_is_off() -> None:
 
 def test_config_check_command_rejects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "server.ini"
-    bad.write_text(SEED_CONFIGMAP + "[supervisor]\nheartbeat_timeout = 180\n")
+    bad.write_text(README_SERVER_INI + "[supervisor]\nheartbeat_timeout = 180\n")
     assert cli.main(["config", "--check", str(bad)]) == 2
     assert "heartbeat_timeout = 180: must exceed" in capsys.readouterr().err
     good = tmp_path / "good.ini"
-    good.write_text(SEED_CONFIGMAP)
+    good.write_text(README_SERVER_INI)
     assert cli.main(["config", "--check", str(good)]) == 0
 
 
@@ -203,15 +193,7 @@ def test_frr_apply_keeps_to_its_keys(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------- the ADD budget
 
-DOMAIN = VrfDomainSpec(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(Attachment(type=AttachmentType.L3VNI, vni=42),),
-)
+DOMAIN = SYSTEM_DOMAIN
 
 
 class _Peer(pykka.ThreadingActor):
