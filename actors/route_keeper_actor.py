@@ -7,7 +7,10 @@ second while something is held).  The decisions are
 monitor thread and the peer probes (``GET http://<peer>:<metrics_port>/livez``, and
 ``/metrics`` for a peer behind route reflectors).  A probe that connects but gets no
 answer in time says the daemon is there (its listener accepted us), busy: under load
-/metrics may be slow, which is no sign of a dead node.
+/metrics may be slow, which is no sign of a dead node.  A refused connection says the
+node is there and its daemon is not (its DaemonSet pod is being replaced): its kernel
+still forwards, so its entries stay held (bounded by the hold time).  Only a node that
+does not answer at all is gone.
 """
 
 from __future__ import annotations
@@ -60,14 +63,22 @@ class Monitor(Protocol):
 
 # The answer of a daemon that accepted the connection and did not answer in time.
 SLOW = (0, "")
+# The answer of a node whose kernel refused the connection: the node is up, its daemon
+# is not listening (a DaemonSet pod being replaced, a rollout).  A node that is gone
+# does not answer at all.
+REFUSED = (-1, "")
 
 
 def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] | None:
     """(status, body) of ``GET http://address:port/path``; :data:`SLOW` when connected
-    but the answer did not come within ``timeout``; None when nothing listens there."""
+    but the answer did not come within ``timeout``; :data:`REFUSED` when the node
+    refused the connection; None when nothing answered at all."""
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.connect()
+    except ConnectionRefusedError:
+        conn.close()
+        return REFUSED
     except OSError:
         conn.close()
         return None
@@ -84,12 +95,13 @@ def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] 
 
 
 def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bool]:
-    """True when the pyroute2-cni daemon at ``address`` answers /livez with 200, or
-    accepts the connection and is too busy to answer in time."""
+    """True when the node at ``address`` is there: its pyroute2-cni daemon answers /livez
+    with 200, accepts the connection and is too busy to answer in time, or is being
+    restarted (the node's kernel refuses the connection)."""
 
     def probe(address: str) -> bool:
         answer = _get(address, port, "/livez", timeout)
-        return answer is not None and (answer == SLOW or answer[0] == 200)
+        return answer is not None and (answer in (SLOW, REFUSED) or answer[0] == 200)
 
     return probe
 
@@ -100,11 +112,12 @@ ZEBRA_UPTIME_METRIC = "pyroute2_cni_frr_zebra_uptime_seconds"
 
 def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], PeerSession | None]:
     """How the daemon at ``address`` sees its own BGP sessions (its /metrics); None when
-    it does not answer or does not say; state NO_ANSWER_IN_TIME when it is too slow."""
+    it does not answer or does not say; state NO_ANSWER_IN_TIME when it is too slow or
+    being restarted (the node is there, its sessions unknown)."""
 
     def probe(address: str) -> PeerSession | None:
         answer = _get(address, port, "/metrics", timeout)
-        if answer == SLOW:
+        if answer in (SLOW, REFUSED):
             return PeerSession(state=NO_ANSWER_IN_TIME, uptime=0.0)
         if answer is None or answer[0] != 200:
             return None
@@ -184,12 +197,11 @@ class RouteKeeperActor(BaseActor):
         self._monitor = self._monitor_factory(self._on_events, self._on_lost)
         self._monitor.start()
         entries = self._kernel.entries()
-        # Copies a previous instance left (it stopped while a peer was away).
-        for entry in entries:
-            if not entry.owned:
-                self.log.info("removing %s left by a previous instance", entry.describe())
-                self._kernel.release(entry)
         self._hold.snapshot(entries)
+        # Copies a previous instance left (it stopped while they were held): still what
+        # this node forwards with until our FRR has re-learned them.
+        self._hold.adopt(entries)
+        self._after(self._hold)
         self.set_ready(True)
 
     def release(self) -> None:
@@ -245,10 +257,14 @@ class RouteKeeperActor(BaseActor):
                 hold.check()
             case _:
                 return self.unknown(message)
-        self._metrics.evpn_held.set(len(hold.held))
         # Again with each BGP poll: a restarted NodeStateActor learns it.
-        again = isinstance(message, BgpSessionsSeen)
-        if self._state is not None and (again or len(hold.held) != self._held_told):
+        self._after(hold, tell_state=isinstance(message, BgpSessionsSeen))
+        return Ok()
+
+    def _after(self, hold: EvpnHold, *, tell_state: bool = False) -> None:
+        """Metrics, the node state and the next check, after the hold changed."""
+        self._metrics.evpn_held.set(len(hold.held))
+        if self._state is not None and (tell_state or len(hold.held) != self._held_told):
             self._held_told = len(hold.held)
             self._state.tell(EvpnHeldSeen(held=len(hold.held)))
         for reason, count in hold.released.items():
@@ -258,4 +274,3 @@ class RouteKeeperActor(BaseActor):
         self._released_seen = dict(hold.released)
         if hold.held:
             self._schedule_check()
-        return Ok()

@@ -19,9 +19,9 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.logging.level, settings.logging.format)
     from pyroute2_cni.daemon.run import run_daemon
-    from pyroute2_cni.daemon.wiring import build_actor_specs
+    from pyroute2_cni.daemon.wiring import build_actor_specs, shutdown_linger
 
-    return run_daemon(settings, build_actor_specs)
+    return run_daemon(settings, build_actor_specs, linger=shutdown_linger(settings))
 
 
 def _cmd_version(args: argparse.Namespace) -> int:

@@ -179,8 +179,9 @@ class Supervisor:
             self._spawn(self._states[spec.name])
 
     # -- the loop ----------------------------------------------------------
-    def run(self, stop: threading.Event) -> int:
-        """Supervise until `stop` is set (returns 0) or an actor fails too often (returns 1)."""
+    def run(self, stop: threading.Event, linger: Callable[[], object] | None = None) -> int:
+        """Supervise until `stop` is set (returns 0) or an actor fails too often (returns 1).
+        After `stop`, ``linger`` runs while every actor still runs, then they stop."""
         interval = self._settings.heartbeat_interval
         next_beat = self._clock()
         try:
@@ -200,6 +201,8 @@ class Supervisor:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = self._clock() + interval
+            if linger is not None:
+                linger()
         except EscalationError as exc:
             self._escalated = str(exc)
             log.critical("%s; stopping all actors so the kubelet restarts the container", exc)

@@ -25,8 +25,10 @@ def run_daemon(
     *,
     stop: threading.Event | None = None,
     install_signals: bool = True,
+    linger: Callable[[], object] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or an escalation (exit 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or an escalation (exit 1).  On SIGTERM/SIGINT,
+    ``linger`` runs before the actors stop (they keep working meanwhile)."""
     stop = stop if stop is not None else threading.Event()
     metrics = Metrics()
     # Actors see readiness through this late-bound callable (the supervisor
@@ -60,7 +62,7 @@ def run_daemon(
     )
     try:
         supervisor.start()
-        return supervisor.run(stop)
+        return supervisor.run(stop, linger)
     finally:
         supervisor.stop()
         health.stop()

@@ -18,6 +18,7 @@ restarted subscriber asks the watcher for a fresh snapshot.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ from pyroute2_cni.runtime.config import Settings
 from pyroute2_cni.runtime.health import HealthReport
 from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +74,36 @@ def kernel_plane(settings: Settings) -> DataPlane:
         # shows this name; rendering it leaves frr-reload.py nothing to change.
         hostname=os.uname().nodename,
     )
+
+
+# On SIGTERM the daemon waits at most this long for zebra to exit (the pod is being
+# replaced: FRR stops too) before its actors stop; see shutdown_linger.  Within the
+# DaemonSet's terminationGracePeriodSeconds (30) with the actors' stop_timeout.
+SHUTDOWN_LINGER = 5.0
+
+
+def shutdown_linger(settings: Settings) -> Callable[[], bool] | None:
+    """What the daemon does on SIGTERM before its actors stop: wait (bounded) until zebra
+    has exited, so that the RouteKeeperActor holds the EVPN entries zebra takes on its
+    way out and the next instance adopts them (frr.control.wait_zebra_gone).  None when
+    FRR or the EVPN hold is off."""
+    if not settings.frr.enabled or settings.frr.evpn_hold <= 0:
+        return None
+    from pyroute2_cni.frr.control import wait_zebra_gone
+
+    frr = settings.frr
+
+    def linger() -> bool:
+        began = time.monotonic()
+        gone = wait_zebra_gone(frr, SHUTDOWN_LINGER)
+        took = time.monotonic() - began
+        if gone:
+            log.info("zebra is gone (%.1f s): stopping the actors", took)
+        else:
+            log.info("zebra still runs after %.1f s (only the daemon stops): stopping", took)
+        return gone
+
+    return linger
 
 
 def build_actor_specs(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -334,3 +336,46 @@ def parse_l2vnis(data: Any) -> frozenset[int]:
             except ValueError:
                 continue
     return frozenset(vnis)
+
+
+def zebra_socket(settings: FrrSection) -> Path:
+    """zebra's vty socket, where vtysh finds it."""
+    return Path(settings.vty_dir) / settings.pathspace / "zebra.vty"
+
+
+def wait_zebra_gone(
+    settings: FrrSection,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 0.1,
+) -> bool:
+    """Until zebra's vty socket stops accepting connections (zebra has exited), at most
+    ``timeout`` seconds; whether it did.
+
+    Why: when the DaemonSet's pod is replaced both containers stop together, and zebra
+    takes its EVPN neighbour and FDB entries with it on the way out (--retain keeps only
+    routes).  The daemon's RouteKeeperActor holds them while it runs, and the next
+    instance adopts what it held, so the daemon waits for zebra before it stops.
+    """
+    path = zebra_socket(settings)
+    deadline = clock() + timeout
+    while True:
+        if not _accepts(path):
+            return True
+        if clock() >= deadline:
+            return False
+        sleep(interval)
+
+
+def _accepts(path: Path) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True

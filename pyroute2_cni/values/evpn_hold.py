@@ -32,9 +32,11 @@ in BGP:
     Evidence from another VRF proves nothing: a restarted bgpd advertises its
     VRFs one after the other, seconds apart;
   * the session is down (or not configured yet, as when our own bgpd has just
-    started) and the peer's daemon has not answered its /livez for ``silent``
+    started) and the peer's node has not answered its /livez probe for ``silent``
     seconds: the node is gone, release.  One unanswered probe proves nothing (a
-    node whose FRR restarts is busy; under load /metrics may answer late);
+    node whose FRR restarts is busy; under load /metrics may answer late), and a
+    refused connection is an answer: the node is there while its daemon and FRR are
+    replaced (a rollout), and its kernel still forwards;
   * held longer than ``hold`` seconds: release.
 
   "The session" is ours to the peer in a full mesh.  With route reflectors the
@@ -62,8 +64,9 @@ FDB = "fdb"
 # Restore order within a burst: the route carries the traffic; neighbour and FDB entry
 # only resolve its next hop.
 RESTORE_ORDER = {ROUTE: 0, NEIGH: 1, FDB: 2}
-# A PeerSession state for a peer daemon that accepted the connection but did not answer
-# in time: alive (its listener is there), its sessions unknown.
+# A PeerSession state for a peer that is there but did not say how its sessions are: its
+# daemon accepted the connection but did not answer in time, or its kernel refused the
+# connection (the daemon is being restarted).
 NO_ANSWER_IN_TIME = "NoAnswerInTime"
 # A peer whose session is back but whose routes zebra has not re-learned is held at most
 # this many regraces (then its routes are taken as withdrawn).
@@ -191,6 +194,17 @@ class EvpnHold:
     def snapshot(self, entries: Iterable[EvpnEntry]) -> None:
         """The owned entries present now (start, or after the monitor lost events)."""
         self._known = {e.key: e for e in entries if e.owned}
+
+    def adopt(self, copies: Iterable[EvpnEntry]) -> None:
+        """Copies a previous instance left in the kernel: it stopped while it held them,
+        as when its pod is replaced (a rollout) and its zebra took its entries on the
+        way out.  They are held again from now and released by the same rules; the
+        entries they stand for are back once our new FRR has its sessions."""
+        now = self._clock()
+        for entry in copies:
+            if not entry.owned:
+                self._held[entry.key] = _Held(entry, now)
+                log.info("holding %s again, left by a previous instance", entry.describe())
 
     def bgp(self, view: BgpView) -> None:
         self._bgp = view

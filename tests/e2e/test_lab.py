@@ -241,6 +241,15 @@ def _frr_restart_keeps_forwarding(lab: Lab, mode: str, scenario: str = "frr-rest
     assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)
 
 
+def test_a_replaced_node_keeps_forwarding(lab: Lab) -> None:
+    """lab-n1's DaemonSet pod replaced as a rollout does it: the daemon and FRR stop
+    together, FRR comes back with the seed frr.conf, then the daemon.  zebra takes its
+    EVPN neighbour and FDB entries on the way out; the old daemon holds them until zebra
+    is gone, the new one adopts them, and the peers hold lab-n1's entries since its
+    node answers (refused: its daemon is away); at most one echo lost either way."""
+    _frr_restart_keeps_forwarding(lab, "pod replaced", scenario="node-restart")
+
+
 def test_tenant_vrf_is_isolated(lab: Lab) -> None:
     (result,) = lab_scenarios.run(lab, "tenant")
     tenant = ipaddress.ip_network("10.1.0.0/16")
@@ -265,7 +274,8 @@ def test_l2vni_stretches_one_subnet(lab: Lab) -> None:
 
 
 def test_node_failure(lab: Lab) -> None:
-    """lab-n3's daemon and FRR stop: the others keep talking and drop its routes."""
+    """lab-n3 drops off the underlay and its daemon and FRR stop: the others keep talking
+    and drop its routes (no answer from the node at all: it is gone)."""
     failed = "lab-n3"
     alive = [n for n in lab.nodes if n != failed]
     expected = lab.expected_remote_routes(SYSTEM_VRF)

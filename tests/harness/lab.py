@@ -710,11 +710,15 @@ class Lab(Service):
         frr.start()
 
     def stop_node(self, name: str) -> None:
-        """Node failure: its daemon and its FRR stop (the kernel state stays)."""
+        """Node failure: the node drops off the underlay (its switch port goes down, so
+        nothing of it answers any more, as when it loses power), then its daemon and its
+        FRR stop.  Its namespace and kernel state stay for start_node."""
+        ip("link", "set", f"ul-n{self.nodes[name].index}", "down", netns=FABRIC_NS)
         self.stop_daemon(name)
         self.nodes[name].frr.stop()
 
     def start_node(self, name: str) -> None:
+        ip("link", "set", f"ul-n{self.nodes[name].index}", "up", netns=FABRIC_NS)
         self.nodes[name].frr.start()
         self.start_daemon(name)
         self.wait_daemon_ready(name)

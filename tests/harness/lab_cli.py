@@ -39,6 +39,7 @@ KUBELETS_UML_MEM = "6000M"
 DEFAULT_LIFETIME = 7200.0
 UP_TIMEOUT = 900.0
 DOWN_TIMEOUT = 180.0
+SCENARIOS = ("tenant", "l2vni", "rr", "frr-restart", "rr-restart", "node-restart")
 
 
 def _state_dir() -> Path:
@@ -229,7 +230,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print(
         "lab: scripts/lab kubectl ... | exec NETNS CMD ... "
-        "| scenario tenant|l2vni|rr|frr-restart|rr-restart | down"
+        "| scenario tenant|l2vni|rr|frr-restart|rr-restart|node-restart | down"
     )
     launcher.returncode = 0  # detached on purpose: it keeps the guest running
     return 0 if green else 1
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         default=[],
-        choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"],
+        choices=[*SCENARIOS, "all"],
         help="also run these scenarios",
     )
     up.add_argument(
@@ -434,12 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser(
         "scenario",
-        help="run scenarios in the running lab: tenant l2vni rr frr-restart rr-restart all",
+        help=f"run scenarios in the running lab: {' '.join(SCENARIOS)} all",
     )
     sc.add_argument("--timeout", type=float, default=600.0)
-    sc.add_argument(
-        "names", nargs="+", choices=["tenant", "l2vni", "rr", "frr-restart", "rr-restart", "all"]
-    )
+    sc.add_argument("names", nargs="+", choices=[*SCENARIOS, "all"])
     sc.set_defaults(func=cmd_scenario)
 
     sm = sub.add_parser("summary", help="print the summary again (fresh ping matrix)")

@@ -12,11 +12,12 @@ import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.harness.continuous_ping import ContinuousPing
-from tests.harness.frr_instance import FrrInstance
+from tests.harness.frr_instance import FRR_BASE_CONFIG, FrrInstance
 from tests.harness.lab import (
     ASN,
     CNI_GROUP,
@@ -154,6 +155,27 @@ def frr_restart(lab: Lab) -> ScenarioResult:
         "frr-restart",
         f"FRR on {node} stopped (zebra first) and started",
         lambda: lab.restart_frr(node),
+    )
+
+
+def node_restart(lab: Lab) -> ScenarioResult:
+    """The first node's DaemonSet pod replaced, as a rollout does it: the daemon and FRR
+    get SIGTERM together, FRR comes back first with the seed frr.conf (a new pod's
+    emptyDir), then the daemon, while pods ping within and across nodes."""
+    node = next(iter(lab.nodes))
+    frr = lab.nodes[node].frr
+
+    def replace_pod() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            daemon = pool.submit(lab.stop_daemon, node)
+            pool.submit(frr.stop).result()
+            daemon.result()
+        frr.start(FRR_BASE_CONFIG)
+        lab.start_daemon(node)
+        lab.wait_daemon_ready(node)
+
+    return restart_under_ping(
+        lab, "node-restart", f"the daemon and FRR on {node} replaced (FRR first)", replace_pod
     )
 
 
@@ -310,6 +332,7 @@ def run(lab: Lab, name: str) -> list[ScenarioResult]:
         "rr": rr_mode,
         "frr-restart": frr_restart,
         "rr-restart": rr_restart,
+        "node-restart": node_restart,
     }
     if name == "all":
         return [r for each in runners for r in run(lab, each)]

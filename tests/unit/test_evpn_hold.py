@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -260,6 +261,44 @@ def test_held_while_the_peer_restarts_then_released_when_relearned() -> None:
     rig.tick()
     assert rig.hold.held == ()
     assert rig.hold.released == {"re-learned": 3}
+
+
+def _new_instance_with_copies_left() -> tuple[Rig, list[EvpnEntry]]:
+    """A daemon started after its pod was replaced: the old one held the router MAC and
+    the FDB entry its zebra took on the way out; the new zebra kept the route (--retain)."""
+    rig = Rig()
+    left = [dataclasses.replace(neigh(), owned=False), dataclasses.replace(fdb(), owned=False)]
+    rig.kernel.copies = {e.key: e for e in left}
+    rig.hold.snapshot([route(), route(OTHER, "10.244.214.192/26")])
+    rig.hold.adopt([route(), *left])
+    return rig, left
+
+
+def test_copies_a_previous_instance_left_are_held_until_zebra_relearns_them() -> None:
+    rig, left = _new_instance_with_copies_left()
+    assert {e.key for e in rig.hold.held} == {e.key for e in left}, "zebra's route is no copy"
+    for _ in range(5):  # our new bgpd answers, not configured yet: no sessions
+        rig.sessions()
+        rig.tick()
+        assert set(rig.kernel.copies) == {e.key for e in left}
+    rig.sessions(PEER="Established", OTHER="Established", uptime=1.0)
+    for entry in (neigh(), fdb()):  # zebra's replace lands on our copies
+        rig.kernel.copies[entry.key] = entry
+        rig.hold.added(entry)
+    rig.tick()
+    assert rig.hold.held == ()
+    assert rig.hold.released == {"re-learned": 2}
+    assert set(rig.kernel.copies) == {neigh().key, fdb().key}, "zebra's entries stay"
+
+
+def test_copies_a_previous_instance_left_go_after_the_hold_time() -> None:
+    rig, _left = _new_instance_with_copies_left()
+    rig.sessions()
+    rig.tick(60)
+    assert len(rig.hold.held) == 2
+    rig.tick(61)
+    assert rig.kernel.copies == {}
+    assert rig.hold.released == {"hold time over": 2}
 
 
 def test_a_neighbour_zebra_owns_again_is_not_deleted() -> None:

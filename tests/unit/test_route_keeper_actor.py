@@ -26,7 +26,15 @@ from pyroute2_cni.netlink.backend import split_messages
 from pyroute2_cni.netlink.evpn_kernel import AF_BRIDGE
 from pyroute2_cni.runtime.config import FrrSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
-from pyroute2_cni.values.evpn_hold import FDB, NEIGH, ROUTE, BgpView, EvpnEntry, PeerSession
+from pyroute2_cni.values.evpn_hold import (
+    FDB,
+    NEIGH,
+    NO_ANSWER_IN_TIME,
+    ROUTE,
+    BgpView,
+    EvpnEntry,
+    PeerSession,
+)
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.unit
@@ -120,10 +128,12 @@ def rig() -> Iterator[Rig]:
     rig.ref.stop()
 
 
-def test_start_removes_leftover_copies_and_keeps_zebras_routes(rig: Rig) -> None:
+def test_start_holds_leftover_copies_again_and_keeps_zebras_routes(rig: Rig) -> None:
     assert isinstance(rig.ask(CheckHeld()), Ok)
-    # Route, neighbour and FDB copies go; zebra's own entries stay.
-    assert set(rig.kernel.present) == {ZEBRA_ROUTE.key, ZEBRA_NEIGH.key}
+    # A previous instance's route, neighbour and FDB copies are held again (what this
+    # node forwards with until its FRR re-learns them); zebra's own entries stay.
+    assert len(rig.kernel.present) == 5
+    assert rig.held() == 3.0
     assert rig.monitors and rig.monitors[0].started
 
 
@@ -134,7 +144,7 @@ def test_a_deleted_route_of_an_away_peer_is_held_and_counted(rig: Rig) -> None:
     rig.ask(EvpnChanged(added=False, entry=ZEBRA_ROUTE))  # ... and the monitor says so
     assert ZEBRA_ROUTE.key in rig.kernel.present
     assert not rig.kernel.present[ZEBRA_ROUTE.key].owned
-    assert rig.held() == 1.0
+    assert rig.held() == 1.0 + 3.0, "and the three copies left by a previous instance"
 
 
 def test_stop_closes_monitor_and_kernel(rig: Rig) -> None:
@@ -377,6 +387,41 @@ def test_a_slow_metrics_answer_is_not_a_dead_node(silent_peer: int) -> None:
     assert probe_livez(silent_peer, timeout=0.2)("127.0.0.1") is True
 
 
-def test_a_refused_connection_is_no_answer(closed_port: int) -> None:
-    assert probe_bgp(closed_port, timeout=0.2)("127.0.0.1") is None
-    assert probe_livez(closed_port, timeout=0.2)("127.0.0.1") is False
+def test_a_refused_connection_is_a_node_whose_daemon_is_away(closed_port: int) -> None:
+    # The node's kernel answered: it is there and still forwards while its DaemonSet pod
+    # is replaced, so its entries stay held (the hold time bounds it).
+    session = probe_bgp(closed_port, timeout=0.2)("127.0.0.1")
+    assert session is not None and session.state == NO_ANSWER_IN_TIME
+    assert probe_livez(closed_port, timeout=0.2)("127.0.0.1") is True
+
+
+@pytest.fixture
+def unanswering_port() -> Iterator[int]:
+    """A port where the connection itself times out, as towards a node that is gone: a
+    listener whose accept queue is full drops further SYNs."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(4):  # the queue holds one or two, whatever the kernel rounds to
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.settimeout(0.2)
+            queued.append(client)
+            try:
+                client.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("the listener kept accepting connections; cannot make one time out")
+        yield port
+    finally:
+        for client in queued:
+            client.close()
+        listener.close()
+
+
+def test_a_node_that_does_not_answer_at_all_is_no_answer(unanswering_port: int) -> None:
+    assert probe_bgp(unanswering_port, timeout=0.2)("127.0.0.1") is None
+    assert probe_livez(unanswering_port, timeout=0.2)("127.0.0.1") is False
