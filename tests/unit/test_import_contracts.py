@@ -62,10 +62,10 @@ CASES = {
         "pyroute2_cni.messages.frr -> pyroute2_cni.runtime.config",
     ),
     "a domain imports an independent sibling": (
-        "netlink/model.py",
+        "netlink/desired.py",
         "from pyroute2_cni.cni import spec",
         "Layers:",
-        "pyroute2_cni.netlink.model -> pyroute2_cni.cni.spec",
+        "pyroute2_cni.netlink.desired -> pyroute2_cni.cni.spec",
     ),
     "the runtime imports a domain": (
         "runtime/metrics.py",
