@@ -62,6 +62,8 @@ from pyroute2_cni.netlink.transport import (
     RTM_NEWROUTE,
     RTM_NEWRULE,
     Rtnl,
+    attr,
+    nest,
     netlink_socket,
 )
 
@@ -72,19 +74,6 @@ IFLA_IFNAME = 3
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1
 IPV4_DEVCONF_ARP_NOTIFY = 22
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-NLA_F_NESTED = 0x8000
-
-
-def _nest(kind: int, payload: bytes) -> bytes:
-    # Newer kernels (seen on 7.2) reject IFLA_INET_CONF & co without the nested flag.
-    return _attr(kind | NLA_F_NESTED, payload)
 
 
 _ADDRGEN_NONE = (
@@ -218,11 +207,11 @@ class _Session:
 
     def _set_arp_notify(self, name: str) -> None:
         # pyroute2 decodes IFLA_INET_CONF as a flat struct and cannot encode it: by hand.
-        conf = _attr(IPV4_DEVCONF_ARP_NOTIFY, struct.pack("=I", 1))
+        conf = attr(IPV4_DEVCONF_ARP_NOTIFY, struct.pack("=I", 1))
         body = (
             _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-            + _attr(IFLA_IFNAME, name.encode() + b"\0")
-            + _nest(IFLA_AF_SPEC, _nest(socket.AF_INET, _nest(IFLA_INET_CONF, conf)))
+            + attr(IFLA_IFNAME, name.encode() + b"\0")
+            + nest(IFLA_AF_SPEC, nest(socket.AF_INET, nest(IFLA_INET_CONF, conf)))
         )
         self._nl.request_raw(body, RTM_NEWLINK, 0, f"set arp_notify on {name}")
 

@@ -70,6 +70,20 @@ def netlink_socket() -> socket.socket:
 # -- one netlink channel ----------------------------------------------------------
 
 
+def attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, for requests encoded by hand (see ``Rtnl.request_raw``)."""
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+NLA_F_NESTED = 0x8000
+
+
+def nest(kind: int, payload: bytes) -> bytes:
+    # Newer kernels (seen on 7.2) reject IFLA_INET_CONF & co without the nested flag.
+    return attr(kind | NLA_F_NESTED, payload)
+
+
 def split_messages(data: bytes) -> Iterable[tuple[int, int, int, bytes]]:
     """(type, flags, sequence, bytes) of each netlink message in one datagram."""
     offset = 0
