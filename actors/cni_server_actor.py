@@ -43,7 +43,7 @@ from pyroute2_cni.cni.spec import (
     render_version,
     valid_attachments,
 )
-from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.kube.objects import utc_now
 from pyroute2_cni.messages.base import ErrorKind, Failure, Ok
 from pyroute2_cni.messages.cni import CheckInstall
 from pyroute2_cni.messages.crd import (

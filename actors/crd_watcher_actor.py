@@ -1,6 +1,6 @@
 """CRDWatcherActor: the cluster state every other actor builds on.
 
-It owns five watch pumps (pyroute2_cni.kube.watch), keeps the last known
+It owns five watch pumps (pyroute2_cni.kube.pump), keeps the last known
 VRFDomains, VRFDomainBindings, VRFNodeConfigs, Nodes and Namespaces, validates
 the VRFDomains (pyroute2_cni.kube.crd_validate) and tells every subscriber:
 
@@ -61,29 +61,30 @@ from pyroute2_cni.kube.crd_validate import (
     Verdict,
     validate_domains,
 )
-from pyroute2_cni.kube.watch import (
+from pyroute2_cni.kube.crd_writer import (
     CONDITION_ACCEPTED,
-    DEFAULT_VXLAN_PORT,
-    ApiError,
-    Condition,
     DesiredCondition,
-    DomainObject,
     DomainWriter,
-    KubeApi,
-    KubernetesApi,
-    PumpFailed,
-    PumpMessage,
-    Resource,
-    ResourceChanged,
-    ResourceListed,
-    WatchControl,
-    WatchedObject,
-    WatchPumps,
-    WatchTimings,
     desired_conditions,
     merged_conditions,
+)
+from pyroute2_cni.kube.objects import (
+    DEFAULT_VXLAN_PORT,
+    Condition,
+    DomainObject,
+    Resource,
+    WatchedObject,
     utc_now,
 )
+from pyroute2_cni.kube.pump import (
+    PumpFailed,
+    PumpMessage,
+    ResourceChanged,
+    ResourceListed,
+    WatchHook,
+    WatchPumps,
+)
+from pyroute2_cni.kube.transport import ApiError, KubeApi, KubernetesApi, WatchTimings
 from pyroute2_cni.messages.base import Ok, Recipient
 from pyroute2_cni.messages.crd import (
     Attachment,
@@ -150,14 +151,14 @@ class CRDWatcherActor(BaseActor):
         subscribers: Sequence[Address],
         timings: WatchTimings | None = None,
         edge_factory: Callable[[], KubeApi] | None = None,
-        control: WatchControl | None = None,
+        control: WatchHook | None = None,
         block_lister: Callable[[], Iterable[LiveBlock]] | None = None,
         events: Address | None = None,
     ) -> None:
         """`api_factory` returns a kubernetes ApiClient; each pump and the writer get one.
 
         `edge_factory` replaces the whole API edge (unit tests pass a fake);
-        `control` is the test hook that cuts streams (see WatchControl).
+        `control` is the test hook that cuts streams (tests/harness/watch_control.py).
         `block_lister` lists the IPBlocks (raises StoreError); by default an
         IPBlock store on `api_factory`, or no blocks at all when `edge_factory`
         is given without it.

@@ -14,7 +14,7 @@ from typing import Any
 from pyroute2_cni.actors.base import ActorHooks, BaseActor
 from pyroute2_cni.kube.client import ApiException, core_v1, custom_objects, object_not_found
 from pyroute2_cni.kube.events import EVENT_NAMESPACE, EventBook, EventWrite
-from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.kube.objects import utc_now
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.runtime.metrics import Metrics
 

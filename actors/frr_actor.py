@@ -32,7 +32,7 @@ from pyroute2_cni.frr.model import (
     render,
     render_vrf_bindings,
 )
-from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.kube.objects import utc_now
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.crd import (
     ChangeKind,

@@ -23,7 +23,7 @@ from pyroute2_cni.kube.node_condition import (
     current_transition,
     status_patch,
 )
-from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.kube.objects import utc_now
 from pyroute2_cni.messages.node_state import NodeProblems
 from pyroute2_cni.runtime.health import HealthReport
 from pyroute2_cni.runtime.metrics import Metrics

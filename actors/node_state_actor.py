@@ -34,7 +34,7 @@ from pyroute2_cni.kube.node_state import (
     with_failure,
     with_frr_state,
 )
-from pyroute2_cni.kube.watch import utc_now
+from pyroute2_cni.kube.objects import utc_now
 from pyroute2_cni.messages.events import RecordEvent
 from pyroute2_cni.messages.node_state import (
     CniFailureSeen,

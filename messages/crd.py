@@ -26,7 +26,7 @@ class Attachment:
 
 # spec.acceptDefaultRoute when the object does not set it.  False: a default route
 # from the fabric would take the system VRF's fall-through to the host's tables and a
-# tenant VRF's `unreachable default` (see netlink.model); before the field existed it
+# tenant VRF's `unreachable default` (see netlink.desired); before the field existed it
 # was always installed (True renders exactly the configuration of that time).
 DEFAULT_ACCEPT_DEFAULT_ROUTE = False
 

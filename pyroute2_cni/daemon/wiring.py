@@ -60,8 +60,8 @@ def kernel_plane(settings: Settings) -> DataPlane:
     """The real node: rtnetlink, FRR's processes, peers' :24800 over HTTP."""
     from pyroute2_cni.actors.route_keeper_actor import probe_bgp, probe_livez
     from pyroute2_cni.frr.control import FrrProcessControl
-    from pyroute2_cni.netlink.backend import KernelNetlink
     from pyroute2_cni.netlink.evpn_kernel import EvpnMonitor, KernelEvpn
+    from pyroute2_cni.netlink.sessions import KernelNetlink
 
     return DataPlane(
         netlink=KernelNetlink,

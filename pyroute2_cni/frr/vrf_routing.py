@@ -20,7 +20,7 @@ Import filter (``spec.importPrefixes``, ``spec.acceptDefaultRoute``)
     are given at all; and (c) it is not 0.0.0.0/0 unless ``acceptDefaultRoute``
     is true.  The default route is excluded by default because in the system
     VRF it would shadow the fall-through to the host's tables (see
-    netlink.model), and in a tenant VRF it replaces the ``unreachable default``
+    netlink.desired), and in a tenant VRF it replaces the ``unreachable default``
     that keeps tenant traffic inside the cluster.
 
 Invariants:

@@ -2,7 +2,7 @@
 
 Owns: block arithmetic and invariants (``blocks``, pure), the IPBlock, Lease, Pod and Node
 access (``store``, one of the modules that import ``kubernetes``), the node's pods by list +
-watch (``pod_watch``, through ``kube.watch``), and ``pyroute2-cni ipam check`` (``check``).
+watch (``pod_watch``, through ``kube.transport``), and ``pyroute2-cni ipam check`` (``check``).
 May import: ``kube`` (the API client), ``netlink`` (``check`` reads the node's plumbed
 pods), ``runtime`` (metrics), ``messages`` and ``values``.
 """

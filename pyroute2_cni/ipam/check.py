@@ -42,8 +42,9 @@ def resolve_kubeconfig(kubeconfig: str | None) -> str:
 
 def plumbed_on_this_node() -> list[PlumbedAddress]:
     """Pod interfaces in this network namespace (the node's), from their host veths' aliases."""
-    from pyroute2_cni.netlink.backend import KernelNetlink
-    from pyroute2_cni.netlink.model import is_host_veth_name, parse_pod_alias
+    from pyroute2_cni.netlink.names import is_host_veth_name
+    from pyroute2_cni.netlink.pods import parse_pod_alias
+    from pyroute2_cni.netlink.sessions import KernelNetlink
     from pyroute2_cni.values.attachment import attachment_key
 
     backend = KernelNetlink()

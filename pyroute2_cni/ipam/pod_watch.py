@@ -18,15 +18,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyroute2_cni.ipam.blocks import PodInfo
-from pyroute2_cni.kube.watch import (
+from pyroute2_cni.kube.objects import Json, object_resource_version
+from pyroute2_cni.kube.transport import (
     ApiError,
     Expired,
-    Json,
     KubernetesApi,
     RawStream,
     StreamQuiet,
     WatchTimings,
-    object_resource_version,
     watch_error,
 )
 

@@ -41,7 +41,9 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from pyroute2_cni.netlink.backend import (
+from pyroute2_cni.netlink.names import vxlan_vni_of
+from pyroute2_cni.netlink.netns import NetnsWorker, netns_path
+from pyroute2_cni.netlink.transport import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REPLACE,
@@ -52,13 +54,10 @@ from pyroute2_cni.netlink.backend import (
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_NEWROUTE,
-    NetnsWorker,
-    _netlink_socket,
-    _Rtnl,
-    netns_path,
+    Rtnl,
+    netlink_socket,
     split_messages,
 )
-from pyroute2_cni.netlink.model import vxlan_vni_of
 from pyroute2_cni.values.evpn_hold import FDB, NEIGH, ROUTE, EvpnEntry
 
 # RTPROT_KERNEL: zebra ignores kernel-protocol routes, so a copy never becomes zebra's
@@ -107,7 +106,7 @@ def hurry_this_thread() -> None:
         log.debug("cannot raise the priority of %s: %s", threading.current_thread().name, exc)
 
 
-# Sequence numbers of batched requests: apart from _Rtnl's own (which count from 1), so
+# Sequence numbers of batched requests: apart from Rtnl's own (which count from 1), so
 # neither takes the other's answers for its own.
 _BATCH_SEQ_START = 1 << 30
 
@@ -305,7 +304,7 @@ class KernelEvpn:
     ``netns`` (a name or path) works on that namespace instead; tests use it."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._nl = _Rtnl(_in_netns(netns, _netlink_socket))
+        self._nl = Rtnl(_in_netns(netns, netlink_socket))
         self._batch_seq = itertools.count(_BATCH_SEQ_START)
 
     def close(self) -> None:
@@ -381,7 +380,7 @@ class KernelEvpn:
                 index = pending.pop(seq, -1) if mtype == NLMSG_ERROR else -1
                 if index >= 0:
                     what = f"restore {entries[index].describe()}"
-                    errors[index] = _Rtnl._error(chunk, rflags, what)
+                    errors[index] = Rtnl.error_of(chunk, rflags, what)
         return errors
 
     def release(self, entry: EvpnEntry) -> None:

@@ -39,17 +39,13 @@ from pyroute2_cni.actors.event_actor import EventActor
 from pyroute2_cni.ipam.blocks import Block, new_block
 from pyroute2_cni.ipam.store import BlockTaken, KubeBlockStore, StoreError
 from pyroute2_cni.kube.crd_validate import LiveBlock
-from pyroute2_cni.kube.watch import (
-    CRD_GROUP,
-    CRD_VERSION,
+from pyroute2_cni.kube.objects import CRD_GROUP, CRD_VERSION, Json, Resource
+from pyroute2_cni.kube.transport import (
     ApiError,
-    Json,
     KubeApi,
     KubernetesApi,
     RawStream,
-    Resource,
     StreamQuiet,
-    WatchControl,
     WatchTimings,
 )
 from pyroute2_cni.messages.base import Ping, Pong
@@ -72,6 +68,7 @@ from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.apiserver import ApiServer
 from tests.harness.fake_kube_watch import MessageLog, recorder
 from tests.harness.waiting import wait_for
+from tests.harness.watch_control import WatchControl
 
 pytestmark = pytest.mark.api
 

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from pyroute2_cni.ipam.pod_watch import NodePodWatch
 from pyroute2_cni.ipam.store import KubeBlockStore
-from pyroute2_cni.kube.watch import WatchTimings
+from pyroute2_cni.kube.transport import WatchTimings
 from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.api_fixtures import pending_pod
 from tests.harness.apiserver import ApiServer

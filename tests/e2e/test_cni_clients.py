@@ -51,7 +51,7 @@ import pytest
 from pyroute2_cni import kubectl_plugin
 from pyroute2_cni.ipam.blocks import Block
 from pyroute2_cni.ipam.store import block_from_object
-from pyroute2_cni.netlink.model import host_veth_name, is_host_veth_name
+from pyroute2_cni.netlink.names import host_veth_name, is_host_veth_name
 from tests.harness.cri import Containerd, CriError, SandboxSpec, Tools, load_tools
 from tests.harness.lab import REPO, Lab, LabNode, LabOptions
 from tests.harness.procs import HarnessError, wait_until

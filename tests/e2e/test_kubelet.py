@@ -38,7 +38,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyroute2_cni.ipam.store import block_from_object
-from pyroute2_cni.netlink.model import vrf_name
+from pyroute2_cni.netlink.names import vrf_name
 from tests.harness.cri import load_tools
 from tests.harness.kube_cluster import (
     DAEMONSET,

@@ -1,4 +1,4 @@
-"""An in-memory API server behind pyroute2_cni.kube.watch.KubeApi, for unit tests.
+"""An in-memory API server behind pyroute2_cni.kube.transport.KubeApi, for unit tests.
 
 :class:`FakeCluster` keeps objects per resource with one global resourceVersion
 counter (as etcd does), an event log that watches replay from a
@@ -25,15 +25,8 @@ from typing import Any
 import pykka
 
 from pyroute2_cni.actors.address import Address
-from pyroute2_cni.kube.watch import (
-    CRD_GROUP,
-    CRD_VERSION,
-    ApiError,
-    Expired,
-    Json,
-    Resource,
-    StreamQuiet,
-)
+from pyroute2_cni.kube.objects import CRD_GROUP, CRD_VERSION, Json, Resource
+from pyroute2_cni.kube.transport import ApiError, Expired, StreamQuiet
 
 KINDS = {
     Resource.VRF_DOMAIN: "VRFDomain",
@@ -253,7 +246,7 @@ class FakeCluster:
 
 
 class FakeKubeApi:
-    """One client view of a FakeCluster (implements kube.watch.KubeApi)."""
+    """One client view of a FakeCluster (implements kube.transport.KubeApi)."""
 
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster

@@ -18,8 +18,9 @@ import errno
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from pyroute2_cni.netlink.backend import NetnsSession, netns_path
-from pyroute2_cni.netlink.model import (
+from pyroute2_cni.netlink.backend import NetnsSession
+from pyroute2_cni.netlink.netns import netns_path
+from pyroute2_cni.netlink.specs import (
     ADDRGEN_NONE,
     PREF_L3MDEV,
     RTPROT_KERNEL,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from pyroute2_cni.netlink.backend import NetlinkBackend
-from pyroute2_cni.netlink.model import (
+from pyroute2_cni.netlink.specs import (
     ADDRGEN_NONE,
     OUR_PROTO,
     PREF_LOCAL,

@@ -64,7 +64,7 @@ def ours(pods: Sequence[str]) -> dict[str, list[float]]:
         PodPlumbed,
         UnplumbPod,
     )
-    from pyroute2_cni.netlink.backend import KernelNetlink
+    from pyroute2_cni.netlink.sessions import KernelNetlink
     from pyroute2_cni.runtime.config import NetlinkSection, Settings
     from pyroute2_cni.runtime.metrics import Metrics
     from tests.harness.domains import SYSTEM_DOMAIN

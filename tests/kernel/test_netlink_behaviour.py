@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pyroute2_cni.netlink.backend import KernelNetlink
+from pyroute2_cni.netlink.sessions import KernelNetlink
 from tests.harness.netlink_behaviour import BehaviourEnv, behaviour_params
 from tests.harness.netns import NetnsFactory
 

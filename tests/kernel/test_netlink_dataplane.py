@@ -51,8 +51,8 @@ from pyroute2_cni.messages.netlink import (
     ReconcileResult,
     UnplumbPod,
 )
-from pyroute2_cni.netlink.backend import KernelNetlink
-from pyroute2_cni.netlink.model import host_veth_name
+from pyroute2_cni.netlink.names import host_veth_name
+from pyroute2_cni.netlink.sessions import KernelNetlink
 from pyroute2_cni.runtime.config import NetlinkSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
 from tests.harness.domains import SYSTEM_DOMAIN

@@ -33,7 +33,7 @@ from pyroute2_cni.actors.ipam_actor import IPAMActor
 from pyroute2_cni.actors.netlink_actor import NetlinkActor
 from pyroute2_cni.actors.route_keeper_actor import RouteKeeperActor
 from pyroute2_cni.ipam.blocks import Block
-from pyroute2_cni.kube.watch import WatchTimings
+from pyroute2_cni.kube.transport import WatchTimings
 from pyroute2_cni.runtime.config import (
     DaemonSection,
     FrrSection,

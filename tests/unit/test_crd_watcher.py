@@ -17,17 +17,9 @@ from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
 from pyroute2_cni.actors.crd_watcher_actor import CRDWatcherActor, default_domain
 from pyroute2_cni.kube.crd_validate import LiveBlock, Verdict
-from pyroute2_cni.kube.watch import (
-    ApiError,
-    Condition,
-    DomainObject,
-    Resource,
-    WatchControl,
-    WatchTimings,
-    convert,
-    desired_conditions,
-    merged_conditions,
-)
+from pyroute2_cni.kube.crd_writer import desired_conditions, merged_conditions
+from pyroute2_cni.kube.objects import Condition, DomainObject, Resource, convert
+from pyroute2_cni.kube.transport import ApiError, WatchTimings
 from pyroute2_cni.messages.base import Ping, Pong
 from pyroute2_cni.messages.crd import (
     DEFAULT_ACCEPT_DEFAULT_ROUTE,
@@ -50,6 +42,7 @@ from pyroute2_cni.runtime.config import DefaultSection, Settings
 from tests.harness.domains import SYSTEM_DOMAIN
 from tests.harness.fake_kube_watch import FakeCluster, MessageLog, recorder
 from tests.harness.waiting import wait_for
+from tests.harness.watch_control import WatchControl
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,6 @@ import pytest
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from pyroute2_cni.netlink.backend import RTM_DELROUTE, RTM_NEWROUTE
 from pyroute2_cni.netlink.evpn_kernel import (
     AF_BRIDGE,
     HOLD_METRIC,
@@ -22,6 +21,7 @@ from pyroute2_cni.netlink.evpn_kernel import (
     RTPROT_BGP,
     decode,
 )
+from pyroute2_cni.netlink.transport import RTM_DELROUTE, RTM_NEWROUTE
 from pyroute2_cni.values.evpn_hold import FDB, NEIGH, ROUTE
 
 pytestmark = pytest.mark.unit

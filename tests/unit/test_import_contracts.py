@@ -37,6 +37,18 @@ CASES = {
         "Only the netlink modules import pyroute2",
         "pyroute2_cni.ipam.blocks -> pyroute2",
     ),
+    "pyroute2 in a pure netlink module": (
+        "netlink/plan.py",
+        "import pyroute2",
+        "Only the netlink modules import pyroute2",
+        "pyroute2_cni.netlink.plan -> pyroute2",
+    ),
+    "kubernetes in the watch pump": (
+        "kube/pump.py",
+        "import kubernetes",
+        "Only the Kubernetes modules import kubernetes",
+        "pyroute2_cni.kube.pump -> kubernetes",
+    ),
     "zmq outside the CNI server": (
         "runtime/config.py",
         "def _late() -> None:\n    import zmq",
@@ -62,10 +74,10 @@ CASES = {
         "pyroute2_cni.messages.frr -> pyroute2_cni.runtime.config",
     ),
     "a domain imports an independent sibling": (
-        "netlink/model.py",
+        "netlink/desired.py",
         "from pyroute2_cni.cni import spec",
         "Layers:",
-        "pyroute2_cni.netlink.model -> pyroute2_cni.cni.spec",
+        "pyroute2_cni.netlink.desired -> pyroute2_cni.cni.spec",
     ),
     "the runtime imports a domain": (
         "runtime/metrics.py",

@@ -22,7 +22,7 @@ from kubernetes import client
 from pyroute2_cni.ipam.blocks import new_block
 from pyroute2_cni.ipam.store import BlockGone, KubeBlockStore, StoreUnavailable
 from pyroute2_cni.kube.client import object_not_found
-from pyroute2_cni.kube.watch import _api_error
+from pyroute2_cni.kube.transport import api_error
 
 pytestmark = pytest.mark.unit
 
@@ -148,7 +148,7 @@ def test_object_not_found_reads_the_status_body(body: str, named: bool) -> None:
 
 
 def test_the_watcher_takes_an_unserved_path_for_a_temporary_error() -> None:
-    unserved = _api_error(client.ApiException(status=404, body=NOT_SERVED))
+    unserved = api_error(client.ApiException(status=404, body=NOT_SERVED))
     assert unserved.status == 503 and unserved.temporary
-    gone = _api_error(client.ApiException(status=404, body=named_not_found("d1")))
+    gone = api_error(client.ApiException(status=404, body=named_not_found("d1")))
     assert gone.status == 404 and not gone.temporary

@@ -45,8 +45,18 @@ from pyroute2_cni.messages.netlink import (
     RemoveVrfDomain,
     UnplumbPod,
 )
-from pyroute2_cni.netlink.model import (
+from pyroute2_cni.netlink.names import (
     IFNAMSIZ,
+    bridge_mac,
+    bridge_name,
+    host_veth_name,
+    stable_mac,
+    valid_ifname,
+    vrf_name,
+    vxlan_name,
+)
+from pyroute2_cni.netlink.pods import PodAlias, parse_pod_alias, pod_alias
+from pyroute2_cni.netlink.specs import (
     OUR_PROTO,
     PREF_L3MDEV,
     PREF_LOCAL,
@@ -55,18 +65,8 @@ from pyroute2_cni.netlink.model import (
     UNREACHABLE_METRIC,
     LinkChange,
     LinkState,
-    PodAlias,
     RouteSpec,
     RuleSpec,
-    bridge_mac,
-    bridge_name,
-    host_veth_name,
-    parse_pod_alias,
-    pod_alias,
-    stable_mac,
-    valid_ifname,
-    vrf_name,
-    vxlan_name,
 )
 from pyroute2_cni.runtime.config import NetlinkSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics

@@ -22,8 +22,8 @@ from pyroute2_cni.actors.route_keeper_actor import (
 from pyroute2_cni.messages.base import Ok
 from pyroute2_cni.messages.evpn import BgpSessionsSeen, CheckHeld, EvpnChanged
 from pyroute2_cni.netlink import evpn_kernel
-from pyroute2_cni.netlink.backend import split_messages
 from pyroute2_cni.netlink.evpn_kernel import AF_BRIDGE
+from pyroute2_cni.netlink.transport import split_messages
 from pyroute2_cni.runtime.config import FrrSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.values.evpn_hold import (
@@ -307,7 +307,7 @@ class FakeNetlink:
 def fake_netlink(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNetlink]:
     fake = FakeNetlink()
     monkeypatch.setattr(evpn_kernel, "_monitor_socket", lambda: fake.monitor_end)
-    monkeypatch.setattr(evpn_kernel, "_netlink_socket", lambda: fake.rtnl)
+    monkeypatch.setattr(evpn_kernel, "netlink_socket", lambda: fake.rtnl)
     yield fake
     fake.close()
 
