@@ -39,8 +39,12 @@ Housekeeping runs from a self-scheduled :class:`Reconcile` (every
 - the node holding the Lease ``pyroute2-cni-ipam-reclaimer`` deletes the blocks of
   Nodes that are missing in two consecutive rounds.
 
-Invariants: see ``pyroute2_cni/ipam/blocks.py``.  Keep in sync with:
-``messages/ipam.py`` (the protocol) and ``pyroute2_cni/ipam/store.py``.
+The decisions are the library's and pure: ``ipam.planner`` plans each batch round, the
+order of claims, leaks and empty blocks; ``ipam.lease`` decides the Lease election and when
+the holder looks for deleted Nodes.  The actor does the reads and writes around them.
+
+Invariants: see ``pyroute2_cni/ipam/blocks.py``, ``planner.py`` and ``lease.py``.  Keep in
+sync with: ``messages/ipam.py`` (the protocol) and ``pyroute2_cni/ipam/store.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ import queue
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,27 +68,35 @@ from pyroute2_cni.ipam.blocks import (
     Block,
     PodIndex,
     block_count,
-    block_in_domain,
     block_name,
-    candidate_networks,
     check_block_invariants,
     domain_problem,
     exhausted_reason,
     needs_repair,
     new_block,
     normalized,
-    pick_free,
-    pod_prefixlen,
-    start_offset,
-    with_allocation,
-    without_addresses,
+)
+from pyroute2_cni.ipam.lease import (
+    DEFAULT_LEASE_NAMESPACE,
+    LEASE_NAME,
+    ForeignScan,
+    LeaseElection,
+    lease_duration,
+)
+from pyroute2_cni.ipam.planner import (
+    DEFER,
+    BatchRound,
+    ClaimOrder,
+    EmptyBlocks,
+    LeakWatch,
+    allocated_reply,
+    unsettled_for,
 )
 from pyroute2_cni.ipam.store import (
     BlockGone,
     BlockStore,
     BlockTaken,
     Conflict,
-    LeaseRecord,
     StoreError,
     StoreUnavailable,
     rfc3339,
@@ -122,11 +133,7 @@ from pyroute2_cni.runtime.config import IpamSection
 from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.values.attachment import key_network
 
-LEASE_NAME = "pyroute2-cni-ipam-reclaimer"
-DEFAULT_LEASE_NAMESPACE = "pyroute2-cni"
 DEFAULT_MAX_BATCH = 64
-# Block names known to be held by other nodes that one claim may try again.
-REPROBE_LIMIT = 8
 # Retry delays for the initial read of this node's blocks when the API is down:
 # server.ini [ipam] load_retry_initial, load_retry_max.
 
@@ -136,19 +143,6 @@ SETTLE_WINDOW = 60.0
 
 Op = AllocateAddress | ReleaseAddress
 
-# The reclaimer Lease holder looks for IPBlocks of deleted Nodes when the watcher reports
-# a Node deleted, and at least this often (seconds) in case such news was missed: two
-# cluster-wide LISTs per round on one node were what kept the cluster from 0 LISTs.
-FOREIGN_SCAN_INTERVAL = 3600.0
-
-
-def lease_duration(settings: IpamSection) -> int:
-    """Seconds without renewal after which another node takes the reclaimer Lease over.
-
-    The holder renews once per reconcile round, so three rounds of silence.
-    """
-    return max(15, int(3 * settings.reconcile_interval + 0.999))
-
 
 def _valid_cidr(block: Block) -> bool:
     try:
@@ -156,21 +150,6 @@ def _valid_cidr(block: Block) -> bool:
     except ValueError:
         return False
     return True
-
-
-@dataclass(slots=True)
-class _Missing:
-    """An allocation whose pod was not found: when first seen and how often since."""
-
-    first: float
-    count: int = 1
-
-
-class _Deferred:
-    """Planning marker: run this op in the next round (its key changed in another block)."""
-
-
-_DEFER = _Deferred()
 
 
 class IPAMActor(BaseActor):
@@ -203,7 +182,12 @@ class IPAMActor(BaseActor):
         self._metrics = metrics
         self._netlink = netlink
         self._clock = clock
-        self._lease_namespace = lease_namespace
+        self._lease = LeaseElection(
+            node=node, namespace=lease_namespace, duration=lease_duration(settings)
+        )
+        self._foreign = ForeignScan(node)
+        # Names known taken are tried again one reconcile interval after they were learned.
+        self._claim_order = ClaimOrder(node, settings.reconcile_interval)
         self._max_batch = max(1, max_batch)
         self._store: BlockStore | None = None
         self._loaded = False
@@ -217,17 +201,8 @@ class IPAMActor(BaseActor):
         self._suspect: set[str] = set()
         # Until then a DEL miss re-reads this node's blocks (see SETTLE_WINDOW).
         self._settle_until = 0.0
-        self._empty_seen: dict[str, int] = {}
-        self._missing: dict[tuple[str, str, str], _Missing] = {}
-        self._foreign_missing: dict[str, int] = {}
-        # The holder lists Nodes and IPBlocks only when a Node may be gone: at its first
-        # round as holder, after a Node deletion or a snapshot from the watcher, while a
-        # candidate waits for its second look, and at least every FOREIGN_SCAN_INTERVAL.
-        self._foreign_scan_due = True
-        self._foreign_scanned_at: float | None = None
-        self._lease_seen: tuple[str, str] | None = None
-        self._lease_seen_at = 0.0
-        self._lease_read_at: float | None = None
+        self._empty = EmptyBlocks()
+        self._leaks = LeakWatch(settings.leak_grace)
         self._gauge_vrfs: set[int] = set()
         self._domain_gauge_vrfs: set[int] = set()
         self._domains_synced = False
@@ -368,12 +343,12 @@ class IPAMActor(BaseActor):
                 # A snapshot replaces the view: domains gone while we were not told vanish.
                 self._domains = {domain.vrf: domain for domain in domains}
                 self._domains_synced = True
-                self._foreign_scan_due = True  # Nodes may have gone while we were not told
+                self._foreign.expect_changes()  # Nodes may have gone while we were not told
                 self._update_domain_gauges()
                 return None
             case ClusterObjectChanged(kind=kind, obj=obj):
                 if isinstance(obj, NodeInfo) and kind is ChangeKind.DELETED:
-                    self._foreign_scan_due = True
+                    self._foreign.expect_changes()
                 if isinstance(obj, VrfDomainSpec):
                     if kind is ChangeKind.DELETED:
                         self._domains.pop(obj.vrf, None)
@@ -467,19 +442,16 @@ class IPAMActor(BaseActor):
         while pending:
             # Writes of the previous round may have left blocks suspect.
             self._settle_suspects()
-            work: dict[str, Block] = {}
-            index = dict(self._index)
-            touched: dict[str, str] = {}
-            failed_vrfs: dict[int, Failure] = {}
+            plan = BatchRound(self._blocks, self._index, self._suspect)
             groups: dict[str, list[tuple[int, Any]]] = defaultdict(list)
             deferred: list[int] = []
             for i in pending:
                 op = ops[i]
                 if isinstance(op, AllocateAddress):
-                    target, reply = self._plan_allocate(op, work, index, touched, failed_vrfs)
+                    target, reply = plan.allocate(op, since=self._since, claim=self._claim)
                 else:
-                    target, reply = self._plan_release(op, work, index, touched)
-                if reply is _DEFER:
+                    target, reply = plan.release(op, since=self._since)
+                if reply is DEFER:
                     deferred.append(i)
                 elif target is None:
                     replies[i] = reply
@@ -487,7 +459,7 @@ class IPAMActor(BaseActor):
                     groups[target].append((i, reply))
             retry: list[int] = []
             for name, items in groups.items():
-                outcome = self._write(work[name])
+                outcome = self._write(plan.work[name])
                 if outcome is None:
                     for i, reply in items:
                         replies[i] = reply
@@ -631,166 +603,17 @@ class IPAMActor(BaseActor):
         if changed:
             self._after_change()
 
-    def _unknown(self, name: str, key: str) -> Failure:
-        return Failure(
-            reason=f"IPBlock {name} may hold attachment {key}, but the outcome of its last "
-            "write is unknown and it could not be re-read: retry once the API server answers",
-            kind=ErrorKind.TEMPORARY,
-        )
-
-    def _unsettled_for(self, key: str, held: tuple[str, str] | None) -> Failure | None:
-        """A failure when `key` cannot be answered for while blocks are suspect.
-
-        A key held in a settled block is answered from it.  A key not in the cache
-        may sit in a suspect block (a write that committed without a reply), so it
-        waits for the re-read.  With nothing suspect, a key not in the cache is not
-        held: only this actor writes its node's blocks, every write it made either
-        succeeded (cached), conflicted (re-read) or was marked suspect, and any other
-        change is caught by the resourceVersion precondition of the next write.  So an
-        ordinary DEL miss costs no API request (within SETTLE_WINDOW of a load or an
-        unknown outcome, _run_ops has re-read the node's blocks first).
-        """
-        if held is not None:
-            return self._unknown(held[0], key) if held[0] in self._suspect else None
-        if self._suspect:
-            return self._unknown(", ".join(sorted(self._suspect)), key)
-        return None
-
-    def _current(self, name: str, work: dict[str, Block]) -> Block:
-        block = work.get(name)
-        return block if block is not None else self._blocks[name]
-
-    def _reply(self, key: str, block: Block, address: str, domain: VrfDomainSpec) -> Any:
-        return AddressAllocated(
-            key=key,
-            vrf=block.vrf,
-            address=address,
-            prefixlen=pod_prefixlen(domain),
-            gateway=block.gateway,
-            block=block.cidr,
-            attachment=domain.pod_attachment().type,
-        )
-
-    def _plan_allocate(
-        self,
-        op: AllocateAddress,
-        work: dict[str, Block],
-        index: dict[str, tuple[str, str]],
-        touched: dict[str, str],
-        failed_vrfs: dict[int, Failure],
-    ) -> tuple[str | None, Any]:
-        domain = op.domain
-        held = index.get(op.key)
-        unsettled = self._unsettled_for(op.key, held)
-        if unsettled is not None:
-            return None, unsettled
-        if held is not None:
-            held_name, held_address = held
-            held_block = self._current(held_name, work)
-            if held_block.vrf != domain.vrf:
-                return None, Failure(
-                    reason=f"attachment {op.key} already holds {held_address} "
-                    f"in VRF {held_block.vrf}",
-                    kind=ErrorKind.INVALID,
-                )
-            reply = self._reply(op.key, held_block, held_address, domain)
-            return (held_name if held_name in work else None), reply
-        block = self._block_with_room(domain, work)
-        if block is None:
-            if domain.vrf in failed_vrfs:
-                return None, failed_vrfs[domain.vrf]
-            try:
-                claimed = self._claim(domain)
-            except StoreError as exc:
-                claimed = self._store_failure(f"cannot claim an IPBlock in {domain.name}", exc)
-            if isinstance(claimed, Failure):
-                failed_vrfs[domain.vrf] = claimed
-                return None, claimed
-            block = claimed
-        if op.key in touched and touched[op.key] != block.name:
-            return None, _DEFER
-        address = pick_free(block)
-        if address is None:  # _block_with_room and _claim only return blocks with room
-            raise AssertionError(f"{block.name} has no free address")
-        record = Allocation(
-            key=op.key,
-            namespace=op.pod.namespace,
-            pod=op.pod.name,
-            uid=op.pod.uid,
-            since=self._since(),
-        )
-        updated = with_allocation(block, address, record, since=record.since)
-        work[updated.name] = updated
-        index[op.key] = (updated.name, address)
-        touched[op.key] = updated.name
-        return updated.name, self._reply(op.key, updated, address, domain)
-
-    def _plan_release(
-        self,
-        op: ReleaseAddress,
-        work: dict[str, Block],
-        index: dict[str, tuple[str, str]],
-        touched: dict[str, str],
-    ) -> tuple[str | None, Any]:
-        held = index.get(op.key)
-        unsettled = self._unsettled_for(op.key, held)
-        if unsettled is not None:
-            return None, unsettled
-        if held is None:
-            return None, AddressReleased(key=op.key, address=None)
-        name, address = held
-        if op.key in touched and touched[op.key] != name:
-            return None, _DEFER
-        block = normalized(self._current(name, work), self._since())
-        work[name] = without_addresses(block, [address])
-        del index[op.key]
-        touched[op.key] = name
-        return name, AddressReleased(key=op.key, address=address)
-
-    def _block_with_room(self, domain: VrfDomainSpec, work: dict[str, Block]) -> Block | None:
-        """This node's lowest block of the domain with a free address."""
-        best: Block | None = None
-        for name in self._blocks:
-            block = self._current(name, work)
-            if block.free_count <= 0 or not block_in_domain(block, domain):
-                continue
-            if best is None or block.network < best.network:
-                best = block
-        return best
-
     def _claim(self, domain: VrfDomainSpec) -> Block | Failure:
-        """Create the next free block of the domain; 409 means taken: try the next name.
+        """Create the next free block of the domain (planner.ClaimOrder's order);
+        409 means taken: try the next name."""
+        try:
+            return self._claim_next(domain)
+        except StoreError as exc:
+            return self._store_failure(f"cannot claim an IPBlock in {domain.name}", exc)
 
-        Walks from a node-dependent offset and skips names already known to be
-        taken, so nodes rarely collide and never LIST the cluster's blocks.  When
-        every name is known to be taken, up to ``REPROBE_LIMIT`` of the names
-        learned longest ago (at least one reconcile interval ago) are tried again
-        (other nodes return empty blocks), so a request in an exhausted domain
-        costs a bounded number of API calls.
-        """
+    def _claim_next(self, domain: VrfDomainSpec) -> Block | Failure:
         now = self._clock()
-        count = block_count(domain)
-        # Blocks of another length (the domain's ipblocklen changed) must not be overlapped.
-        odd = [
-            b.network
-            for b in self._blocks.values()
-            if b.vrf == domain.vrf and b.network.prefixlen != domain.ipblocklen
-        ]
-        start = start_offset(self._node, domain.vrf, count)
-        known: list[tuple[float, str, ipaddress.IPv4Network]] = []
-        for network in candidate_networks(domain, start):
-            name = block_name(domain.vrf, network)
-            if name in self._blocks or any(network.overlaps(other) for other in odd):
-                continue
-            learned = self._taken.get(name)
-            if learned is not None:
-                known.append((learned, name, network))
-                continue
-            claimed = self._try_create(domain, network, now)
-            if claimed is not None:
-                return claimed
-        stale = [k for k in known if now - k[0] >= self._settings.reconcile_interval]
-        for _, _, network in sorted(stale, key=lambda k: k[0])[:REPROBE_LIMIT]:
+        for network in self._claim_order.candidates(domain, self._blocks, self._taken, now):
             claimed = self._try_create(domain, network, now)
             if claimed is not None:
                 return claimed
@@ -877,7 +700,7 @@ class IPAMActor(BaseActor):
     def _drop_cached(self, name: str) -> None:
         self._unindex(name)
         self._blocks.pop(name, None)
-        self._empty_seen.pop(name, None)
+        self._empty.forget(name)
 
     def _after_change(self) -> None:
         self._update_gauges()
@@ -944,7 +767,7 @@ class IPAMActor(BaseActor):
     def _lookup(self, key: str) -> AddressLookupResult | Failure:
         self._settle_suspects()
         held = self._index.get(key)
-        unsettled = self._unsettled_for(key, held)
+        unsettled = unsettled_for(key, held, self._suspect)
         if unsettled is not None:
             return unsettled
         if held is None:
@@ -958,7 +781,7 @@ class IPAMActor(BaseActor):
                 "is not known yet",
                 kind=ErrorKind.TEMPORARY,
             )
-        return AddressLookupResult(allocation=self._reply(key, block, address, domain))
+        return AddressLookupResult(allocation=allocated_reply(key, block, address, domain))
 
     def _confirm(self, msg: ConfirmAllocation) -> None:
         held = self._index.get(msg.key)
@@ -1037,23 +860,7 @@ class IPAMActor(BaseActor):
         except StoreError as exc:
             errors.append(f"cannot list pods: {exc}")
             return []
-        now = self._clock()
-        observed: dict[tuple[str, str, str], _Missing] = {}
-        leaked: dict[str, Allocation] = {}
-        for block in self._blocks.values():
-            for address, record in block.allocations.items():
-                if pods.holder_exists(record) is not False:
-                    continue
-                mark = (block.name, address, record.key)
-                seen = self._missing.get(mark)
-                if seen is None:
-                    seen = _Missing(first=now)
-                else:
-                    seen.count += 1
-                observed[mark] = seen
-                if seen.count >= 2 and now - seen.first >= self._settings.leak_grace:
-                    leaked[record.key] = record
-        self._missing = observed
+        leaked = self._leaks.observe(self._blocks.values(), pods, self._clock())
         if leaked and cached is not None:
             leaked = self._confirm_leaks(leaked, errors)
         if not leaked:
@@ -1075,7 +882,7 @@ class IPAMActor(BaseActor):
                 )
             elif isinstance(reply, Failure):
                 errors.append(f"cannot reclaim {key}: {reply.reason}")
-        self._missing = {m: s for m, s in self._missing.items() if m[2] not in reclaimed}
+        self._leaks.released(reclaimed)
         return reclaimed
 
     def _confirm_leaks(
@@ -1090,118 +897,63 @@ class IPAMActor(BaseActor):
             return {}
         confirmed = {k: r for k, r in leaked.items() if pods.holder_exists(r) is False}
         if len(confirmed) < len(leaked):
-            self._missing = {
-                m: s for m, s in self._missing.items() if m[2] in confirmed or m[2] not in leaked
-            }
+            self._leaks.unconfirmed(leaked, confirmed)
         return confirmed
 
     def _return_empty_blocks(self, errors: list[str]) -> list[str]:
         """Delete blocks empty in two consecutive rounds, keeping one block per VRF."""
-        by_vrf: dict[int, list[Block]] = defaultdict(list)
-        for block in self._blocks.values():
-            by_vrf[block.vrf].append(block)
-        self._empty_seen = {n: c for n, c in self._empty_seen.items() if n in self._blocks}
         returned: list[str] = []
-        for vrf, blocks in by_vrf.items():
-            # The last block of a VRF stays for the next pod, unless its domain is gone.
-            domain_gone = self._domains_synced and vrf not in self._domains
-            for block in blocks:
-                if block.pod_count == 0:
-                    self._empty_seen[block.name] = self._empty_seen.get(block.name, 0) + 1
-                else:
-                    self._empty_seen.pop(block.name, None)
-            ripe = [b for b in blocks if self._empty_seen.get(b.name, 0) >= 2]
-            if not ripe:
-                continue
-            if all(b.pod_count == 0 for b in blocks) and not domain_gone:
-                # Keep one: preferably one not ripe yet (most recently used), else the lowest.
-                unripe = [b for b in blocks if b not in ripe]
-                keep = min(unripe or ripe, key=lambda b: b.network)
-                ripe = [b for b in ripe if b.name != keep.name]
-            for block in sorted(ripe, key=lambda b: b.network):
-                if block.name in self._suspect:
-                    continue  # its content is not known; the precondition would tell anyway
+        # The last block of a VRF stays for the next pod, unless its domain is gone.
+        known = self._domains if self._domains_synced else None
+        for block in self._empty.ripe(self._blocks, known):
+            if block.name in self._suspect:
+                continue  # its content is not known; the precondition would tell anyway
+            try:
+                self.store.delete_block(block.name, block.resource_version)
+            except Conflict:
                 try:
-                    self.store.delete_block(block.name, block.resource_version)
-                except Conflict:
-                    try:
-                        self._refresh(block.name)
-                    except StoreError as exc:
-                        self._suspect.add(block.name)
-                        errors.append(f"cannot re-read IPBlock {block.name}: {exc}")
-                    continue
+                    self._refresh(block.name)
                 except StoreError as exc:
-                    if isinstance(exc, StoreUnavailable):
-                        self._suspect.add(block.name)  # it may be gone: re-read next time
-                    errors.append(f"cannot return IPBlock {block.name}: {exc}")
-                    continue
-                self.log.info(
-                    "node %s: returned empty IPBlock %s (%s)", self._node, block.name, block.cidr
-                )
-                self._drop_cached(block.name)
-                returned.append(block.name)
+                    self._suspect.add(block.name)
+                    errors.append(f"cannot re-read IPBlock {block.name}: {exc}")
+                continue
+            except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    self._suspect.add(block.name)  # it may be gone: re-read next time
+                errors.append(f"cannot return IPBlock {block.name}: {exc}")
+                continue
+            self.log.info(
+                "node %s: returned empty IPBlock %s (%s)", self._node, block.name, block.cidr
+            )
+            self._drop_cached(block.name)
+            returned.append(block.name)
         return returned
 
     def _hold_lease(self) -> bool:
-        """Acquire or renew the reclaimer Lease; True while this node holds it.
-
-        Another holder's Lease is taken over only when we have seen it unchanged
-        for a whole lease duration on our own clock (no clock-skew assumptions).
-        While another node holds it, we read it once per lease duration, not every
-        round: a takeover comes within two durations instead of one, and the nodes
-        that do not hold it cost the API server a third of the reads (make bench-scale).
-        """
+        """Acquire or renew the reclaimer Lease; True while this node holds it."""
         now = self._clock()
-        duration = lease_duration(self._settings)
-        holder = self._lease_seen[0] if self._lease_seen else ""
-        read_at = self._lease_read_at
-        if holder and holder != self._node and read_at is not None and now - read_at < duration:
+        if not self._lease.should_read(now):
             return False
-        lease = self.store.get_lease(self._lease_namespace, LEASE_NAME)
-        self._lease_read_at = now
-        if lease is None:
-            try:
-                created = self.store.create_lease(
-                    LeaseRecord(
-                        namespace=self._lease_namespace,
-                        name=LEASE_NAME,
-                        holder=self._node,
-                        duration_seconds=duration,
-                    )
-                )
-            except Conflict:
-                return False
-            self._lease_seen = (created.holder, created.resource_version)
-            self._lease_seen_at = now
-            self.log.info("node %s: acquired the IPAM reclaimer Lease", self._node)
-            return True
-        seen = (lease.holder, lease.resource_version)
-        if seen != self._lease_seen:
-            self._lease_seen = seen
-            self._lease_seen_at = now
-        mine = lease.holder == self._node
-        expired = now - self._lease_seen_at >= max(lease.duration_seconds, 1)
-        if not (mine or not lease.holder or expired):
+        lease = self.store.get_lease(self._lease.namespace, LEASE_NAME)
+        wanted = self._lease.claim(lease, now)
+        if wanted is None:
             return False
         try:
-            updated = self.store.update_lease(
-                replace(
-                    lease,
-                    holder=self._node,
-                    duration_seconds=duration,
-                    transitions=lease.transitions + (0 if mine else 1),
-                )
-            )
+            if lease is None:
+                written = self.store.create_lease(wanted)
+            else:
+                written = self.store.update_lease(wanted)
         except Conflict:
             return False
-        if not mine:
+        if lease is None:
+            self.log.info("node %s: acquired the IPAM reclaimer Lease", self._node)
+        elif lease.holder != self._node:
             self.log.warning(
                 "node %s: took over the IPAM reclaimer Lease from %s",
                 self._node,
                 lease.holder or "nobody",
             )
-        self._lease_seen = (updated.holder, updated.resource_version)
-        self._lease_seen_at = now
+        self._lease.held(written, now)
         return True
 
     def _reclaim_foreign_blocks(self, errors: list[str]) -> tuple[bool, list[str]]:
@@ -1212,13 +964,10 @@ class IPAMActor(BaseActor):
             errors.append(f"cannot read or renew the reclaimer Lease: {exc}")
             held = False
         if not held:
-            self._foreign_missing.clear()
-            self._foreign_scan_due = True  # the first round as holder scans
+            self._foreign.lease_lost()
             return False, []
         now = self._clock()
-        last = self._foreign_scanned_at
-        stale = last is None or now - last >= FOREIGN_SCAN_INTERVAL
-        if not (self._foreign_scan_due or self._foreign_missing or stale):
+        if not self._foreign.wanted(now):
             return True, []
         try:
             nodes = set(self.store.list_nodes())
@@ -1226,26 +975,16 @@ class IPAMActor(BaseActor):
         except StoreError as exc:
             errors.append(f"cannot list nodes or IPBlocks: {exc}")
             return True, []
-        self._foreign_scan_due = False
-        self._foreign_scanned_at = now
-        seen: dict[str, int] = {}
         reclaimed: list[str] = []
-        for block in blocks:
-            if block.node in nodes or block.node == self._node:
-                continue
-            count = self._foreign_missing.get(block.name, 0) + 1
-            if count < 2:
-                seen[block.name] = count
-                continue
+        for block in self._foreign.observe(blocks, nodes, now):
             try:
                 deleted = self.store.delete_block(block.name, block.resource_version)
             except Conflict:
-                seen[block.name] = count  # changed under us: look again next round
-                continue
+                continue  # changed under us: look again next round
             except StoreError as exc:
                 errors.append(f"cannot reclaim IPBlock {block.name}: {exc}")
-                seen[block.name] = count
                 continue
+            self._foreign.deleted(block.name)
             if deleted:
                 self.log.warning(
                     "node %s: reclaimed IPBlock %s (%s) of deleted node %s (%d addresses)",
@@ -1256,5 +995,4 @@ class IPAMActor(BaseActor):
                     block.pod_count,
                 )
                 reclaimed.append(block.name)
-        self._foreign_missing = seen
         return True, reclaimed

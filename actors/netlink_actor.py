@@ -6,9 +6,12 @@ desired domains and this node's VRFNodeConfig), PlumbPod / UnplumbPod / CheckPod
 ListPlumbedPods (CNI server) and Reconcile (its own timer).
 
 How it works: every domain change recomputes the desired state with the pure
-``netlink.model`` from a fresh kernel dump and executes the difference through a
-:class:`NetlinkBackend`.  Every change is "ensure present/absent": the errno that means
-"already so" (EEXIST, ENODEV, ESRCH, ENOENT, EADDRNOTAVAIL) is success, nothing else is.
+``netlink.desired`` and ``netlink.plan`` from a fresh kernel dump and executes the
+difference through a :class:`NetlinkBackend`.  Pod work is
+``netlink.plumbing.PodPlumbing``'s, called with the
+backend; the actor keeps the messages (IPAM's confirmation before a re-plumb).  Every
+change is "ensure present/absent": the errno that means "already so" (EEXIST, ENODEV,
+ESRCH, ENOENT, EADDRNOTAVAIL) is success, nothing else is.
 
 Invariants:
 
@@ -27,8 +30,9 @@ Invariants:
 - Pod operations never fork and never call setns in this thread: the backend enters a pod
   namespace from a dedicated short-lived thread.
 
-Keep in sync with: pyroute2_cni/netlink/model.py (names, routing design),
-pyroute2_cni/netlink/backend.py (the protocol), tests/harness/fake_netlink.py.
+Keep in sync with: pyroute2_cni/netlink/names.py and desired.py (names, routing design),
+pyroute2_cni/netlink/backend.py (the protocol), pyroute2_cni/netlink/plumbing.py (pod
+plumbing) and pods.py (the alias), tests/harness/fake_netlink.py.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing, suppress
+from contextlib import suppress
 from typing import Any
 
 import pykka
@@ -63,11 +67,9 @@ from pyroute2_cni.messages.ipam import (
 from pyroute2_cni.messages.netlink import (
     BringUpVrfDomain,
     CheckPod,
-    CniInterface,
     DomainState,
     EnsureVrfDomain,
     ListPlumbedPods,
-    PlumbedPod,
     PlumbedPods,
     PlumbPod,
     PodCheckResult,
@@ -78,7 +80,7 @@ from pyroute2_cni.messages.netlink import (
     UnplumbPod,
     Vtep,
 )
-from pyroute2_cni.netlink.backend import NetlinkBackend, NetnsSession
+from pyroute2_cni.netlink.backend import NetlinkBackend
 from pyroute2_cni.netlink.desired import (
     NODE_RULES,
     DomainDesired,
@@ -90,11 +92,7 @@ from pyroute2_cni.netlink.names import (
     bridge_name,
     host_veth_name,
     is_fabric_name,
-    is_host_veth_name,
-    pod_macs,
     pod_mtu,
-    valid_container_id,
-    valid_ifname,
     vrf_name,
     vxlan_name,
 )
@@ -118,26 +116,14 @@ from pyroute2_cni.netlink.plan import (
     plan_routes,
     plan_rules,
 )
-from pyroute2_cni.netlink.pods import (
-    PodAlias,
-    PodExpectation,
-    PodSide,
-    parse_pod_alias,
-    pod_alias,
-    pod_differences,
-)
+from pyroute2_cni.netlink.plumbing import PodPlumbing
 from pyroute2_cni.netlink.specs import (
     NODE_SYSCTLS,
     OUR_PROTO,
-    RTPROT_BOOT,
     TABLE_MAIN,
-    AddrSpec,
-    LinkChange,
     LinkState,
-    RouteSpec,
     RuleSpec,
     SysctlSpec,
-    VethSpec,
 )
 from pyroute2_cni.netlink.vtep import choose_vtep
 from pyroute2_cni.runtime.config import Settings
@@ -194,12 +180,8 @@ class NetlinkActor(BaseActor):
         self._up_at_start: frozenset[str] = frozenset()
         self._node_configs: dict[str, VrfNodeConfigSpec] = {}
         self._vtep: Vtep | None = None
-        self._pods: dict[str, PodAlias] = {}
-        # What each pod this instance plumbed asked for, by host veth: a pair deleted by
-        # hand is plumbed again from it (the alias alone lacks the address).
-        self._plumbed: dict[str, PlumbPod] = {}
-        # Pods to plumb again once IPAM confirms their address, by host veth.
-        self._awaiting: dict[str, PlumbPod] = {}
+        # The plumbed pods (read back from the kernel) and what each asked for.
+        self._plumbing = PodPlumbing(node, self.log)
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
         self._repairs: list[str] | None = None  # collecting during a Reconcile
@@ -209,7 +191,7 @@ class NetlinkActor(BaseActor):
         self._backend = self._backend_factory()
         self._inventory()
         self._schedule()
-        self.set_ready(True, f"{len(self._pods)} pods found in the kernel")
+        self.set_ready(True, f"{len(self._plumbing.pods)} pods found in the kernel")
 
     def release(self) -> None:
         with self._timer_lock:
@@ -298,29 +280,18 @@ class NetlinkActor(BaseActor):
         return [link for kind in FABRIC_KINDS for link in backend.links(kind)]
 
     def _inventory(self) -> None:
-        self._pods = self._pods_from(self.backend.links("veth"))
-        self._remember(self._pods)
+        self._plumbing.read(self.backend)
+        self._plumbing.remember()
         self._up_at_start = frozenset(
             link.name for link in self._fabric_links() if link.up and is_fabric_name(link.name)
         )
         self._refresh_vtep()
         self.log.info(
             "inventory: %d plumbed pods, fabric devices up: %s; vtep %s",
-            len(self._pods),
+            len(self._plumbing.pods),
             ", ".join(sorted(self._up_at_start)) or "none",
             self._vtep,
         )
-
-    @staticmethod
-    def _pods_from(links: Iterable[LinkState]) -> dict[str, PodAlias]:
-        pods: dict[str, PodAlias] = {}
-        for link in links:
-            if link.kind != "veth" or not is_host_veth_name(link.name):
-                continue
-            record = parse_pod_alias(link.alias)
-            if record is not None:
-                pods[link.name] = record
-        return pods
 
     # -- VTEP and MTU ----------------------------------------------------------------------
     def _refresh_vtep(self) -> bool:
@@ -669,34 +640,8 @@ class NetlinkActor(BaseActor):
         return ReconcileResult(repairs=repairs, errors=tuple(errors))
 
     def _reconcile_pods(self) -> None:
-        backend = self.backend
-        links = backend.links("veth")
-        view = LiveView.build([*links, *backend.links("bridge")], (), (), ())
-        self._pods = self._pods_from(links)
-        self._remember(self._pods)
-        missing = sorted(set(self._plumbed) - set(self._pods))
-        for name, record in sorted(self._pods.items()):
-            link = view.by_name[name]
-            bridge = bridge_name(record.attachment, record.vrf)
-            if bridge not in view.by_name:
-                continue  # the domain is gone or not there yet
-            change = LinkChange(
-                master=bridge if view.master_name(link) != bridge else None,
-                up=True if not link.up else None,
-            )
-            if change.empty():
-                continue
-            try:
-                self.backend.link_set(name, change)
-            except OSError as exc:
-                if exc.errno != errno.ENODEV:  # the pod went meanwhile
-                    raise
-                continue
-            self._done(
-                "pod", f"set {name} ({record.container_id}/{record.ifname}) {change.describe()}"
-            )
-        for host in missing:
-            self._confirm_then_replumb(self._plumbed.pop(host))
+        for msg in self._plumbing.reconcile(self.backend, lambda what: self._done("pod", what)):
+            self._confirm_then_replumb(msg)
 
     def _confirm_then_replumb(self, msg: PlumbPod) -> None:
         host = host_veth_name(msg.container_id, msg.ifname)
@@ -704,23 +649,22 @@ class NetlinkActor(BaseActor):
         if self._ipam is None:
             self.log.warning("%s: pair gone; no IPAM to confirm %s with, not plumbed", key, host)
             return
-        self._awaiting[host] = msg
+        self._plumbing.awaiting[host] = msg
         if not self._ipam.tell(
             ConfirmAllocation(key=key, address=msg.address, reply_to=self.actor_ref)
         ):
-            self._plumbed[host] = self._awaiting.pop(host)  # IPAM restarting: next round
+            del self._plumbing.awaiting[host]
+            self._plumbing.retry_later(msg)  # IPAM restarting
 
     def _on_confirmed(self, reply: AllocationConfirmed) -> Ok:
         parsed = parse_key(reply.key)
         if parsed is None:
             return Ok()
-        host = host_veth_name(parsed.container_id, parsed.ifname)
-        msg = self._awaiting.get(host)
-        if msg is None or msg.address != reply.address:
+        msg = self._plumbing.confirmed(parsed, reply.address)
+        if msg is None:
             return Ok()  # unplumbed or plumbed afresh meanwhile: nothing to put back
-        del self._awaiting[host]
         if reply.held is None:
-            self._plumbed[host] = msg  # IPAM has not read its blocks yet: next round
+            self._plumbing.retry_later(msg)  # IPAM has not read its blocks yet
         elif not reply.held:
             self.log.warning(
                 "%s: not plumbed again: IPAM no longer holds %s for it (reclaimed); "
@@ -731,23 +675,6 @@ class NetlinkActor(BaseActor):
         else:
             self._replumb(msg)
         return Ok()
-
-    def _remember(self, pods: dict[str, PodAlias]) -> None:
-        """Pods plumbed by an earlier instance: what their aliases say they were given."""
-        for host, record in pods.items():
-            if host in self._plumbed or not (record.address and record.netns):
-                continue
-            self._plumbed[host] = PlumbPod(
-                container_id=record.container_id,
-                ifname=record.ifname,
-                network=record.network,
-                netns=record.netns,
-                vrf=record.vrf,
-                attachment=record.attachment,
-                address=record.address,
-                prefixlen=record.prefixlen,
-                gateway=record.gateway,
-            )
 
     def _replumb(self, msg: PlumbPod) -> None:
         """The pod's pair is gone (deleted by hand: the pod end goes with it) while its
@@ -762,12 +689,12 @@ class NetlinkActor(BaseActor):
         try:
             result = self._on_plumb(msg)
         except OSError:
-            self._plumbed[host_veth_name(msg.container_id, msg.ifname)] = msg  # next round
+            self._plumbing.retry_later(msg)
             raise
         if isinstance(result, Failure):
             self.log.warning("could not plumb %s again: %s", what, result.reason)
             if result.kind is ErrorKind.TEMPORARY:  # e.g. its VRF is being rebuilt
-                self._plumbed[host_veth_name(msg.container_id, msg.ifname)] = msg
+                self._plumbing.retry_later(msg)
             return
         # Counted here: the confirmation arrives outside the Reconcile that asked for it.
         repair = f"plumbed {what} again on {result.host.name}"
@@ -778,295 +705,15 @@ class NetlinkActor(BaseActor):
 
     # -- pods --------------------------------------------------------------------------
     def _on_plumb(self, msg: PlumbPod) -> PodPlumbed | Failure:
-        if not valid_container_id(msg.container_id) or not valid_ifname(msg.ifname):
-            return Failure(
-                reason=f"invalid container id {msg.container_id!r} or ifname {msg.ifname!r}",
-                kind=ErrorKind.INVALID,
-            )
         intent = self._intents.get(msg.vrf)
-        if intent is None:
-            return Failure(
-                reason=f"VRF {msg.vrf} is not set up on node {self._node} yet",
-                kind=ErrorKind.TEMPORARY,
-            )
-        if msg.attachment not in {a.type for a in intent.domain.attachments}:
-            return Failure(
-                reason=f"VRFDomain {intent.domain.name} has no {msg.attachment.value} attachment",
-                kind=ErrorKind.INVALID,
-            )
-        backend = self.backend
-        bridge = bridge_name(msg.attachment, msg.vrf)
-        host = host_veth_name(msg.container_id, msg.ifname)
-        host_mac, pod_mac = pod_macs(self._node, msg.container_id, msg.ifname)
-        self._awaiting.pop(host, None)  # this ADD supersedes a pending re-plumb
-        record = PodAlias(
-            vrf=msg.vrf,
-            attachment=msg.attachment,
-            container_id=msg.container_id,
-            ifname=msg.ifname,
-            network=msg.network,
-            netns=msg.netns,
-            address=msg.address,
-            prefixlen=msg.prefixlen,
-            gateway=msg.gateway,
-        )
-        mtu = self._mtu()
-        live = backend.link_get(host)
-        if live is not None and not live.alias:
-            # Our name (a hash of this attachment) without the alias: a pair half made
-            # when the daemon died between creating it and labelling it.  Start over.
-            self._delete_host_veth(host)
-            live = None
-        if live is not None:
-            owner = parse_pod_alias(live.alias)
-            if owner is None or (owner.container_id, owner.ifname) != (
-                msg.container_id,
-                msg.ifname,
-            ):
-                return Failure(
-                    reason=f"host interface {host} exists and is not this attachment's",
-                    kind=ErrorKind.CONFLICT,
-                    details=live.alias,
-                )
-            if owner.network != msg.network:
-                return Failure(
-                    reason=f"{msg.container_id}/{msg.ifname} is attached to network "
-                    f"{owner.network}, not {msg.network}",
-                    kind=ErrorKind.CONFLICT,
-                    details="one interface name per container: use another CNI_IFNAME "
-                    "for the second network",
-                )
-            if owner.netns != msg.netns and owner.netns:
-                # Same attachment, another sandbox path: the old pair cannot be reused.
-                self._delete_host_veth(host)
-                live = None
-            else:
-                # A repeated ADD answers what the first one did.
-                host_mac, mtu = live.mac, live.mtu or mtu
-        created = live is None
-        if created:
-            try:
-                backend.veth_create(
-                    VethSpec(
-                        host_name=host,
-                        host_mac=host_mac,
-                        peer_name=msg.ifname,
-                        peer_mac=pod_mac,
-                        netns=msg.netns,
-                        mtu=mtu,
-                        master=bridge,
-                        alias=pod_alias(record),
-                    )
-                )
-            except OSError as exc:
-                return self._plumb_failure(msg, exc)
-        else:
-            assert live is not None
-            change = LinkChange(
-                master=bridge if not self._has_master(live, bridge) else None,
-                up=True if not live.up else None,
-                alias=pod_alias(record) if live.alias != pod_alias(record) else None,
-            )
-            backend.link_set(host, change)
-        try:
-            with closing(backend.open_netns(msg.netns)) as pod:
-                pod_mac = self._configure_pod(pod, msg, pod_mac, mtu, fresh=created)
-        except OSError as exc:
-            if created:
-                self._delete_host_veth(host)
-            if exc.errno == errno.ENODEV and not created:
-                # The pod end is not in this namespace: recreate the pair once.
-                self._delete_host_veth(host)
-                return self._on_plumb(msg)
-            return self._plumb_failure(msg, exc)
-        self._pods[host] = record
-        self._plumbed[host] = msg
-        self.log.info(
-            "plumbed %s/%s: %s %s/%d via %s on %s",
-            msg.container_id[:12],
-            msg.ifname,
-            host,
-            msg.address,
-            msg.prefixlen,
-            msg.gateway,
-            bridge,
-        )
-        return PodPlumbed(
-            host=CniInterface(name=host, mac=host_mac),
-            container=CniInterface(name=msg.ifname, mac=pod_mac, sandbox=msg.netns, mtu=mtu),
-            address=msg.address,
-            prefixlen=msg.prefixlen,
-            gateway=msg.gateway,
-            mtu=mtu,
-        )
-
-    def _has_master(self, link: LinkState, bridge: str) -> bool:
-        master = self.backend.link_get(bridge)
-        return master is not None and master.index == link.master
-
-    def _plumb_failure(self, msg: PlumbPod, exc: OSError) -> Failure:
-        if exc.errno == errno.ENOENT:
-            return Failure(
-                reason=f"network namespace {msg.netns} does not exist", kind=ErrorKind.INVALID
-            )
-        if exc.errno == errno.EEXIST:
-            return Failure(
-                reason=f"{msg.ifname} already exists in {msg.netns}",
-                kind=ErrorKind.INVALID,
-                details=str(exc),
-            )
-        if exc.errno in (errno.ENETUNREACH, errno.EINVAL):
-            return Failure(
-                reason=f"cannot route via {msg.gateway} from {msg.address}/{msg.prefixlen}",
-                kind=ErrorKind.INVALID,
-                details=str(exc),
-            )
-        raise exc
-
-    def _configure_pod(
-        self, pod: NetnsSession, msg: PlumbPod, mac: str, mtu: int, *, fresh: bool
-    ) -> str:
-        """Address, link up (gratuitous ARP), default route via the gateway.  Returns the
-        pod side's MAC."""
-        address = AddrSpec(ifname=msg.ifname, address=msg.address, prefixlen=msg.prefixlen)
-        default = RouteSpec(
-            table=TABLE_MAIN,
-            dst="0.0.0.0/0",
-            gateway=msg.gateway,
-            oif=msg.ifname,
-            proto=RTPROT_BOOT,
-        )
-        if fresh:
-            # The address before the link comes up: with arp_notify the kernel then sends
-            # the gratuitous ARP for it (bridge FDB, EVPN MAC learning).
-            pod.link_set(msg.ifname, LinkChange(arp_notify=True))
-            pod.addr_add(address)
-            pod.link_set(msg.ifname, LinkChange(up=True))
-            try:
-                pod.route_add(default)
-            except OSError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise
-                pod.route_replace(default)
-        else:
-            link = pod.link_get(msg.ifname)
-            if link is None or link.kind != "veth":
-                raise OSError(errno.ENODEV, f"{msg.ifname} is not our veth in {msg.netns}")
-            mac = link.mac
-            pod.link_set(
-                msg.ifname,
-                LinkChange(up=True if not link.up else None, mtu=mtu if link.mtu != mtu else None),
-            )
-            have = {(a.address, a.prefixlen) for a in pod.addresses(link.index)}
-            if (msg.address, msg.prefixlen) not in have:
-                pod.addr_add(address)
-            defaults = [r for r in pod.routes(TABLE_MAIN) if r.dst == "0.0.0.0/0" and r.metric == 0]
-            if not any(r.gateway == msg.gateway and r.oif == link.index for r in defaults):
-                pod.route_replace(default)
-        return mac
-
-    def _delete_host_veth(self, host: str) -> None:
-        try:
-            self.backend.link_delete(host)
-        except OSError as exc:
-            if exc.errno != errno.ENODEV:
-                raise
-        self._pods.pop(host, None)
-        self._plumbed.pop(host, None)
+        domain = intent.domain if intent is not None else None
+        return self._plumbing.plumb(self.backend, msg, domain, self._mtu())
 
     def _on_unplumb(self, msg: UnplumbPod) -> Ok | Failure:
-        host = host_veth_name(msg.container_id, msg.ifname)
-        live = self.backend.link_get(host)
-        owner = parse_pod_alias(live.alias) if live is not None else None
-        if owner is not None and owner.network != msg.network:
-            # Another network's attachment with the same container id and ifname: not
-            # this DEL's (nothing of msg.network is here), so it stays.
-            self.log.info(
-                "DEL of %s/%s for network %s: %s belongs to network %s; left alone",
-                msg.container_id[:12],
-                msg.ifname,
-                msg.network,
-                host,
-                owner.network,
-            )
-            return Ok()
-        self._awaiting.pop(host, None)
-        if live is None:
-            self._pods.pop(host, None)
-            self._plumbed.pop(host, None)
-            return Ok()
-        if live.alias and (
-            owner is None or (owner.container_id, owner.ifname) != (msg.container_id, msg.ifname)
-        ):
-            # An empty alias is our own half-made pair (see _on_plumb): removed below.
-            return Failure(
-                reason=f"host interface {host} is not this attachment's; left alone",
-                kind=ErrorKind.CONFLICT,
-                details=live.alias,
-            )
-        self._delete_host_veth(host)
-        self.log.info("unplumbed %s/%s (%s)", msg.container_id[:12], msg.ifname, host)
-        return Ok()
+        return self._plumbing.unplumb(self.backend, msg)
 
     def _on_check(self, msg: CheckPod) -> PodCheckResult:
-        host = host_veth_name(msg.container_id, msg.ifname)
-        backend = self.backend
-        live = backend.link_get(host)
-        record = parse_pod_alias(live.alias) if live is not None else self._pods.get(host)
-        if record is not None and record.network != msg.network:
-            return PodCheckResult(
-                ok=False,
-                differences=(f"{host} is attached to network {record.network}, not {msg.network}",),
-            )
-        bridge = bridge_name(record.attachment, record.vrf) if record else "(unknown)"
-        master = ""
-        if live is not None and live.master:
-            bridge_link = backend.link_get(bridge) if record else None
-            if bridge_link is not None and bridge_link.index == live.master:
-                master = bridge
-            else:
-                other = backend.link_get(live.master)
-                master = other.name if other is not None else f"#{live.master}"
-        pod_side: PodSide | None
-        try:
-            with closing(backend.open_netns(msg.netns)) as pod:
-                link = pod.link_get(msg.ifname)
-                pod_side = PodSide(
-                    link=link,
-                    addresses=pod.addresses(link.index) if link else (),
-                    default_gateways=tuple(
-                        r.gateway
-                        for r in pod.routes(TABLE_MAIN)
-                        if r.dst == "0.0.0.0/0" and (link is None or r.oif == link.index)
-                    ),
-                )
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            pod_side = None
-        expected = PodExpectation(
-            ifname=msg.ifname,
-            address=msg.address,
-            prefixlen=msg.prefixlen,
-            gateway=msg.gateway,
-            mtu=msg.mtu,
-            bridge=bridge,
-        )
-        diffs = pod_differences(expected, live, master, pod_side)
-        return PodCheckResult(ok=not diffs, differences=diffs)
+        return self._plumbing.check(self.backend, msg)
 
     def _on_list(self) -> PlumbedPods:
-        self._pods = self._pods_from(self.backend.links("veth"))
-        return PlumbedPods(
-            pods=tuple(
-                PlumbedPod(
-                    container_id=record.container_id,
-                    ifname=record.ifname,
-                    host_ifname=name,
-                    vrf=record.vrf,
-                    network=record.network,
-                    address=record.address,
-                )
-                for name, record in sorted(self._pods.items())
-            )
-        )
+        return self._plumbing.listed(self.backend)

@@ -2,7 +2,7 @@
 
 The only IPAM module that imports ``kubernetes``.  Everything crossing this
 boundary is a typed value (:class:`~pyroute2_cni.ipam.blocks.Block`,
-:class:`LeaseRecord`, :class:`~pyroute2_cni.ipam.blocks.PodInfo`,
+:class:`~pyroute2_cni.ipam.lease.LeaseRecord`, :class:`~pyroute2_cni.ipam.blocks.PodInfo`,
 :class:`~pyroute2_cni.messages.crd.VrfDomainSpec`); API failures become one of
 four exceptions:
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +40,7 @@ from pyroute2_cni.ipam.blocks import (
     PodInfo,
     node_label_value,
 )
+from pyroute2_cni.ipam.lease import LeaseRecord
 from pyroute2_cni.ipam.pod_watch import NodePodWatch
 from pyroute2_cni.kube.client import make_api_client, object_not_found
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, VrfDomainSpec
@@ -90,21 +90,6 @@ def rfc3339(when: datetime) -> str:
 
 def rfc3339_micro(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# -- the Lease --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseRecord:
-    """A coordination.k8s.io/v1 Lease as the reclaimer election needs it."""
-
-    namespace: str
-    name: str
-    holder: str
-    duration_seconds: int
-    transitions: int = 0
-    resource_version: str = ""
 
 
 # -- the interface the actor and `ipam check` use --------------------------------------

@@ -27,8 +27,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from pyroute2_cni.actors.ipam_actor import LEASE_NAME
 from pyroute2_cni.ipam.blocks import Block, check_block_invariants
+from pyroute2_cni.ipam.lease import LEASE_NAME
 from pyroute2_cni.ipam.store import KubeBlockStore, StoreUnavailable
 from pyroute2_cni.kube.client import make_api_client
 from pyroute2_cni.messages.base import ErrorKind, Failure

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from pyroute2_cni.ipam.blocks import Block, PodInfo, normalized
+from pyroute2_cni.ipam.lease import LeaseRecord
 from pyroute2_cni.ipam.store import (
     BlockGone,
     BlockTaken,
     Conflict,
-    LeaseRecord,
     StoreError,
     StoreUnavailable,
 )

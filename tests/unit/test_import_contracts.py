@@ -85,6 +85,12 @@ CASES = {
         "Layers:",
         "pyroute2_cni.runtime.metrics -> pyroute2_cni.kube.client",
     ),
+    "IPAM planning reaches the API": (
+        "ipam/planner.py",
+        "from pyroute2_cni.ipam import store",
+        "IPAM's block arithmetic, planner and reclaimer election do no I/O",
+        "pyroute2_cni.ipam.planner -> pyroute2_cni.ipam.store",
+    ),
     "a module placed in no layer": (
         "newmod.py",
         "VALUE = 1",

@@ -12,13 +12,7 @@ import pytest
 
 from pyroute2_cni.actors.address import Address
 from pyroute2_cni.actors.base import ActorHooks
-from pyroute2_cni.actors.ipam_actor import (
-    FOREIGN_SCAN_INTERVAL,
-    LEASE_NAME,
-    SETTLE_WINDOW,
-    IPAMActor,
-    lease_duration,
-)
+from pyroute2_cni.actors.ipam_actor import SETTLE_WINDOW, IPAMActor
 from pyroute2_cni.ipam.blocks import (
     Allocation,
     PodInfo,
@@ -27,6 +21,7 @@ from pyroute2_cni.ipam.blocks import (
     new_block,
     start_offset,
 )
+from pyroute2_cni.ipam.lease import FOREIGN_SCAN_INTERVAL, LEASE_NAME, lease_duration
 from pyroute2_cni.messages import crd
 from pyroute2_cni.messages.base import ErrorKind, Failure
 from pyroute2_cni.messages.crd import Attachment, AttachmentType, ClusterSnapshot, VrfDomainSpec
