@@ -94,11 +94,13 @@ bench: deps venv shim kube-apiserver tools uml
 	scripts/bench
 
 # Issue 20: hollow nodes (real actors, fake kernel and FRR) against a real API server,
-# then pod churn on 100 nodes' IPAMActors; ~27 min at the default sizes.
+# then pod churn on 100 nodes' IPAMActors, then one real daemon at 10 and 250 pods (in
+# User-Mode Linux when the host has no VRF); ~30 min at the default sizes.
 # BENCH_SCALE_ARGS="--sizes 10,50 --minutes 3" for less.
-bench-scale: deps venv kube-apiserver
+bench-scale: deps venv shim kube-apiserver uml
 	$(PY) -m tests.harness.scale_bench $(BENCH_SCALE_ARGS)
 	$(PY) -m tests.harness.churn_bench
+	scripts/run-in-vrf-kernel -- $(PY) -m tests.harness.dense_bench
 
 lab: deps venv shim kube-apiserver tools uml
 	scripts/lab up

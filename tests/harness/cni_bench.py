@@ -274,12 +274,16 @@ class CniBench:
         script = "".join(f"netns add {p.netns}\n" for p in self.pods)
         subprocess.run([IP, "-batch", "-"], input=script, text=True, check=True, timeout=300)
 
-    def remove_pods(self) -> None:
+    def remove_netns(self) -> None:
+        """The pods' network namespaces (a veth pair goes with its pod end)."""
         script = "".join(
             f"netns del {p.netns}\n" for p in self.pods if (NETNS_DIR / p.netns).exists()
         )
         if script:
             subprocess.run([IP, "-force", "-batch", "-"], input=script, text=True, check=False)
+
+    def remove_pods(self) -> None:
+        self.remove_netns()
         core = self.lab.core()
 
         def delete(pod: BenchPod) -> None:
@@ -375,14 +379,16 @@ class CniBench:
         verb: str,
         concurrency: int,
         call: Callable[[BenchPod], tuple[float, str | None]],
+        pods: Sequence[BenchPod] | None = None,
     ) -> Phase:
+        """``call`` for each of ``pods`` (default: every pod), ``concurrency`` at a time."""
         phase = Phase(plugin=plugin, verb=verb, concurrency=concurrency)
         ours = plugin in (OURS, DIRECT)
         before = self.daemon_time(verb) if ours else None
         parts_before = self.add_parts() if ours and verb == "ADD" else {}
         began = time.monotonic()
         with ThreadPoolExecutor(concurrency, initializer=_enter_netns, initargs=(NODE,)) as pool:
-            for elapsed, error in pool.map(call, self.pods):
+            for elapsed, error in pool.map(call, self.pods if pods is None else pods):
                 if error is None:
                     phase.latencies.append(elapsed)
                 else:
@@ -422,12 +428,12 @@ class CniBench:
         tag = uuid.uuid4().hex[:8]
         phases: list[Phase] = []
         plugins = (
-            Plugin(OURS, self.ours_binary, self.ours_config, str(self.node.cni_bin_dir)),
+            self.ours(),
             Plugin(REFERENCE, self.ref_binary, self.ref_config, str(PLUGINS_DIR)),
         )
         for plugin in plugins:
             for verb in ("ADD", "DEL"):
-                call = functools.partial(self._exec, plugin, verb, tag)
+                call = functools.partial(self.exec_plugin, plugin, verb, tag)
                 phase = self.run_phase(plugin.name, verb, concurrency, call)
                 phases.append(phase)
                 if plugin.name == OURS:
@@ -441,7 +447,13 @@ class CniBench:
             self.check_allocated(expected=held)
         return phases
 
-    def _exec(self, plugin: Plugin, verb: str, tag: str, pod: BenchPod) -> tuple[float, str | None]:
+    def ours(self) -> Plugin:
+        """The shim the daemon installed, with the conflist's first plugin config."""
+        return Plugin(OURS, self.ours_binary, self.ours_config, str(self.node.cni_bin_dir))
+
+    def exec_plugin(
+        self, plugin: Plugin, verb: str, tag: str, pod: BenchPod
+    ) -> tuple[float, str | None]:
         container_id = f"{tag}{plugin.name[:4]}{pod.index:05d}".ljust(64, "0")
         env = self._env(verb, pod, container_id, plugin.cni_path)
         return self._call(plugin.binary, plugin.config, env)
@@ -525,7 +537,7 @@ def render(phases: Sequence[Phase], shim: dict[str, Any], pods: int, kernel: str
     return "\n".join(lines)
 
 
-def _kernel() -> str:
+def kernel() -> str:
     # scripts/uml-run exports UML_WORKDIR to the command it runs in the guest.
     where = "a User-Mode Linux guest" if os.environ.get("UML_WORKDIR") else "this kernel"
     return f"Linux {os.uname().release} in {where}"
@@ -562,14 +574,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         lab.stop()
         shutil.rmtree(WORK, ignore_errors=True)
-    text = render(phases, shim, args.pods, _kernel())
+    text = render(phases, shim, args.pods, kernel())
     print(text, flush=True)
     RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULT_FILE.write_text(
         json.dumps(
             {
                 "pods": args.pods,
-                "kernel": _kernel(),
+                "kernel": kernel(),
                 "phases": [p.to_json() for p in phases],
                 "shim_alone": shim,
                 "seconds": round(time.monotonic() - began, 1),

@@ -169,6 +169,13 @@ def missing_prerequisites(*, daemons: bool = True) -> str:
 # -- daemons ---------------------------------------------------------------------------------
 
 
+def log_since(log: Path, offset: int) -> str:
+    """What a daemon logged after byte ``offset`` of its log (e.g. its size before a round)."""
+    with log.open(encoding="utf-8", errors="replace") as fh:
+        fh.seek(offset)
+        return fh.read()
+
+
 def daemon_command() -> list[str]:
     """The DaemonSet's command, `pyroute2-cni` from the venv (or $PYROUTE2_CNI_LAB_DAEMON)."""
     override = os.environ.get(DAEMON_ENV, "").strip()

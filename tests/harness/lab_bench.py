@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.harness.frr_instance import FRR_BIN, VTYSH
-from tests.harness.lab import REPO, Lab, LabOptions
+from tests.harness.lab import REPO, Lab, LabOptions, log_since
 from tests.harness.procs import IP, HarnessError, run, wait_until
 
 STATE_DIR = REPO / "lab-state" / "bench"
@@ -140,9 +140,7 @@ def one_round(lab: Lab, index: int) -> RoundResult:
 
 def frr_seconds(log: Path, offset: int) -> float:
     """Seconds the daemon spent in frr-reload.py since ``offset`` of its log."""
-    with log.open(encoding="utf-8", errors="replace") as fh:
-        fh.seek(offset)
-        return sum(float(a) + float(b) for a, b in FRR_TIMES.findall(fh.read()))
+    return sum(float(a) + float(b) for a, b in FRR_TIMES.findall(log_since(log, offset)))
 
 
 def report(results: Sequence[RoundResult], ref: Reference, nodes: int, lab_up: float) -> str:

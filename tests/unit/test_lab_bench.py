@@ -113,3 +113,36 @@ def test_the_cni_bench_reports_the_daemon_without_a_plugin_process() -> None:
     direct = [line for line in text.splitlines() if line.startswith("without a plugin process")]
     assert len(direct) == 2
     assert direct[0].endswith("ADD c=8: p50 50.0 ms, p99 50.0 ms, 160.0/s")
+
+
+def test_the_dense_bench_reads_the_netlink_reconcile_line_and_judges_growth(
+    tmp_path: Path,
+) -> None:
+    from tests.harness.cni_bench import OURS, Phase
+    from tests.harness.dense_bench import Size, reconcile_times, render
+
+    line = "2026-12-07 16:00:00,000 {} pyroute2_cni.actor.{}: reconcile: 0 repairs, in {} ms\n"
+    before = line.format("DEBUG", "netlink", "9.0")
+    after = line.format("INFO", "frr", "1.0") + line.format("DEBUG", "netlink", "12.5")
+    log = tmp_path / "lab-n1-daemon.log"
+    log.write_text(before + after)
+    assert reconcile_times(log, len(before.encode())) == [12.5]
+
+    def size(pods: int, rss: float, reconcile: float) -> Size:
+        return Size(
+            pods=pods,
+            rss_mib=rss,
+            reconcile_ms=(reconcile,),
+            fill_seconds=1.0,
+            add=Phase(OURS, "ADD", 1, latencies=[0.1] * 20),
+            delete=Phase(OURS, "DEL", 1, latencies=[0.1] * 20),
+            failures=0,
+            probe_reconciles=0,
+        )
+
+    text = render([size(10, 100.0, 10.0), size(250, 124.0, 400.0)], "Linux test", 10)
+    rows = {line.split("|")[0].strip(): line.split("|")[-1].strip() for line in text.splitlines()}
+    assert rows["daemon RSS idle, MiB"] == "flat"
+    assert rows["NetlinkActor reconcile pass, ms"] == "grows FASTER than linearly"
+    assert rows["ADD p99, ms"] == "flat"
+    assert "RSS per added pod: 102 KiB (100.0 MiB at 10 pods)" in text
