@@ -96,12 +96,12 @@ def _get(address: str, port: int, path: str, timeout: float) -> tuple[int, str] 
 
 def probe_livez(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], bool]:
     """True when the node at ``address`` is there: its pyroute2-cni daemon answers /livez
-    with 200, accepts the connection and is too busy to answer in time, or is being
-    restarted (the node's kernel refuses the connection)."""
+    (whatever it says: a daemon still starting is not live yet), accepts the connection
+    and is too busy to answer in time, or is being restarted (the node's kernel refuses
+    the connection).  Only a node that does not answer at all is gone."""
 
     def probe(address: str) -> bool:
-        answer = _get(address, port, "/livez", timeout)
-        return answer is not None and (answer in (SLOW, REFUSED) or answer[0] == 200)
+        return _get(address, port, "/livez", timeout) is not None
 
     return probe
 
@@ -117,11 +117,12 @@ def probe_bgp(port: int, timeout: float = PROBE_TIMEOUT) -> Callable[[str], Peer
 
     def probe(address: str) -> PeerSession | None:
         answer = _get(address, port, "/metrics", timeout)
-        if answer in (SLOW, REFUSED):
-            return PeerSession(state=NO_ANSWER_IN_TIME, uptime=0.0)
-        if answer is None or answer[0] != 200:
+        if answer is None:
             return None
-        return peer_session_from_metrics(answer[1])
+        # A node that answers is there; a daemon being replaced or still starting does
+        # not say how its sessions are (yet).
+        told = peer_session_from_metrics(answer[1]) if answer[0] == 200 else None
+        return told or PeerSession(state=NO_ANSWER_IN_TIME, uptime=0.0)
 
     return probe
 

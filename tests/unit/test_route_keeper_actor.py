@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -425,3 +427,29 @@ def unanswering_port() -> Iterator[int]:
 def test_a_node_that_does_not_answer_at_all_is_no_answer(unanswering_port: int) -> None:
     assert probe_bgp(unanswering_port, timeout=0.2)("127.0.0.1") is None
     assert probe_livez(unanswering_port, timeout=0.2)("127.0.0.1") is False
+
+
+@pytest.fixture
+def starting_peer() -> Iterator[int]:
+    """A daemon still starting: it answers /livez and /metrics with 503."""
+
+    class Starting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Starting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_daemon_still_starting_is_a_node_that_is_there(starting_peer: int) -> None:
+    assert probe_livez(starting_peer, timeout=2.0)("127.0.0.1") is True
+    session = probe_bgp(starting_peer, timeout=2.0)("127.0.0.1")
+    assert session is not None and session.state == NO_ANSWER_IN_TIME
