@@ -26,6 +26,10 @@ class HealthReport:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # Peers probe every second and the kubelet probes too; a daemon busy starting may not
+    # accept for seconds.  With socketserver's default queue of 5 the kernel then drops
+    # their SYNs, and a peer whose connection times out takes this node for gone.
+    request_queue_size = 128
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A probe that timed out (the kubelet's, a peer's) has closed its socket before
