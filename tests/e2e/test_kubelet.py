@@ -25,6 +25,7 @@ kube-scheduler and kube-controller-manager beside the API server.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -70,6 +71,9 @@ ROLLOUT_TIMEOUT = 600.0
 
 def _progress(line: str) -> None:
     print(f"test_kubelet: {line}", file=sys.__stderr__, flush=True)
+    # Also kept with the logs: a passing run's console may not show it.
+    with contextlib.suppress(OSError), (STATE_DIR / "progress.log").open("a") as out:
+        out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 @pytest.fixture(scope="module")
