@@ -15,21 +15,11 @@ from pyroute2_cni.frr.control import wait_zebra_gone, zebra_socket
 from pyroute2_cni.runtime.config import DaemonSection, FrrSection, Settings
 from pyroute2_cni.runtime.metrics import Metrics
 from pyroute2_cni.supervisor import ActorSpec
+from tests.harness.recording import FakeClock
 from tests.harness.toy_actors import Journal, toy_spec
 from tests.harness.waiting import free_tcp_port, wait_for
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -54,28 +44,31 @@ def zebra(frr: FrrSection) -> Iterator[socket.socket]:
 
 def test_no_zebra_socket_is_zebra_gone(frr: FrrSection) -> None:
     clock = FakeClock()
-    assert wait_zebra_gone(frr, 5.0, clock=clock, sleep=clock.sleep) is True
-    assert clock.now == 0.0
+    began = clock.now
+    assert wait_zebra_gone(frr, 5.0, clock=clock, sleep=clock.advance) is True
+    assert clock.now == began
 
 
 def test_a_zebra_that_stays_is_waited_for_no_longer_than_the_bound(
     frr: FrrSection, zebra: socket.socket
 ) -> None:
     clock = FakeClock()
-    assert wait_zebra_gone(frr, 5.0, clock=clock, sleep=clock.sleep) is False
-    assert 5.0 <= clock.now < 5.2
+    began = clock.now
+    assert wait_zebra_gone(frr, 5.0, clock=clock, sleep=clock.advance) is False
+    assert 5.0 <= clock.now - began < 5.2
 
 
 def test_zebra_exiting_ends_the_wait(frr: FrrSection, zebra: socket.socket) -> None:
     clock = FakeClock()
+    began = clock.now
 
     def sleep(seconds: float) -> None:
-        clock.sleep(seconds)
-        if clock.now >= 0.95:
+        clock.advance(seconds)
+        if clock.now - began >= 0.95:
             zebra.close()  # zebra exits; its socket file refuses from now on
 
     assert wait_zebra_gone(frr, 5.0, clock=clock, sleep=sleep) is True
-    assert 0.95 <= clock.now < 1.2
+    assert 0.95 <= clock.now - began < 1.2
 
 
 def test_no_linger_without_frr_or_the_hold() -> None:
