@@ -49,6 +49,7 @@ class _Series:
     count: int  # occurrences so far
     written: int  # count the API server has
     written_at: float
+    written_seq: int = 0  # the book's write number of its last write
 
 
 class EventBook:
@@ -57,6 +58,9 @@ class EventBook:
         self._interval = interval
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
         self._made = 0
+        self._writes = 0
+        # The write number of each object's last written Event, by (kind, name).
+        self._last_write: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     def record(
         self, event: RecordEvent, *, now: float, stamp: str, uid: str | None = None
@@ -81,10 +85,16 @@ class EventBook:
         else:
             series.count += 1
             self._series.move_to_end(key)
-            if now - series.written_at < self._interval:
+            superseded = self._last_write.get((event.kind, event.name), 0) > series.written_seq
+            if now - series.written_at < self._interval and not superseded:
                 return None
         create = series.written == 0
-        series.written, series.written_at = series.count, now
+        self._writes += 1
+        series.written, series.written_at, series.written_seq = series.count, now, self._writes
+        self._last_write[(event.kind, event.name)] = self._writes
+        self._last_write.move_to_end((event.kind, event.name))
+        while len(self._last_write) > MAX_SERIES:
+            self._last_write.popitem(last=False)
         if create:
             body = self._body(event, series, stamp, uid)
             return EventWrite(create=True, name=series.name, body=body)

@@ -30,6 +30,7 @@ from tests.harness import lab_scenarios
 from tests.harness.continuous_ping import ContinuousPing
 from tests.harness.frr_instance import FrrInstance
 from tests.harness.lab import (
+    CONVERGE_TIMEOUT,
     DAEMON_BIN,
     REPO,
     RR_ADDRESS,
@@ -345,10 +346,25 @@ def test_deleting_a_domain_withdraws_its_routes_everywhere(lab: Lab) -> None:
         "vrf-200 routes withdrawn on every node",
         0.5,
     )
-    # The removal is complete once every node's FRR runs without the domain again.
-    lab.wait_settled()
+    # The removal is complete once every node's FRR runs without the domain again.  The
+    # kernel side goes first (the routes above); FRR follows after its debounce and a
+    # reload, seconds under UML, so wait for it rather than for a condition already true.
     for node in lab.nodes:
-        assert "vrf-200" not in lab.nodes[node].frr.vtysh("show running-config"), node
+
+        def without_domain(frr: FrrInstance = lab.nodes[node].frr) -> bool:
+            return "vrf-200" not in frr.vtysh("show running-config")
+
+        try:
+            wait_until(
+                without_domain,
+                CONVERGE_TIMEOUT,
+                f"FRR on {node} without vrf-200",
+                0.5,
+            )
+        except HarnessError as exc:
+            state = node_state(lab, node).get("frr")
+            raise AssertionError(f"{exc}; its VRFNodeState: {state}") from None
+    lab.wait_settled()
 
 
 # A crashed FRR daemon is restarted by watchfrr (as in the FRR container) and gets its
@@ -457,12 +473,30 @@ def test_a_stopped_bgpd_is_reported_by_every_node_and_recovers(lab: Lab) -> None
         lab.restart_frr(node)
     lab.wait_sessions()
     wait_until(lambda: all_healthy(lab), STATE_TIMEOUT, "every node healthy again", 0.5)
+    # Events are written after the VRFNodeState (by another actor), so wait for them too.
     for peer in peers:
-        assert events_on(lab, "Node", peer, "NetworkHealthy"), f"no NetworkHealthy on {peer}"
+
+        def healthy_told(peer: str = peer) -> bool:
+            return bool(events_on(lab, "Node", peer, "NetworkHealthy"))
+
+        wait_until(
+            healthy_told,
+            STATE_TIMEOUT,
+            f"NetworkHealthy on {peer}",
+            0.5,
+        )
     code, text = plugin(lab, "status")
     assert code == 0, text
-    code, text = plugin(lab, "why", pod.name, "-n", pod.namespace)
-    assert code == 0, text
+    answers: list[tuple[int, str]] = []
+
+    def why_clean() -> bool:
+        answers.append(plugin(lab, "why", pod.name, "-n", pod.namespace))
+        return answers[-1][0] == 0
+
+    try:
+        wait_until(why_clean, STATE_TIMEOUT, f"`why {pod.name}` clean", 1.0)
+    except HarnessError as exc:
+        raise AssertionError(f"{exc}: {answers[-1][1]}") from None
     lab.wait_converged(SYSTEM_VRF, SYSTEM_TABLE)
     matrix, _ = lab.wait_matrix(lab.system_pods(), timeout=60)
     assert not _matrix_failures(matrix), lab.render_matrix(lab.system_pods(), matrix)

@@ -76,3 +76,34 @@ def test_an_unknown_kind_is_refused() -> None:
         EventBook(node="n1").record(
             RecordEvent(kind="Pod", name="p", reason="R", message="m"), now=0.0, stamp="t"
         )
+
+
+HEALTHY = RecordEvent(
+    kind="Node", name="n1", reason="NetworkHealthy", message="every problem is gone", warning=False
+)
+
+
+def _degraded(problem: str) -> RecordEvent:
+    return RecordEvent(kind="Node", name="n1", reason="NetworkDegraded", message=problem)
+
+
+def test_a_repeat_after_another_event_of_the_object_is_written_at_once() -> None:
+    # Degraded, healthy, degraded otherwise, healthy again, all within one interval:
+    # each state change reaches the API server, so the newest Event is the newest state.
+    book = EventBook(node="n1", interval=60.0)
+    stamps = []
+    for now, event in enumerate((_degraded("a"), HEALTHY, _degraded("b"), HEALTHY)):
+        write = book.record(event, now=float(now), stamp=f"t{now}")
+        assert write is not None, event
+        stamps.append(write.body["lastTimestamp"])
+    assert stamps == ["t0", "t1", "t2", "t3"]
+    # The same Event again with nothing in between is still held back.
+    assert book.record(HEALTHY, now=4.0, stamp="t4") is None
+
+
+def test_another_object_does_not_release_a_held_back_repeat() -> None:
+    book = EventBook(node="n1", interval=60.0)
+    assert book.record(EXHAUSTED, now=0.0, stamp="t0") is not None
+    other = RecordEvent(kind="VRFDomain", name="vrf-7", reason="PoolExhausted", message="x")
+    assert book.record(other, now=1.0, stamp="t1") is not None
+    assert book.record(EXHAUSTED, now=2.0, stamp="t2") is None

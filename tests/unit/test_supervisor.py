@@ -140,7 +140,9 @@ def test_escalates_after_too_many_failures_in_window() -> None:
         run.thread.join(timeout=0.05)
     assert not run.thread.is_alive()
     assert run.rc == 1
-    assert crashes == 6
+    # An ask that lands while alpha is being restarted fails too (a loaded host restarts
+    # slower than the ask's timeout): at least the six crashes, and exactly five restarts.
+    assert crashes >= 6
     assert restarts(metrics, "alpha") == 5
 
 
