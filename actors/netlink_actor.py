@@ -631,11 +631,10 @@ class NetlinkActor(BaseActor):
             self._repairs = None
             if msg.scheduled:
                 self._schedule()
+        took = time.monotonic() - started
+        self._metrics.netlink_reconcile_duration.observe(took)
         self.log.debug(
-            "reconcile: %d repairs, %d errors in %.1f ms",
-            len(repairs),
-            len(errors),
-            (time.monotonic() - started) * 1e3,
+            "reconcile: %d repairs, %d errors in %.1f ms", len(repairs), len(errors), took * 1e3
         )
         return ReconcileResult(repairs=repairs, errors=tuple(errors))
 

@@ -66,6 +66,14 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        # A pass reads every link, address, route and neighbour it owns: its time grows with
+        # the pods and VRFs on the node (the sizing guide's reconcile line comes from here).
+        self.netlink_reconcile_duration = Histogram(
+            "pyroute2_cni_netlink_reconcile_seconds",
+            "Time of one NetlinkActor reconcile pass (kernel state checked and repaired)",
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
         self.ipam_blocks = Gauge(
             "pyroute2_cni_ipam_blocks", "IP blocks held by this node", ["vrf"], registry=r
         )
