@@ -22,6 +22,10 @@ class Attachment:
     type: AttachmentType
     vni: int
     port: int = 4789
+    # spec.attachments[].routeTargets of an l2vni (its MAC-VRF); empty: the derived
+    # <AS>:<vni>.  An l3vni's are the domain's spec.routeTargets.
+    import_route_targets: tuple[str, ...] = ()
+    export_route_targets: tuple[str, ...] = ()
 
 
 # spec.acceptDefaultRoute when the object does not set it.  False: a default route

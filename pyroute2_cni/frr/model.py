@@ -51,8 +51,9 @@ Per VRFDomain (``vrf-<vrf>``)
       domain's bridges, all inside the pod network.  Underlay interfaces are
       in the default VRF, whose instance redistributes nothing.
     * l2vni: ``vni <vni>`` under ``address-family l2vpn evpn`` of the default
-      instance, RD ``<router-id>:<vrf>``, RT ``<as>:<vni>``; type-2/3 routes
-      then follow from ``advertise-all-vni``.
+      instance, RD ``<router-id>:<vrf>``, RT ``<as>:<vni>`` import and export,
+      each direction replaced by the attachment's ``routeTargets`` list when
+      one is given; type-2/3 routes then follow from ``advertise-all-vni``.
     An RD names (node, domain): a domain with both attachments shares one RD
     between its MAC-VRF and its IP-VRF (their routes never collide: the route
     type is part of the EVPN prefix).
@@ -70,7 +71,7 @@ Per VRFDomain (``vrf-<vrf>``)
 Rejected input
     A VRFDomain that FRR cannot carry (no attachment, two attachments of one
     type, VRF id or VNI out of range, VRF id or VNI used by another domain,
-    an l2vni whose route target is one of another domain's VRF route targets,
+    an l2vni with a route target of a VRF (its own or another domain's),
     an invalid routing policy) is left out and listed in
     :attr:`FrrConfig.rejected`, so one bad resource does not stop routing for
     the others.  So is another node whose underlay address is not an IP
@@ -110,10 +111,12 @@ from pyroute2_cni.frr.vrf_routing import (
     DEFAULT_ASN,
     MAX_U16,
     MAX_U32,
+    PolicyError,
     PrefixEntry,
-    derived_route_target,
+    RouteTargets,
     frr_auto_route_target,
     import_filter_entries,
+    l2vni_route_targets,
     policy_problems,
     vrf_route_targets,
 )
@@ -208,8 +211,11 @@ class L2Vni:
     vni: int
     vrf: int
     rd: str
-    route_target: str
-    write_route_target: bool  # False when FRR derives the same value itself
+    import_targets: tuple[str, ...]
+    export_targets: tuple[str, ...]
+    # The route-target lines; a list that is just FRR's own value is not written.
+    written_imports: tuple[str, ...]
+    written_exports: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -498,27 +504,22 @@ def build_frr_config(
     l2vnis: list[L2Vni] = []
     for candidate in sorted(candidates, key=lambda c: c.domain.vrf):
         domain = candidate.domain
-        l2_rt: str | None = None
+        l2_rts: RouteTargets | None = None
         if candidate.l2vni is not None:
-            l2_rt = derived_route_target(asn, candidate.l2vni)
-            if l2_rt is None:
-                rejected.append(
-                    Rejection(
-                        kind="VRFDomain",
-                        name=domain.name,
-                        reason=f"l2vni {candidate.l2vni} does not fit a route target "
-                        f"of 4-byte AS {asn} (max {MAX_U16})",
-                    )
-                )
+            try:
+                l2_rts = l2vni_route_targets(asn, domain)
+            except PolicyError as exc:
+                rejected.append(Rejection(kind="VRFDomain", name=domain.name, reason=str(exc)))
                 continue
-            clashing = sorted(v for v, rts in vrf_rts.items() if l2_rt in rts)
-            if clashing:
+            assert l2_rts is not None  # the candidate has an l2vni
+            clashes = sorted((t, v) for v, rts in vrf_rts.items() for t in sorted(l2_rts.all & rts))
+            if clashes:
                 rejected.append(
                     Rejection(
                         kind="VRFDomain",
                         name=domain.name,
-                        reason=f"l2vni route target {l2_rt} is a route target of "
-                        + ", ".join(f"vrf-{v}" for v in clashing),
+                        reason="l2vni route target "
+                        + ", ".join(f"{t} is a route target of vrf-{v}" for t, v in clashes),
                     )
                 )
                 continue
@@ -540,14 +541,17 @@ def build_frr_config(
                     import_filter=_import_filter(domain),
                 )
             )
-        if candidate.l2vni is not None and l2_rt is not None:
+        if candidate.l2vni is not None and l2_rts is not None:
+            auto = frr_auto_route_target(asn, candidate.l2vni)
             l2vnis.append(
                 L2Vni(
                     vni=candidate.l2vni,
                     vrf=domain.vrf,
                     rd=rd,
-                    route_target=l2_rt,
-                    write_route_target=l2_rt != frr_auto_route_target(asn, candidate.l2vni),
+                    import_targets=l2_rts.imports,
+                    export_targets=l2_rts.exports,
+                    written_imports=_written(l2_rts.imports, auto),
+                    written_exports=_written(l2_rts.exports, auto),
                 )
             )
 

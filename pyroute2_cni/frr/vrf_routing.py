@@ -12,6 +12,11 @@ Route targets (``spec.routeTargets``)
     2-byte ASN, up to 65535 with a 4-byte one) or ``A.B.C.D:NN`` (NN up to
     65535): the three encodings of RFC 4360/5668 that FRR accepts.
 
+Route targets of an l2vni (``spec.attachments[].routeTargets``)
+    The MAC-VRF's, with the same form and rules; an absent list keeps the
+    derived ``<AS>:<vni>``.  Only on an l2vni attachment: an l3vni's route
+    targets are the IP-VRF's ``spec.routeTargets``.
+
 Import filter (``spec.importPrefixes``, ``spec.acceptDefaultRoute``)
     A route that the import route targets bring into the VRF is installed only
     when it is (a) inside the domain's own pod network (``prefix/prefixlen``,
@@ -150,7 +155,12 @@ def any_as_imports(asn: int, domain: VrfDomainSpec) -> frozenset[int]:
         if attachment.type is AttachmentType.L3VNI:
             if vrf_route_targets(asn, domain).imports == (auto,):
                 found.add(attachment.vni)
-        elif derived_route_target(asn, attachment.vni) == auto:
+            continue
+        try:
+            targets = l2vni_route_targets(asn, domain)
+        except PolicyError:  # not encodable: the domain is left out of FRR
+            continue
+        if targets is not None and targets.imports == (auto,):
             found.add(attachment.vni)
     return frozenset(found)
 
@@ -160,12 +170,27 @@ def route_target_value(target: str) -> int:
     return int(target.rsplit(":", 1)[1])
 
 
-def l2vni_route_target(asn: int, domain: VrfDomainSpec) -> str | None:
-    """The MAC-VRF's route target ``<asn>:<l2vni>`` (None without l2vni or when it cannot
-    be encoded)."""
-    for attachment in domain.attachments:
-        if attachment.type is AttachmentType.L2VNI:
-            return derived_route_target(asn, attachment.vni)
+def l2vni_route_targets(asn: int, domain: VrfDomainSpec) -> RouteTargets | None:
+    """The MAC-VRF's route targets: the l2vni attachment's explicit lists, else
+    ``<asn>:<l2vni>``; None without an l2vni.  :class:`PolicyError` when a direction
+    needs the derived value and a 4-byte AS cannot encode it."""
+    for index, attachment in enumerate(domain.attachments):
+        if attachment.type is not AttachmentType.L2VNI:
+            continue
+        where = f"spec.attachments[{index}].routeTargets"
+        imports = _parse_list(attachment.import_route_targets, f"{where}.import")
+        exports = _parse_list(attachment.export_route_targets, f"{where}.export")
+        derived = derived_route_target(asn, attachment.vni)
+        if derived is None and not (imports and exports):
+            raise PolicyError(
+                f"l2vni {attachment.vni} does not fit a route target of 4-byte AS {asn} "
+                f"(max {MAX_U16}): list {where} import and export"
+            )
+        return RouteTargets(
+            imports=imports or (str(derived),),
+            exports=exports or (str(derived),),
+            explicit=frozenset(imports) | frozenset(exports),
+        )
     return None
 
 
@@ -262,12 +287,21 @@ def policy_problems(domain: VrfDomainSpec) -> list[str]:
     problems: list[str] = []
     for step in (
         lambda: vrf_route_targets(1, domain),  # the AS does not change what is valid
+        lambda: l2vni_route_targets(1, domain),  # (AS 1 encodes every VNI)
         lambda: parse_import_prefixes(domain),
     ):
         try:
             step()
         except PolicyError as exc:
             problems.append(str(exc))
+    for index, attachment in enumerate(domain.attachments):
+        if attachment.type is AttachmentType.L3VNI and (
+            attachment.import_route_targets or attachment.export_route_targets
+        ):
+            problems.append(
+                f"spec.attachments[{index}].routeTargets applies to an l2vni attachment; "
+                "the route targets of the l3vni's IP-VRF are spec.routeTargets"
+            )
     if not has_l3vni(domain):
         if domain.import_route_targets or domain.export_route_targets:
             problems.append(

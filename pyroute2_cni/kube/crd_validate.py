@@ -16,7 +16,8 @@ Rules, per domain (reason ``InvalidSpec``):
   or A.B.C.D:NN within their encodable range and not repeated in a list;
   import prefixes IPv4 networks (host bits zero), ``le`` from the prefix length
   to 32, not the bare default route (that is ``acceptDefaultRoute``), not
-  repeated; routeTargets and importPrefixes only with an l3vni attachment.
+  repeated; routeTargets and importPrefixes only with an l3vni attachment, an
+  attachment's own routeTargets only on the l2vni.
 
 Rules across domains (each domain that breaks one is rejected, the other kept):
 
@@ -26,8 +27,8 @@ Rules across domains (each domain that breaks one is rejected, the other kept):
   overlap any other domain;
 - routes must not leak between domains through route targets
   (``DuplicateRouteTarget``): a route target one domain exports (its IP-VRF's,
-  or its l2vni's ``<AS>:<vni>``) is not one another domain imports, when at
-  least one of the two sides wrote it in ``spec.routeTargets``.  "Imports"
+  or its l2vni's, ``<AS>:<vni>`` unless listed) is not one another domain
+  imports, when at least one of the two sides wrote it in a ``routeTargets``.  "Imports"
   is what FRR does: an automatic import route target takes any value with
   the same local part (vrf_routing.any_as_imports).  (Two derived
   values that collide, an l2vni equal to another domain's vrf id, are left to
@@ -70,9 +71,10 @@ from datetime import datetime
 
 from pyroute2_cni.frr.vrf_routing import (
     DEFAULT_ASN,
+    PolicyError,
     any_as_imports,
     has_l3vni,
-    l2vni_route_target,
+    l2vni_route_targets,
     policy_problems,
     route_target_value,
     vrf_route_targets,
@@ -259,10 +261,14 @@ class _Exchange:
             imports.update(targets.imports)
             exports.update(targets.exports)
             explicit = targets.explicit
-        l2 = l2vni_route_target(asn, spec)
+        try:
+            l2 = l2vni_route_targets(asn, spec)
+        except PolicyError:  # a 4-byte AS that cannot encode the l2vni: left out of FRR
+            l2 = None
         if l2 is not None:
-            imports.add(l2)
-            exports.add(l2)
+            imports.update(l2.imports)
+            exports.update(l2.exports)
+            explicit |= l2.explicit
         return cls(
             imports=frozenset(imports),
             any_as=any_as_imports(asn, spec),

@@ -194,9 +194,19 @@ def _domain_spec(obj: Json) -> VrfDomainSpec:
         try:
             vni = _int(raw, "vni")
             port = _int(raw, "port", DEFAULT_VXLAN_PORT)
+            imports = _strings(raw, "routeTargets.import")
+            exports = _strings(raw, "routeTargets.export")
         except Malformed as exc:
             raise Malformed(f"{where}.{exc}") from None
-        attachments.append(Attachment(type=attachment_type, vni=vni, port=port))
+        attachments.append(
+            Attachment(
+                type=attachment_type,
+                vni=vni,
+                port=port,
+                import_route_targets=imports,
+                export_route_targets=exports,
+            )
+        )
     return VrfDomainSpec(
         name=object_name(obj),
         vrf=_int(obj, "spec.vrf"),

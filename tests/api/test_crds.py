@@ -377,6 +377,24 @@ VRFDOMAIN_FABRIC["spec"].update(
 )
 
 
+# Its l2vni's MAC-VRF joins a fabric segment: spec.attachments[].routeTargets.
+VRFDOMAIN_FABRIC_L2: Obj = copy.deepcopy(VRFDOMAIN)
+VRFDOMAIN_FABRIC_L2["spec"]["attachments"] = [
+    {
+        "type": "l2vni",
+        "vni": 50200,
+        "port": 4789,
+        "routeTargets": {"import": ["65100:50200", "10.0.0.1:7"], "export": ["65100:50200"]},
+    },
+    {"type": "l3vni", "vni": 60200, "port": 4789},
+]
+
+
+def test_l2vni_route_targets_accepted(custom: CustomObjectsApi) -> None:
+    created = create(custom, VRFDOMAIN_FABRIC_L2)
+    assert created["spec"] == VRFDOMAIN_FABRIC_L2["spec"]
+
+
 def test_routing_policy_fields_accepted(custom: CustomObjectsApi) -> None:
     created = create(custom, VRFDOMAIN_FABRIC)
     assert created["spec"] == VRFDOMAIN_FABRIC["spec"]
@@ -524,6 +542,15 @@ BAD_OBJECTS: list[tuple[str, Obj]] = [
     ),
     ("import-prefixes-not-a-list", bad(VRFDOMAIN_FABRIC, "spec.importPrefixes", "10.0.0.0/8")),
     ("accept-default-string", bad(VRFDOMAIN_FABRIC, "spec.acceptDefaultRoute", "true")),
+    (
+        "l2-rt-no-colon",
+        bad(VRFDOMAIN_FABRIC_L2, "spec.attachments.0.routeTargets.import.0", "65100"),
+    ),
+    ("l2-rt-export-empty", bad(VRFDOMAIN_FABRIC_L2, "spec.attachments.0.routeTargets.export", [])),
+    (
+        "l2-rt-not-an-object",
+        bad(VRFDOMAIN_FABRIC_L2, "spec.attachments.0.routeTargets", ["65100:50200"]),
+    ),
     # VRFNodeConfig
     ("nodeconfig-no-nodeRef", bad(VRFNODECONFIG, "spec.nodeRef", DELETE)),
     ("nodeRef-no-name", bad(VRFNODECONFIG, "spec.nodeRef.name", DELETE)),

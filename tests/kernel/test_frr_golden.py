@@ -153,9 +153,10 @@ def test_rendered_with_the_host_name_nothing_is_left_to_change(
     assert _differences(again.stdout, keep_hostname=True) == []
 
 
-@pytest.mark.parametrize("name", ["route-targets", "import-filter"])
+@pytest.mark.parametrize("name", ["route-targets", "import-filter", "l2vni-route-targets"])
 def test_routing_policy_round_trip(frr: FrrInstance, tmp_path: Path, name: str) -> None:
-    """A domain gains its routing policy (route targets, import filter) and loses it
+    """A domain gains its routing policy (route targets, import filter, an l2vni's route
+    targets) and loses it
     again: each step is one reload after which frr-reload.py finds nothing left to
     change, so FRR runs exactly the rendered lines (a route target or prefix-list
     entry FRR hid or dropped would show up here as a difference)."""

@@ -515,3 +515,56 @@ def test_automatic_import_route_target_takes_any_as() -> None:
         [cand(README_VRF_200), cand(strict, "2024-01-02T00:00:00Z")], SYSTEM_VRF
     )
     assert verdicts["c"].accepted
+
+
+# -- route targets of an l2vni (spec.attachments[].routeTargets) ------------------------
+
+
+def l2_attachment(vni: int, imports: tuple[str, ...] = (), exports: tuple[str, ...] = ()) -> Any:
+    return Attachment(type=L2, vni=vni, import_route_targets=imports, export_route_targets=exports)
+
+
+def test_l2vni_route_targets_are_checked_like_the_vrfs() -> None:
+    good = domain(
+        "l2",
+        vrf=300,
+        attachments=(l2_attachment(50300, ("65100:300", "10.0.0.1:300"), ("65100:300",)),),
+    )
+    assert field_problems(good) == []
+    bad = domain(
+        "l2", vrf=300, attachments=(l2_attachment(50300, ("65000",), ("65000:1", "65000:01")),)
+    )
+    problems = field_problems(bad)
+    assert len(problems) == 1, problems  # the first bad list stops that step
+    assert "spec.attachments[0].routeTargets.import[0] '65000' is not ASN:NN" in problems[0]
+    verdict = validate_domains([cand(bad)], SYSTEM_VRF)["l2"]
+    assert (verdict.accepted, verdict.reason) == (False, REASON_INVALID)
+
+
+def test_attachment_route_targets_only_on_the_l2vni() -> None:
+    l3_with_rts = Attachment(type=L3, vni=60300, export_route_targets=("65100:1",))
+    problems = field_problems(domain("l3", vrf=301, attachments=(l3_with_rts,)))
+    assert problems == [
+        "spec.attachments[0].routeTargets applies to an l2vni attachment; the route targets "
+        "of the l3vni's IP-VRF are spec.routeTargets"
+    ]
+
+
+def test_explicit_l2vni_route_targets_leak_like_the_vrfs() -> None:
+    # The older MAC-VRF imports a fabric segment's value; a newer one exporting it
+    # would join the two layer-2 domains.
+    older = domain(
+        "a", vrf=301, prefix="10.1.0.0", attachments=(l2_attachment(50301, ("65100:7",)),)
+    )
+    newer = domain(
+        "b", vrf=302, prefix="10.2.0.0", attachments=(l2_attachment(50302, (), ("65100:7",)),)
+    )
+    verdicts = validate_domains([cand(older), cand(newer, "2024-01-02T00:00:00Z")], SYSTEM_VRF)
+    assert verdicts["a"].accepted
+    assert (verdicts["b"].accepted, verdicts["b"].reason) == (False, REASON_DUPLICATE_ROUTE_TARGET)
+    assert "65100:7" in verdicts["b"].message
+    # Explicit imports are matched exactly: no any-AS import for that VNI.
+    assert any_as_imports(65000, older) == frozenset()
+    assert any_as_imports(65000, domain("c", vrf=303, attachments=(l2_attachment(50303),))) == {
+        50303
+    }

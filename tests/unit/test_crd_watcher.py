@@ -318,6 +318,26 @@ def test_routing_policy_fields_are_converted() -> None:
     assert (plain.spec.import_route_targets, plain.spec.export_route_targets) == ((), ())
     assert plain.spec.import_prefixes == ()
     assert plain.spec.accept_default_route is DEFAULT_ACCEPT_DEFAULT_ROUTE
+    assert all(
+        (a.import_route_targets, a.export_route_targets) == ((), ()) for a in plain.spec.attachments
+    )
+
+
+def test_l2vni_route_targets_are_converted() -> None:
+    attachments = [
+        {"type": "l2vni", "vni": 50005, "routeTargets": {"import": ["65100:5", "65100:6"]}},
+        {"type": "l3vni", "vni": 60005},
+    ]
+    obj = {"metadata": {"name": "vrf-5"}, "spec": {**domain_spec(5), "attachments": attachments}}
+    domain = convert(DOMAIN, obj)
+    assert isinstance(domain, DomainObject) and domain.spec is not None
+    l2, l3 = domain.spec.attachments
+    assert (l2.import_route_targets, l2.export_route_targets) == (("65100:5", "65100:6"), ())
+    assert (l3.import_route_targets, l3.export_route_targets) == ((), ())
+    attachments[0]["routeTargets"] = {"export": "65100:5"}
+    broken = convert(DOMAIN, obj)
+    assert isinstance(broken, DomainObject) and broken.spec is None
+    assert "spec.attachments[0].routeTargets.export must be a list" in broken.error
 
 
 @pytest.mark.parametrize(

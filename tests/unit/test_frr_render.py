@@ -133,6 +133,20 @@ FILTERED_200 = policy(
     accept_default=False,
 )
 FILTERED_42 = policy(VRF_42, accept_default=False)
+# A stretched segment of the fabric (spec.attachments[].routeTargets): vrf-300's
+# MAC-VRF imports the fabric's value and its own derived one (written last), and
+# exports the fabric's.
+FABRIC_300 = replace(
+    VRF_300,
+    attachments=(
+        Attachment(
+            type=AttachmentType.L2VNI,
+            vni=50300,
+            import_route_targets=("65100:300", "65000:50300"),
+            export_route_targets=("65100:300",),
+        ),
+    ),
+)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -163,6 +177,10 @@ SCENARIOS: dict[str, Scenario] = {
     "node-removed": Scenario(node="k8s01", domains=(VRF_42, VRF_200), nodes=THREE[:2]),
     # Explicit route targets (spec.routeTargets).
     "route-targets": Scenario(node="k8s01", domains=(FABRIC_42, FABRIC_200), nodes=THREE),
+    # Route targets of an l2vni's MAC-VRF, next to an l2vni with derived ones.
+    "l2vni-route-targets": Scenario(
+        node="k8s01", domains=(VRF_42, VRF_200, FABRIC_300), nodes=THREE
+    ),
     # Import filters (spec.importPrefixes, spec.acceptDefaultRoute); the
     # layer-2-only vrf-300 has no IP-VRF to filter.
     "import-filter": Scenario(
@@ -279,13 +297,14 @@ def test_l2vni_and_l3vni_model() -> None:
     )
     assert vrf200.written_imports == vrf200.written_exports == ("65000:200",)
     (l2vni,) = config.l2vnis
-    assert (l2vni.vni, l2vni.vrf, l2vni.rd, l2vni.route_target) == (
+    assert (l2vni.vni, l2vni.vrf, l2vni.rd, l2vni.import_targets, l2vni.export_targets) == (
         50200,
         200,
         "192.168.124.1:200",
-        "65000:50200",
+        ("65000:50200",),
+        ("65000:50200",),
     )
-    assert not l2vni.write_route_target
+    assert l2vni.written_imports == l2vni.written_exports == ()
 
 
 def test_router_id_and_underlay_from_node_config() -> None:
@@ -370,7 +389,8 @@ def test_explicit_route_target_and_four_byte_asn() -> None:
     assert "route-target import 64512:7" in text
     assert "route-target export 64512:7" in text
     # l2vni 50200 fits the 16-bit local part of a 4-byte-AS route target.
-    assert config.l2vnis[0].route_target == "4200000000:50200"
+    assert config.l2vnis[0].import_targets == ("4200000000:50200",)
+    assert config.l2vnis[0].written_exports == ("4200000000:50200",)
 
 
 def test_route_target_equal_to_frr_auto_value_of_four_byte_asn_is_not_written() -> None:
@@ -400,7 +420,68 @@ def test_route_targets_model() -> None:
     assert by_vrf[42].written_imports == ("65100:42", "65000:42")
     assert by_vrf[42].written_exports == ()
     # The l2vni of vrf-200 keeps its own route target.
-    assert config.l2vnis[0].route_target == "65000:50200"
+    assert config.l2vnis[0].import_targets == config.l2vnis[0].export_targets == ("65000:50200",)
+
+
+def test_l2vni_route_targets_model() -> None:
+    config = SCENARIOS["l2vni-route-targets"].build()
+    by_vni = {v.vni: v for v in config.l2vnis}
+    fabric = by_vni[50300]
+    assert fabric.import_targets == ("65000:50300", "65100:300")
+    assert fabric.export_targets == ("65100:300",)
+    # FRR's own value goes last in a longer list; the other l2vni writes nothing.
+    assert fabric.written_imports == ("65100:300", "65000:50300")
+    assert fabric.written_exports == ("65100:300",)
+    assert by_vni[50200].written_imports == by_vni[50200].written_exports == ()
+    text = render(config)
+    stanza = text.split("  vni 50300\n", 1)[1].split("  exit-vni\n", 1)[0]
+    assert stanza.splitlines() == [
+        "   rd 192.168.124.1:300",
+        "   route-target import 65100:300",
+        "   route-target import 65000:50300",
+        "   route-target export 65100:300",
+    ]
+
+
+def test_l2vni_beyond_a_four_byte_as_needs_both_lists() -> None:
+    # 4200000000:70000 cannot be encoded: the l2vni needs explicit values both ways.
+    big = replace(VRF_300, attachments=(Attachment(type=AttachmentType.L2VNI, vni=70000),))
+    config = build_frr_config(
+        node="k8s01", asn=4200000000, domains=(big,), node_configs=(), nodes=THREE
+    )
+    assert config.l2vnis == ()
+    (rejection,) = config.rejected
+    assert "l2vni 70000 does not fit a route target of 4-byte AS 4200000000" in rejection.reason
+    listed = replace(
+        big,
+        attachments=(
+            Attachment(
+                type=AttachmentType.L2VNI,
+                vni=70000,
+                import_route_targets=("64512:700",),
+                export_route_targets=("64512:700",),
+            ),
+        ),
+    )
+    config = build_frr_config(
+        node="k8s01", asn=4200000000, domains=(listed,), node_configs=(), nodes=THREE
+    )
+    assert config.rejected == ()
+    assert config.l2vnis[0].written_imports == config.l2vnis[0].written_exports == ("64512:700",)
+
+
+def test_explicit_l2vni_route_target_of_a_vrf_is_rejected() -> None:
+    clash = replace(
+        VRF_300,
+        attachments=(
+            Attachment(type=AttachmentType.L2VNI, vni=50300, export_route_targets=("65000:200",)),
+        ),
+    )
+    config = build_frr_config(
+        node="k8s01", asn=65000, domains=(VRF_200, clash), node_configs=(), nodes=THREE
+    )
+    assert [r.name for r in config.rejected] == ["vrf-300"]
+    assert "65000:200 is a route target of vrf-200" in config.rejected[0].reason
 
 
 def test_route_targets_are_normalised_and_order_free() -> None:
