@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pyroute2_cni.ipam.store import block_from_object
-from tests.harness import lab_scenarios
+from tests.harness import lab_external, lab_scenarios
 from tests.harness.continuous_ping import ContinuousPing
 from tests.harness.frr_instance import FrrInstance
 from tests.harness.lab import (
@@ -322,6 +322,44 @@ def test_route_reflector_mode(lab: Lab) -> None:
         _frr_restart_keeps_forwarding(lab, "reflector restart", scenario="rr-restart")
     finally:
         lab_scenarios.revert_rr(lab)
+
+
+def test_tenant_vrfs_reach_their_external_networks_through_the_border(lab: Lab) -> None:
+    """Issue 21: a border router outside the cluster (the nodes' route reflector) holds
+    vrf-42 and vrf-200 with a server network behind each.  Pods reach their own VRF's
+    server both ways and not the other's; the border's VRF tables hold exactly their
+    domain's blocks and their own network; a withdrawn server network leaves every node."""
+    try:
+        (result,) = lab_scenarios.run(lab, "external")
+        print(result.text())
+        own, across = result.extra["own"], result.extra["across"]
+        for vrf, pairs in own.items():
+            assert pairs and all(a and b for a, b in pairs.values()), (vrf, result.text())
+        for vrf, pairs in across.items():
+            assert pairs and not any(a or b for a, b in pairs.values()), (vrf, result.text())
+        for vrf, table in result.extra["tables"].items():
+            assert table["held"] == table["expected"], (vrf, result.text())
+        # Withdrawing the tenant's server network removes it from every node, and only it.
+        tenant, system = lab_external.TENANT_EXTERNAL, lab_external.SYSTEM_EXTERNAL
+        lab_external.withdraw(tenant)
+        try:
+            wait_until(
+                lambda: not any(lab_external.node_tables_have(lab, tenant).values()) or None,
+                WITHDRAW_TIMEOUT,
+                f"{tenant.network} withdrawn from every node",
+                0.5,
+            )
+            assert all(lab_external.node_tables_have(lab, system).values())
+        finally:
+            lab_external.restore(tenant)
+        wait_until(
+            lambda: all(lab_external.node_tables_have(lab, tenant).values()) or None,
+            WITHDRAW_TIMEOUT,
+            f"{tenant.network} back on every node",
+            0.5,
+        )
+    finally:
+        lab_external.revert_external(lab)
 
 
 def test_deleting_a_domain_withdraws_its_routes_everywhere(lab: Lab) -> None:

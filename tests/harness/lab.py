@@ -273,6 +273,7 @@ class Lab(Service):
             )
         self.pods: list[Pod] = []
         self.rr: FrrInstance | None = None
+        self.border: FrrInstance | None = None  # the external scenario's (lab_external)
         self.scenarios: dict[str, str] = {}
         # What summary() reports instead, when something else runs the nodes (kube_lab).
         self.summarizer: Callable[[], tuple[str, bool]] | None = None
@@ -369,7 +370,8 @@ class Lab(Service):
                     statuses.append(f"{node.name} {self.stop_daemon(node.name)}")
         if statuses:
             self.progress("daemons stopped with SIGTERM, exit status: " + ", ".join(statuses))
-        for frr in [n.frr for n in self.nodes.values()] + ([self.rr] if self.rr else []):
+        extra = [f for f in (self.rr, self.border) if f is not None]
+        for frr in [n.frr for n in self.nodes.values()] + extra:
             with contextlib.suppress(Exception):
                 frr.remove()
         self._cleanup_kernel()

@@ -39,7 +39,15 @@ KUBELETS_UML_MEM = "6000M"
 DEFAULT_LIFETIME = 7200.0
 UP_TIMEOUT = 900.0
 DOWN_TIMEOUT = 180.0
-SCENARIOS = ("tenant", "l2vni", "rr", "frr-restart", "rr-restart", "node-restart")
+SCENARIOS = (
+    "tenant",
+    "l2vni",
+    "rr",
+    "frr-restart",
+    "rr-restart",
+    "node-restart",
+    "external",
+)
 
 
 def _state_dir() -> Path:
@@ -230,7 +238,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print(
         "lab: scripts/lab kubectl ... | exec NETNS CMD ... "
-        "| scenario tenant|l2vni|rr|frr-restart|rr-restart|node-restart | down"
+        "| scenario tenant|l2vni|rr|frr-restart|rr-restart|node-restart|external | down"
     )
     launcher.returncode = 0  # detached on purpose: it keeps the guest running
     return 0 if green else 1

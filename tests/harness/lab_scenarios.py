@@ -1,5 +1,6 @@
 """The lab's scenarios (``scripts/lab scenario NAME``, the e2e tier): tenant VRF, l2vni,
-route-reflector mode, FRR and reflector restarts under a continuous ping.
+route-reflector mode, FRR and reflector restarts under a continuous ping (and, in
+lab_external, a border router outside the cluster).
 
 Each takes a running ``Lab``, changes the cluster the way an operator would (VRFDomains,
 bindings, VRFNodeConfigs, a restart) and returns a ``ScenarioResult`` for the summary.
@@ -326,6 +327,9 @@ def revert_rr(lab: Lab) -> None:
 
 def run(lab: Lab, name: str) -> list[ScenarioResult]:
     """Run one scenario (or all); each result is also kept for the lab's summary."""
+    # lab_external builds on this module's scenarios: imported here, not at the top.
+    from tests.harness.lab_external import external
+
     runners: dict[str, Callable[[Lab], ScenarioResult]] = {
         "tenant": tenant,
         "l2vni": l2vni,
@@ -333,6 +337,7 @@ def run(lab: Lab, name: str) -> list[ScenarioResult]:
         "frr-restart": frr_restart,
         "rr-restart": rr_restart,
         "node-restart": node_restart,
+        "external": external,
     }
     if name == "all":
         return [r for each in runners for r in run(lab, each)]
