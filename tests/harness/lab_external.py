@@ -25,6 +25,7 @@ from tests.harness.frr_instance import FrrInstance
 from tests.harness.lab import ASN, CONVERGE_TIMEOUT, SUBNET, Lab, Pod
 from tests.harness.lab_scenarios import (
     ScenarioResult,
+    back_to_mesh,
     node_config,
     node_sessions,
     scenario_pods,
@@ -334,14 +335,7 @@ def restore(v: ExternalVrf) -> None:
 
 def revert_external(lab: Lab) -> None:
     """Back to the full mesh: VRFNodeConfigs deleted, the border and its servers gone."""
-    for name in lab.nodes:
-        lab.delete_object("vrfnodeconfigs", f"{name}-vrnc")
-    mesh = {n.address for n in lab.nodes.values()}
-    want = {
-        n: dict.fromkeys(sorted(mesh - {node.address}), "Established")
-        for n, node in lab.nodes.items()
-    }
-    wait_until(lambda: node_sessions(lab) == want, CONVERGE_TIMEOUT, "the full mesh back", 0.5)
+    back_to_mesh(lab)
     if lab.border is not None:
         lab.border.remove()
         lab.border = None

@@ -308,8 +308,8 @@ def rr_mode(lab: Lab) -> ScenarioResult:
     )
 
 
-def revert_rr(lab: Lab) -> None:
-    """Back to the full mesh: VRFNodeConfigs deleted, RR stopped."""
+def back_to_mesh(lab: Lab) -> None:
+    """The nodes' VRFNodeConfigs deleted; until every node peers with every other again."""
     for name in lab.nodes:
         lab.delete_object("vrfnodeconfigs", f"{name}-vrnc")
     mesh = {n.address for n in lab.nodes.values()}
@@ -318,6 +318,11 @@ def revert_rr(lab: Lab) -> None:
         for n, node in lab.nodes.items()
     }
     wait_until(lambda: node_sessions(lab) == want, CONVERGE_TIMEOUT, "the full mesh back", 0.5)
+
+
+def revert_rr(lab: Lab) -> None:
+    """Back to the full mesh: VRFNodeConfigs deleted, RR stopped."""
+    back_to_mesh(lab)
     if lab.rr is not None:
         lab.rr.remove()
         lab.rr = None
