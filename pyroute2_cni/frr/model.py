@@ -512,7 +512,7 @@ def build_frr_config(
                 rejected.append(Rejection(kind="VRFDomain", name=domain.name, reason=str(exc)))
                 continue
             assert l2_rts is not None  # the candidate has an l2vni
-            clashes = sorted((t, v) for v, rts in vrf_rts.items() for t in sorted(l2_rts.all & rts))
+            clashes = sorted((t, v) for v, rts in vrf_rts.items() for t in l2_rts.all & rts)
             if clashes:
                 rejected.append(
                     Rejection(
